@@ -1,0 +1,50 @@
+# asr-eval — set-up and entry points. Every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines: the local CPU wheel. GPU users pick their own, e.g.
+#   make test TORCH_SPEC="torch==2.9.1"   or   TORCH_SPEC=""  (keep the torch already in the venv)
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= test,ray
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_API_DATABASE_CONNECTION_URL := sqlite+aiosqlite:///$(CURDIR)/.prefect/prefect.db
+
+.PHONY: install test demo serve bench browser-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Reinstall when pyproject changes; the stamp records what was installed.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q $(TORCH_SPEC); fi
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@$(BIN)/python -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Headless Chromium for the report's browser test (Debian packages; root on CI).
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium/chromedriver missing and not root: the browser test will be skipped"; fi; fi
+
+test: install browser-deps
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/asr-eval demo
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

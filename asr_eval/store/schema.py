@@ -1,0 +1,229 @@
+"""THE DuckDB schema of the asr-eval store — the single place it is defined.
+
+One DuckDB file (default ``reports/asr_eval.duckdb``) holds everything a report needs.
+DuckDB allows one read-write process per file, so exactly one *writer* step touches it:
+inference and training workers write Parquet parts, and ``asr_eval.store`` loads them.
+
+Tables (keys in brackets):
+
+corpora            [corpus_id]  one row per ingested corpus (shard dir + index hash)
+utterances         [corpus_id, utt_id]  reference text, split, duration, speaker of each utterance
+utterance_attrs    [corpus_id, utt_id, attr]  slice columns in long form (attr, value) so any
+                   column — accent, gender, age, hsk_level, derived duration_bucket — can be
+                   grouped by in SQL without schema changes
+models             [model_id]  every model scored or trained; fine-tuned ones carry lineage
+                   (base_model_id, corpus_id, training_run_id, step)
+eval_runs          [run_id]  one model decoding one corpus split: device, dtype, batch size,
+                   decode parameters, library versions, RTFx
+hypotheses         [run_id, utt_id]  raw model text. Normalization happens at scoring time,
+                   so a new normalizer rescoring never re-runs inference
+utterance_scores   [run_id, utt_id, normalizer]  normalized ref/hyp, CER/MER/WER counts,
+                   per-class counts, alignment, pathology flags
+slice_metrics      [run_id, normalizer, slice_attr, slice_value]  pooled rates with bootstrap
+                   95% CIs; slice_attr '_all' / slice_value 'all' is the whole run
+comparisons        [run_a, run_b, normalizer, metric, slice_attr, slice_value]  paired bootstrap
+                   difference (b - a) with CI, P(b better than a), sign-test p, verdict in words
+training_runs      [training_run_id]  one fine-tuning run (ours, or imported from
+                   trainer_state.json / TensorBoard)
+training_log       [training_run_id, step, kind]  raw loss stream; kind 'train' or 'eval';
+                   NaN/inf kept as they are
+alerts             [alert_id]  divergence/regression findings of check-training
+
+Every score carries provenance: normalizer profile name + rules hash (utterance_scores,
+slice_metrics, comparisons) and, through run_id, the model hash, decode params and versions.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
+MIGRATIONS: list[str] = [
+    """
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS corpora (
+    corpus_id VARCHAR PRIMARY KEY,        -- corpus name from index.json + short index hash
+    name VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,                -- shard directory
+    index_sha256 VARCHAR NOT NULL,
+    n_utts BIGINT,
+    hours DOUBLE,
+    splits JSON,                          -- {"train": n, "test": n}
+    slice_columns JSON,                   -- ["accent", "gender", ...]
+    source JSON,                          -- how it was ingested
+    loaded_at TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS utterances (
+    corpus_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    split VARCHAR,
+    duration_s DOUBLE,
+    speaker VARCHAR,
+    text VARCHAR,                         -- raw reference, never normalized in place
+    source_path VARCHAR,
+    audio_sha256 VARCHAR,
+    PRIMARY KEY (corpus_id, utt_id)
+);
+
+CREATE TABLE IF NOT EXISTS utterance_attrs (
+    corpus_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    attr VARCHAR NOT NULL,
+    value VARCHAR,
+    PRIMARY KEY (corpus_id, utt_id, attr)
+);
+
+CREATE TABLE IF NOT EXISTS models (
+    model_id VARCHAR PRIMARY KEY,         -- e.g. 'openai/whisper-large-v3@<rev>' or 'local:<name>@<hash>'
+    name VARCHAR NOT NULL,                -- what the user typed (hub id, path, bundled:whisper-base)
+    source VARCHAR NOT NULL,              -- 'hub' | 'local' | 'bundled'
+    path VARCHAR,
+    revision VARCHAR,                     -- hub commit or content hash of the weights
+    num_mel_bins INTEGER,
+    n_params BIGINT,
+    config JSON,
+    base_model_id VARCHAR,                -- lineage for fine-tuned checkpoints
+    corpus_id VARCHAR,
+    training_run_id VARCHAR,
+    step BIGINT,
+    registered_at TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS eval_runs (
+    run_id VARCHAR PRIMARY KEY,
+    corpus_id VARCHAR NOT NULL,
+    split VARCHAR,
+    model_id VARCHAR NOT NULL,
+    status VARCHAR,                       -- 'running' | 'done' | 'failed'
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    device VARCHAR,
+    dtype VARCHAR,
+    batch_size INTEGER,
+    decode_params JSON,                   -- language, task, num_beams, max_new_tokens, ...
+    versions JSON,                        -- torch, transformers, asr-eval, ...
+    n_utts BIGINT,
+    audio_s DOUBLE,
+    proc_s DOUBLE,                        -- features + generate + decode, not audio decoding
+    rtfx DOUBLE,                          -- audio_s / proc_s
+    peak_gpu_mem_bytes BIGINT
+);
+
+CREATE TABLE IF NOT EXISTS hypotheses (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    hyp_raw VARCHAR,                      -- NULL = model produced nothing (scored as deletions)
+    n_tokens INTEGER,
+    shard VARCHAR,
+    PRIMARY KEY (run_id, utt_id)
+);
+
+CREATE TABLE IF NOT EXISTS utterance_scores (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,          -- profile name, e.g. 'zh-v1'
+    normalizer_hash VARCHAR NOT NULL,     -- hash of the profile's rules
+    ref_norm VARCHAR,
+    hyp_norm VARCHAR,
+    cer_n INTEGER, cer_s INTEGER, cer_d INTEGER, cer_i INTEGER,   -- n = reference length
+    mer_n INTEGER, mer_s INTEGER, mer_d INTEGER, mer_i INTEGER,
+    wer_n INTEGER, wer_s INTEGER, wer_d INTEGER, wer_i INTEGER,
+    zh_n INTEGER, zh_err INTEGER,         -- per-class (Mandarin/English/Number/Other) MER tokens
+    en_n INTEGER, en_err INTEGER,
+    num_n INTEGER, num_err INTEGER,
+    other_n INTEGER, other_err INTEGER,
+    alignment JSON,                       -- [[op, ref_tok, hyp_tok], ...] on the CER level
+    flags VARCHAR[],                      -- pathology flags: repetition, hallucination, ...
+    empty_ref BOOLEAN,
+    PRIMARY KEY (run_id, utt_id, normalizer)
+);
+
+CREATE TABLE IF NOT EXISTS slice_metrics (
+    run_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    slice_attr VARCHAR NOT NULL,          -- '_all' for the whole run
+    slice_value VARCHAR NOT NULL,
+    n BIGINT,
+    hours DOUBLE,
+    cer DOUBLE, cer_lo DOUBLE, cer_hi DOUBLE,
+    mer DOUBLE, mer_lo DOUBLE, mer_hi DOUBLE,
+    wer DOUBLE,
+    cer_s BIGINT, cer_d BIGINT, cer_i BIGINT, cer_n BIGINT,
+    n_boot INTEGER,
+    ci_method VARCHAR,                    -- 'utterance' | 'speaker-block'
+    PRIMARY KEY (run_id, normalizer, slice_attr, slice_value)
+);
+
+CREATE TABLE IF NOT EXISTS comparisons (
+    run_a VARCHAR NOT NULL,
+    run_b VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,              -- 'cer' | 'mer'
+    slice_attr VARCHAR NOT NULL,
+    slice_value VARCHAR NOT NULL,
+    n BIGINT,
+    rate_a DOUBLE,
+    rate_b DOUBLE,
+    delta DOUBLE,                         -- rate_b - rate_a (negative: b is better)
+    delta_lo DOUBLE,
+    delta_hi DOUBLE,
+    p_b_better DOUBLE,                    -- bootstrap P(b has fewer errors)
+    sign_test_p DOUBLE,
+    verdict VARCHAR,                      -- sentence in words
+    PRIMARY KEY (run_a, run_b, normalizer, metric, slice_attr, slice_value)
+);
+
+CREATE TABLE IF NOT EXISTS training_runs (
+    training_run_id VARCHAR PRIMARY KEY,
+    name VARCHAR,
+    out_dir VARCHAR,
+    source VARCHAR,                       -- 'asr-eval' | 'trainer_state' | 'tensorboard'
+    base_model_id VARCHAR,
+    corpus_id VARCHAR,
+    params JSON,
+    baseline_run_id VARCHAR,
+    status VARCHAR,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS training_log (
+    training_run_id VARCHAR NOT NULL,
+    step BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,                -- 'train' | 'eval'
+    epoch DOUBLE,
+    loss DOUBLE,                          -- train loss, or eval loss when kind = 'eval'
+    grad_norm DOUBLE,
+    learning_rate DOUBLE,
+    cer DOUBLE,                           -- eval only
+    cer_s BIGINT, cer_d BIGINT, cer_i BIGINT, cer_n BIGINT,
+    wall_time DOUBLE,
+    PRIMARY KEY (training_run_id, step, kind)
+);
+
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id VARCHAR PRIMARY KEY,
+    training_run_id VARCHAR NOT NULL,
+    baseline_run_id VARCHAR,
+    rule VARCHAR NOT NULL,                -- 'non_finite' | 'loss_spike' | 'overfitting' | ...
+    severity VARCHAR NOT NULL,            -- 'critical' | 'regression' | 'warning' | 'info'
+    step BIGINT,
+    metric VARCHAR,
+    value DOUBLE,
+    threshold DOUBLE,
+    message VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+""",
+]
+
+TABLES = (
+    "meta", "corpora", "utterances", "utterance_attrs", "models", "eval_runs", "hypotheses",
+    "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts",
+)
