@@ -21,7 +21,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Mandarin ASR evaluation harness (keeps `asr-eval CMD` a command group)."""
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _register_commands() -> None:

@@ -1,0 +1,3 @@
+from asr_eval.cli import main
+
+main()

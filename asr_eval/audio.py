@@ -1,0 +1,190 @@
+"""Audio: decode (soundfile) → mono → 16 kHz (soxr) → validate → 16-bit FLAC bytes.
+
+Validation reasons are the stable codes stored in quarantine files (see ``Reason``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TARGET_SR = 16_000
+MIN_DURATION_S = 0.1
+MAX_DURATION_S = 30.0  # Whisper's input window
+SILENCE_PEAK = 1e-4  # ≈ −80 dBFS: below this everywhere the clip carries no speech
+
+
+class Reason(StrEnum):
+    """Why an item was kept out of the shards (the quarantine file's ``reason``)."""
+
+    MISSING_FILE = "missing_file"
+    UNREADABLE = "unreadable"
+    TRUNCATED = "truncated"
+    ZERO_LENGTH = "zero_length"
+    NON_FINITE = "non_finite"
+    SILENT = "silent"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    EMPTY_TRANSCRIPT = "empty_transcript"
+    DUPLICATE_ID = "duplicate_id"
+    BAD_ENCODING = "bad_encoding"
+    PATH_ESCAPE = "path_escape"
+    BAD_ROW = "bad_row"
+    UNSUPPORTED = "unsupported"
+
+
+class AudioError(Exception):
+    """An audio item that cannot be used; ``reason`` is a ``Reason`` code."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded, validated audio at 16 kHz mono."""
+
+    samples: np.ndarray  # float32, 1-D, in [-1, 1]
+    source_sample_rate: int
+    source_channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / TARGET_SR
+
+
+def _open(src: str | Path | bytes) -> sf.SoundFile:
+    if isinstance(src, bytes | bytearray | memoryview):
+        return sf.SoundFile(io.BytesIO(bytes(src)))
+    return sf.SoundFile(str(src))
+
+
+def decode(
+    src: str | Path | bytes, offset_s: float = 0.0, duration_s: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode a file or in-memory bytes to float32 ``[frames, channels]`` and its sample rate.
+
+    ``offset_s``/``duration_s`` cut a segment (Kaldi ``segments``, NeMo ``offset``).
+    """
+    is_bytes = isinstance(src, bytes | bytearray | memoryview)
+    name = "<bytes>" if is_bytes else str(src)
+    if not is_bytes and not Path(src).is_file():
+        raise AudioError(Reason.MISSING_FILE, f"{src} does not exist")
+    raw = bytes(src) if is_bytes else None
+    try:
+        with _open(src) as f:
+            sr, declared, fmt = f.samplerate, f.frames, f.format
+            start = int(round(offset_s * sr))
+            if start:
+                f.seek(min(start, max(declared, 0)))
+            want = -1 if duration_s is None else int(round(duration_s * sr))
+            data = f.read(frames=want, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError for bad streams
+        msg = str(exc).strip()
+        cut = any(k in msg.lower() for k in ("lost sync", "truncat", "end of file", "unexpected end"))
+        raise AudioError(Reason.TRUNCATED if cut else Reason.UNREADABLE, f"{name}: {msg}") from exc
+    _check_complete(src if not is_bytes else raw, fmt, declared, len(data) + start, sr, want, name)
+    if duration_s is not None and start + want > declared:
+        raise AudioError(
+            Reason.TRUNCATED,
+            f"{name}: segment {offset_s:.3f}+{duration_s:.3f}s runs past the end ({declared / sr:.3f}s)",
+        )
+    return data, sr
+
+
+def _check_complete(src, fmt: str, declared: int, end: int, sr: int, want: int, name: str) -> None:
+    """Detect a file cut short. libsndfile silently shrinks a truncated WAV's frame count, so
+    WAV is checked against its RIFF ``data`` chunk size; MP3's Xing count is an estimate, so it
+    gets a tolerance; a cut Ogg reports zero frames."""
+    if fmt == "WAV":
+        header_frames = _wav_header_frames(src)
+        if header_frames is not None and header_frames > declared:
+            raise AudioError(
+                Reason.TRUNCATED,
+                f"{name}: header declares {header_frames} frames, file holds {declared}",
+            )
+    elif fmt in ("MPEG", "MP3") and want < 0 and declared > 0 and end < 0.95 * declared:
+        raise AudioError(Reason.TRUNCATED, f"{name}: expected ~{declared} frames, decoded {end}")
+    elif fmt == "OGG" and declared == 0 and _size(src) > 4096:
+        raise AudioError(Reason.TRUNCATED, f"{name}: Ogg stream with no decodable frames")
+
+
+def _size(src) -> int:
+    return len(src) if isinstance(src, bytes) else Path(src).stat().st_size
+
+
+def _wav_header_frames(src) -> int | None:
+    """Frames promised by a RIFF/WAVE header (``data`` size / block align), or None."""
+    head = src[:1 << 16] if isinstance(src, bytes) else Path(src).open("rb").read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"fmt ":
+            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")
+        elif cid == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave 0/-1
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def to_mono_16k(data: np.ndarray, sr: int) -> np.ndarray:
+    """Downmix (mean of channels) and resample to 16 kHz with soxr (HQ)."""
+    mono = data.mean(axis=1) if data.ndim == 2 else data
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if sr != TARGET_SR and len(mono):
+        mono = soxr.resample(mono, sr, TARGET_SR, quality="HQ").astype(np.float32, copy=False)
+    return mono
+
+
+def validate(samples: np.ndarray, min_s: float = MIN_DURATION_S, max_s: float | None = MAX_DURATION_S) -> None:
+    """Raise ``AudioError`` for audio that would poison scoring or training."""
+    if len(samples) == 0:
+        raise AudioError(Reason.ZERO_LENGTH, "no samples")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise AudioError(Reason.NON_FINITE, f"{bad} NaN/inf samples")
+    dur = len(samples) / TARGET_SR
+    if dur < min_s:
+        raise AudioError(Reason.TOO_SHORT, f"{dur:.3f}s < {min_s}s")
+    peak = float(np.abs(samples).max())
+    if peak < SILENCE_PEAK:
+        raise AudioError(Reason.SILENT, f"peak amplitude {peak:.2e} (all silent)")
+    if max_s is not None and dur > max_s:
+        raise AudioError(Reason.TOO_LONG, f"{dur:.2f}s > {max_s}s (Whisper's 30 s window)")
+
+
+def load(src: str | Path | bytes, offset_s: float = 0.0, duration_s: float | None = None) -> Audio:
+    """Decode → mono → 16 kHz, without validation."""
+    data, sr = decode(src, offset_s, duration_s)
+    return Audio(to_mono_16k(data, sr), sr, data.shape[1] if data.ndim == 2 else 1)
+
+
+def encode_flac(samples: np.ndarray, sr: int = TARGET_SR) -> bytes:
+    """16-bit FLAC bytes (lossless for 16-bit sources; ~2× smaller than WAV)."""
+    buf = io.BytesIO()
+    clipped = np.clip(samples, -1.0, 1.0)
+    sf.write(buf, clipped, sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> np.ndarray:
+    """FLAC (or any soundfile format) bytes → float32 mono at the stored rate."""
+    samples, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    return samples if samples.ndim == 1 else samples.mean(axis=1).astype(np.float32)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,62 @@
+"""`asr-eval ingest`: a corpus source → Parquet shards + index.json + quarantine.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from asr_eval.cli import app, console
+from asr_eval.corpus import LAYOUTS, open_source
+from asr_eval.errors import AsrEvalError
+from asr_eval.shards import IngestOptions, ingest, parse_split_map
+
+
+@app.command("ingest")
+def ingest_cmd(
+    source: Annotated[str, typer.Argument(help="Manifest file, Kaldi/audiofolder/Common Voice folder, "
+                                                "datasets save_to_disk folder, Parquet, or a hub id")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus directory (shards + index.json)")],
+    layout: Annotated[str | None, typer.Option(help=f"Force a layout: {', '.join(LAYOUTS)}")] = None,
+    audio_column: Annotated[str | None, typer.Option(help="Audio path column of a manifest")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Transcript column of a manifest")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Utterance id column (default: audio file stem)")] = None,
+    split: Annotated[str | None, typer.Option(help="Split name for a single-split source / HF split")] = None,
+    split_map: Annotated[list[str] | None, typer.Option("--split-map", help="e.g. 'train+dev=train' (repeatable)")] = None,
+    hf_config: Annotated[str | None, typer.Option(help="Hugging Face dataset config (hub sources)")] = None,
+    cv_tsv: Annotated[list[str] | None, typer.Option(help="Common Voice TSVs to read (default train, dev, test)")] = None,
+    name: Annotated[str | None, typer.Option(help="Corpus name (default: source folder name)")] = None,
+    keep_long: Annotated[bool, typer.Option(help="Keep clips over 30 s, flagged 'too_long'")] = False,
+    max_rows: Annotated[int, typer.Option(help="Max rows per shard")] = 2000,
+    max_mb: Annotated[int, typer.Option(help="Max MB of audio per shard")] = 128,
+    workers: Annotated[int, typer.Option(help="Decoder processes (0 = one per core)")] = 0,
+    allow_outside_root: Annotated[bool, typer.Option(help="Accept audio paths outside the corpus root")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard an earlier ingest in --out")] = False,
+) -> None:
+    """Ingest a corpus into 16 kHz FLAC Parquet shards; bad items go to quarantine.jsonl."""
+    reader = open_source(source, layout, audio_column=audio_column, text_column=text_column,
+                         id_column=id_column, split=split, hf_config=hf_config,
+                         cv_tsvs=tuple(cv_tsv) if cv_tsv else None, allow_outside_root=allow_outside_root)
+    opts = IngestOptions(max_rows=max_rows, max_bytes=max_mb * 2**20, keep_long=keep_long,
+                         split_map=parse_split_map(split_map or []), workers=workers, corpus_name=name)
+    s = ingest(reader, out, opts, progress=True, overwrite=overwrite)
+    t = Table(title=f"ingested [bold]{s.corpus}[/] → {s.out_dir}", show_header=True)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("items read", str(s.n_items))
+    t.add_row("ingested", f"[green]{s.n_ingested}[/]")
+    t.add_row("quarantined", f"[yellow]{s.n_quarantined}[/]" if s.n_quarantined else "0")
+    for reason, n in s.quarantine_by_reason.items():
+        t.add_row(f"  {reason}", str(n))
+    for sp, n in s.by_split.items():
+        t.add_row(f"split {sp}", str(n))
+    t.add_row("hours", f"{s.hours:.3f}")
+    t.add_row("shards", str(s.shards))
+    t.add_row("speed", f"{s.audio_s_per_s:.0f}× real time")
+    console.print(t)
+    if s.n_quarantined:
+        console.print(f"reasons per item: {Path(s.out_dir) / 'quarantine.jsonl'}")
+    if s.n_ingested == 0:
+        raise AsrEvalError(f"nothing could be ingested from {source} ({s.n_quarantined} items quarantined)")

@@ -1,0 +1,133 @@
+"""Records every corpus reader yields, and helpers shared by the readers.
+
+A reader turns a source layout into a stream of ``Utterance`` (audio not yet decoded) and
+``Rejection`` (an item that could not even be described: bad row, bad encoding, path that
+escapes the corpus root, piped wav.scp command). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from asr_eval.audio import Reason
+
+
+@dataclass
+class Utterance:
+    utt_id: str
+    text: str
+    split: str
+    audio_path: Path | None = None  # a file on disk …
+    audio_bytes: bytes | None = None  # … or encoded bytes (HF datasets)
+    source_path: str = ""  # as written in the source (for the user)
+    speaker: str | None = None
+    offset_s: float = 0.0
+    duration_s: float | None = None  # segment length when cutting a longer file
+    metadata: dict[str, str | None] = field(default_factory=dict)
+    where: str = ""  # file:line, for messages
+
+
+@dataclass
+class Rejection:
+    reason: Reason
+    detail: str
+    where: str
+    utt_id: str | None = None
+    source_path: str | None = None
+
+
+Item = Utterance | Rejection
+
+
+class CorpusReader(Protocol):
+    """A source layout. ``items()`` may be called more than once and yields in a stable order."""
+
+    layout: str
+    root: Path
+    name: str
+
+    def items(self) -> Iterator[Item]: ...
+
+    def describe(self) -> dict: ...
+
+
+AUDIO_COLUMNS = ("audio_filepath", "audio_path", "file_name", "audio", "path", "file", "wav", "filename")
+TEXT_COLUMNS = ("text", "sentence", "transcript", "transcription", "normalized_text", "label")
+ID_COLUMNS = ("utt_id", "id", "key", "utterance_id")
+SPEAKER_COLUMNS = ("speaker", "speaker_id", "client_id", "spk")
+KNOWN_SPLITS = ("train", "dev", "validation", "valid", "test", "validated", "other", "invalidated", "eval")
+
+
+def pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, where: str) -> str | None:
+    """Choose a column: the user's choice (must exist) or the first known candidate."""
+    if wanted:
+        if wanted not in columns:
+            from asr_eval.errors import AsrEvalError
+
+            raise AsrEvalError(f"{where}: no {what} column {wanted!r}; columns are {columns}")
+        return wanted
+    lower = {c.lower(): c for c in columns}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def resolve_audio(root: Path, raw: str, allow_outside: bool) -> Path | Rejection:
+    """Resolve an audio path against the corpus root; refuse paths that escape it."""
+    p = Path(raw)
+    full = (p if p.is_absolute() else root / p).resolve()
+    root_r = root.resolve()
+    if not allow_outside and not full.is_relative_to(root_r):
+        return Rejection(
+            Reason.PATH_ESCAPE,
+            f"audio path {raw!r} resolves to {full}, outside the corpus root {root_r} "
+            "(pass --allow-outside-root to accept it)",
+            where="",
+            source_path=raw,
+        )
+    return full
+
+
+_CLEAN = re.compile(r"[^0-9a-zA-Z_]+")
+_CORE = {"utt_id", "split", "audio", "sample_rate", "duration_s", "text", "speaker", "corpus",
+         "source_path", "audio_sha256", "qc_flags"}
+
+
+def slice_name(column: str) -> str:
+    """Metadata column → a safe, lower-case shard column name that never shadows a core column."""
+    name = _CLEAN.sub("_", column.strip()).strip("_").lower() or "col"
+    if name[0].isdigit():
+        name = "c_" + name
+    return f"meta_{name}" if name in _CORE else name
+
+
+def has_content(text: str | None) -> bool:
+    """False for empty or punctuation/symbol/space-only transcripts."""
+    if not text:
+        return False
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def stem_id(path: str) -> str:
+    return Path(path).with_suffix("").as_posix().replace("/", "_").lstrip("._") or path
+
+
+def split_from_name(name: str, default: str) -> str:
+    stem = Path(name).stem.lower()
+    return stem if stem in KNOWN_SPLITS else default
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
+    """Yield (line number, decoded text or None when not UTF-8, raw bytes)."""
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8").rstrip("\r\n"), raw
+            except UnicodeDecodeError:
+                yield i, None, raw

@@ -1,0 +1,109 @@
+"""Kaldi data directories: wav.scp, text, optional utt2spk, spk2gender, segments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr_eval.audio import Reason
+from asr_eval.corpus.base import Item, Rejection, Utterance, read_lines, resolve_audio, split_from_name
+from asr_eval.errors import AsrEvalError
+
+
+def _table(path: Path, what: str) -> tuple[dict[str, str], list[Rejection]]:
+    """'key rest-of-line' files. Bad lines become rejections."""
+    out: dict[str, str] = {}
+    bad: list[Rejection] = []
+    if not path.is_file():
+        return out, bad
+    for i, line, _ in read_lines(path):
+        where = f"{path}:{i}"
+        if line is None:
+            bad.append(Rejection(Reason.BAD_ENCODING, f"{what} line is not valid UTF-8", where))
+            continue
+        if not line.strip():
+            continue
+        key, _, rest = line.strip().partition(" ")
+        out[key] = rest.strip()
+    return out, bad
+
+
+@dataclass
+class KaldiReader:
+    root: Path
+    split: str | None = None
+    allow_outside_root: bool = False
+    layout: str = "kaldi"
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        for f in ("wav.scp", "text"):
+            if not (self.root / f).is_file():
+                raise AsrEvalError(f"{self.root} is not a Kaldi data dir: {f} is missing")
+        self.name = self.root.name
+        self._split = self.split or split_from_name(self.root.name, "all")
+
+    def describe(self) -> dict:
+        return {"layout": self.layout, "path": str(self.root),
+                "files": sorted(p.name for p in self.root.iterdir() if p.is_file())}
+
+    def items(self) -> Iterator[Item]:
+        wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
+        text, bad_t = _table(self.root / "text", "text")
+        utt2spk, bad_u = _table(self.root / "utt2spk", "utt2spk")
+        spk2gender, bad_g = _table(self.root / "spk2gender", "spk2gender")
+        segments, bad_s = _table(self.root / "segments", "segments")
+        yield from bad_w + bad_t + bad_u + bad_g + bad_s
+        text_where = f"{self.root / 'text'}"
+        if segments:
+            units = []
+            for utt, rest in segments.items():
+                parts = rest.split()
+                if len(parts) != 3:
+                    yield Rejection(Reason.BAD_ROW, f"segments line for {utt!r} needs 'rec start end'",
+                                    f"{self.root / 'segments'}", utt)
+                    continue
+                try:
+                    start, end = float(parts[1]), float(parts[2])
+                except ValueError:
+                    yield Rejection(Reason.BAD_ROW, f"segments times {parts[1:]} are not numbers",
+                                    f"{self.root / 'segments'}", utt)
+                    continue
+                units.append((utt, parts[0], start, end - start))
+        else:
+            units = [(utt, utt, 0.0, None) for utt in wav]
+        for utt, rec, start, dur in units:
+            where = f"{text_where} ({utt})"
+            if utt not in text:
+                yield Rejection(Reason.BAD_ROW, f"utterance {utt!r} has audio but no line in text", where, utt)
+                continue
+            entry = wav.get(rec)
+            if entry is None:
+                yield Rejection(Reason.MISSING_FILE, f"recording {rec!r} is not in wav.scp", where, utt)
+                continue
+            if entry.endswith("|") or " " in entry.strip():
+                yield Rejection(
+                    Reason.UNSUPPORTED,
+                    f"wav.scp entry {entry!r} is a piped command; asr-eval reads plain paths only "
+                    "(materialise the audio, e.g. with `wav-copy scp:wav.scp ark,scp:…`, first)",
+                    where, utt, entry,
+                )
+                continue
+            resolved = resolve_audio(self.root, entry, self.allow_outside_root)
+            if isinstance(resolved, Rejection):
+                resolved.where, resolved.utt_id = where, utt
+                yield resolved
+                continue
+            spk = utt2spk.get(utt)
+            meta = {"gender": spk2gender.get(spk)} if spk2gender else {}
+            if dur is not None:
+                meta["recording"] = rec
+            yield Utterance(
+                utt_id=utt, text=text[utt], split=self._split, audio_path=resolved, source_path=entry,
+                speaker=spk, offset_s=start, duration_s=dur, metadata=meta, where=where,
+            )
+        for utt in text:
+            if utt not in wav and not segments:
+                yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in wav.scp",
+                                text_where, utt)
