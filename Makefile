@@ -14,7 +14,6 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_API_DATABASE_CONNECTION_URL := sqlite+aiosqlite:///$(CURDIR)/.prefect/prefect.db
 
 .PHONY: install test demo serve bench browser-deps clean
 
@@ -42,6 +41,11 @@ test: install browser-deps
 
 demo: install
 	$(BIN)/asr-eval demo
+
+# Local Prefect server + every deployment served from one process (Ctrl-C stops both).
+# Set PREFECT_API_URL to use an existing server instead.
+serve: install
+	BIN=$(BIN) flows/serve.sh
 
 bench: install
 	$(BIN)/python bench/run_all.py

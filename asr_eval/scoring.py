@@ -191,14 +191,14 @@ def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh
     from asr_eval.text import get_profile
 
     prof = get_profile(normalizer)
-    t = con.execute(
+    t = con.sql(
         """
         SELECT u.utt_id, u.text AS ref, h.hyp_raw AS hyp
         FROM eval_runs r
         JOIN utterances u ON u.corpus_id = r.corpus_id AND (r.split IS NULL OR u.split = r.split)
         LEFT JOIN hypotheses h ON h.run_id = r.run_id AND h.utt_id = u.utt_id
         WHERE r.run_id = ? ORDER BY u.utt_id
-        """, [run_id]).to_arrow_table()
+        """, params=[run_id]).to_arrow_table()
     if t.num_rows == 0:
         raise AsrEvalError(f"run {run_id} has no utterances to score (unknown run id or empty split)")
     scores = score_many(t.column("ref").to_pylist(), t.column("hyp").to_pylist(), prof, with_alignment=True)
@@ -228,21 +228,21 @@ def available_slices(con: duckdb.DuckDBPyConnection, corpus_id: str) -> list[str
 def _run_arrays(con, run_id: str, normalizer: str, attr: str | None) -> pa.Table:
     if attr is None or attr == "speaker":
         val = "'all'" if attr is None else "coalesce(u.speaker, '(none)')"
-        return con.execute(
+        return con.sql(
             f"""SELECT s.utt_id, {val} AS value, u.duration_s, u.speaker,
                    s.cer_s + s.cer_d + s.cer_i AS cer_e, s.cer_n, s.mer_s + s.mer_d + s.mer_i AS mer_e, s.mer_n,
                    s.wer_s + s.wer_d + s.wer_i AS wer_e, s.wer_n, s.cer_s, s.cer_d, s.cer_i
                 FROM utterance_scores s JOIN eval_runs r ON r.run_id = s.run_id
                 JOIN utterances u ON u.corpus_id = r.corpus_id AND u.utt_id = s.utt_id
-                WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", [run_id, normalizer]).to_arrow_table()
-    return con.execute(
+                WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", params=[run_id, normalizer]).to_arrow_table()
+    return con.sql(
         """SELECT s.utt_id, coalesce(a.value, '(none)') AS value, u.duration_s, u.speaker,
                s.cer_s + s.cer_d + s.cer_i AS cer_e, s.cer_n, s.mer_s + s.mer_d + s.mer_i AS mer_e, s.mer_n,
                s.wer_s + s.wer_d + s.wer_i AS wer_e, s.wer_n, s.cer_s, s.cer_d, s.cer_i
             FROM utterance_scores s JOIN eval_runs r ON r.run_id = s.run_id
             JOIN utterances u ON u.corpus_id = r.corpus_id AND u.utt_id = s.utt_id
             LEFT JOIN utterance_attrs a ON a.corpus_id = r.corpus_id AND a.utt_id = s.utt_id AND a.attr = ?
-            WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", [attr, run_id, normalizer]).to_arrow_table()
+            WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", params=[attr, run_id, normalizer]).to_arrow_table()
 
 
 def _codes(values: list) -> tuple[np.ndarray, list[str]]:
@@ -430,3 +430,80 @@ def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, 
     finally:
         con.close()
     return run_ids
+
+
+# ───────────────────────── distributed building blocks ─────────────────────────
+# A Prefect/Ray worker calls ``transcribe_shard_part`` once per (model, shard); it writes a
+# Parquet part and returns JSON-able stats. One process then calls ``finalize_runs``.
+
+_MODEL_CACHE: dict[tuple[str, str], object] = {}
+
+
+def cached_model(name: str, device: str = "auto"):
+    """Load a model once per worker process (Ray workers run many shard tasks)."""
+    from asr_eval.models import load
+
+    key = (name, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # one model per worker at a time: large checkpoints are GBs
+        _MODEL_CACHE[key] = load(name, device=device)
+    return _MODEL_CACHE[key]
+
+
+def transcribe_shard_part(model: str, corpus_dir: str, shard_file: str, split: str | None, decode: dict,
+                          parts_root: str, device: str = "auto", batch_size: int | None = None) -> dict:
+    """Transcribe one shard with one model into its part file (skipped when it exists)."""
+    from asr_eval.inference import DecodeParams, auto_batch_size, peak_gpu_memory_bytes
+
+    lm = cached_model(model, device)
+    params = DecodeParams(**decode)
+    cid = corpus_id_for(corpus_dir)
+    run_id = make_run_id(lm.model_id, cid, split, params.to_dict(), lm.dtype)
+    parts_dir = Path(parts_root) / run_id
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    shard = Path(corpus_dir) / shard_file
+    part = _part_path(parts_dir, shard)
+    bs = batch_size or auto_batch_size(lm, lm.device)
+    skipped = part.exists()
+    if not skipped:
+        table, audio_s, proc_s = transcribe_shard(lm, shard, split, params, bs)
+        _write_part(part, table, {"audio_s": audio_s, "proc_s": proc_s, "n": table.num_rows})
+    st = part_stats(part)
+    return {"run_id": run_id, "corpus_id": cid, "split": split, "model": model_row(lm), "device": lm.device,
+            "dtype": lm.dtype, "batch_size": bs, "decode": params.to_dict(), "parts_dir": str(parts_dir),
+            "audio_s": st.get("audio_s", 0.0), "proc_s": st.get("proc_s", 0.0), "n": st.get("n", 0),
+            "skipped": skipped, "peak_gpu": peak_gpu_memory_bytes()}
+
+
+def shards_for_split(corpus_dir: str | Path, split: str | None) -> list[str]:
+    """Shard files that hold rows of ``split`` (all shards when split is None)."""
+    return [s["file"] for s in read_index(corpus_dir)["shards"] if split is None or s["splits"].get(split)]
+
+
+def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
+                  slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool = False,
+                  started_at: datetime | None = None) -> list[str]:
+    """The single writer: aggregate per-shard results into runs, load, score, slice, compare."""
+    from asr_eval.inference import DecodeParams
+    from asr_eval.store import connect
+
+    runs: dict[str, dict] = {}
+    for r in shard_results:
+        agg = runs.setdefault(r["run_id"], {**r, "audio_s": 0.0, "proc_s": 0.0, "n": 0, "peak_gpu": None})
+        agg["audio_s"] += r["audio_s"]
+        agg["proc_s"] += r["proc_s"]
+        agg["n"] += r["n"]
+        if r.get("peak_gpu"):
+            agg["peak_gpu"] = max(agg["peak_gpu"] or 0, r["peak_gpu"])
+    con = connect(db)
+    try:
+        load_corpus(con, corpus_dir)
+        for run_id, r in runs.items():
+            info = RunInfo(run_id, r["model"]["model_id"], r["corpus_id"], r["split"], Path(r["parts_dir"]),
+                           n_utts=r["n"], audio_s=r["audio_s"], proc_s=r["proc_s"])
+            record_run(con, r["model"], info, DecodeParams(**r["decode"]), r["batch_size"],
+                       started_at or datetime.now(UTC).replace(tzinfo=None), r["device"], r["dtype"], r["peak_gpu"])
+        analyse(con, list(runs), normalizer, slices, n_boot, 0, block_by_speaker)
+    finally:
+        con.close()
+    return list(runs)

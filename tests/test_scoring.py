@@ -29,7 +29,7 @@ def _corpus(tmp: Path, n: int = 12, max_rows: int = 4) -> Path:
     texts = ["今天天气很好", "我们去北京", "你好世界", "这是一个测试"]
     for i in range(n):
         write_audio(src / f"u{i:02d}.wav", 0.6 + 0.2 * (i % 4), 16000, seed=i)
-        lines.append(f"u{i:02d}.wav,{texts[i % 4]},{'test' if i % 2 == 0 else 'train'},{'north' if i % 3 else 'south'}")
+        lines.append(f"u{i:02d}.wav,{texts[(i // 2) % 4]},{'test' if i % 2 == 0 else 'train'},{'north' if i % 3 else 'south'}")
     (src / "metadata.csv").write_text("\n".join(lines) + "\n")
     out = tmp / "corpus"
     ingest(open_source(str(src)), out, IngestOptions(workers=1, max_rows=max_rows), progress=False)

@@ -1,0 +1,53 @@
+"""Flow `finetune`: fine-tune a Whisper base on a corpus (library: asr_eval.train.finetune),
+then register the checkpoints and the loss stream in DuckDB (the single writer step)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from prefect import flow, task
+
+from asr_eval.store import connect
+from asr_eval.train.export import register_finetune
+from asr_eval.train.finetune import FinetuneConfig, finetune
+from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, RUNS
+
+
+@task
+def finetune_task(corpus: str, base: str, out: str, config: dict) -> dict:
+    res = finetune(corpus, base, out, FinetuneConfig(**config), db=None, progress=False)
+    d = asdict(res)
+    return {k: (str(v) if k.endswith("dir") else v) for k, v in d.items()}
+
+
+@task(retries=2, retry_delay_seconds=3)  # the store may be briefly held by another writer
+def register_task(out: str, db: str) -> list[str]:
+    con = connect(db)
+    try:
+        return register_finetune(con, out)
+    finally:
+        con.close()
+
+
+def config_from(**kw) -> dict:
+    """Keep only FinetuneConfig fields that were given (None = library default)."""
+    names = {f.name for f in fields(FinetuneConfig)}
+    return {k: v for k, v in kw.items() if k in names and v is not None}
+
+
+@flow(name="finetune", log_prints=True)
+def finetune_flow(corpus: str = DEMO_CORPUS, base: str = BUNDLED, out: str = str(RUNS / "demo-ft"),
+                  db: str = DEFAULT_DB, max_steps: int = 40, learning_rate: float = 1e-5, batch_size: int = 8,
+                  grad_accum: int = 1, eval_steps: int = 20, warmup_steps: int = 5,
+                  max_eval_samples: int | None = 48, train_split: str = "train", eval_split: str = "test",
+                  baseline_run: str | None = None, device: str = "auto", seed: int = 0) -> dict:
+    """Fine-tune BASE on CORPUS into OUT; best/final checkpoints registered with lineage."""
+    cfg = config_from(max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                      grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
+                      max_eval_samples=max_eval_samples, train_split=train_split, eval_split=eval_split,
+                      baseline_run=baseline_run, device=device, seed=seed)
+    res = finetune_task(corpus, base, out, cfg)
+    res["registered"] = register_task(out, db)
+    print(f"fine-tune {res['training_run_id']}: status {res['status']}, zero-shot CER {res['zero_shot_cer']}, "
+          f"best CER {res['best_cer']} at step {res['best_step']}, final CER {res['final_cer']}")
+    return res

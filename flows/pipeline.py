@@ -1,0 +1,51 @@
+"""Flow `pipeline`: ingest → score the baseline models → fine-tune → score the checkpoint
+(paired against the baselines) → check-training → report. The run fails (red) when
+check-training finds a critical divergence or a regression — after the report is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, DEMO_SOURCE, REPORTS, RUNS
+from flows.check_training import TrainingRegression, check_training_flow
+from flows.finetune import finetune_flow
+from flows.ingest import ingest_flow
+from flows.report import report_flow
+from flows.score import score_flow
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline_models: list[str] | None = None,
+                  base_model: str = BUNDLED, run_name: str = "demo-ft", split_map: list[str] | None = None,
+                  max_steps: int = 40, learning_rate: float = 1e-5, batch_size: int = 8, eval_steps: int = 20,
+                  max_eval_samples: int | None = 48, baseline_run: str | None = None, db: str = DEFAULT_DB,
+                  report: str = str(REPORTS / "report.html"), device: str = "auto",
+                  ray_address: str | None = None, skip_finetune: bool = False) -> dict:
+    """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline."""
+    baseline_models = baseline_models or [base_model]
+    ingest_flow(source=source, out=corpus, split_map=split_map)
+    zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address)
+    result: dict = {"baseline_runs": zero_shot}
+    alerts: list[dict] = []
+    if not skip_finetune:
+        out = str(RUNS / run_name)
+        ft = finetune_flow(corpus=corpus, base=base_model, out=out, db=db, max_steps=max_steps,
+                           learning_rate=learning_rate, batch_size=batch_size, eval_steps=eval_steps,
+                           max_eval_samples=max_eval_samples, baseline_run=baseline_run, device=device)
+        # Baseline parts already exist, so only the checkpoint is transcribed; scoring them
+        # together gives the paired baseline-vs-checkpoint comparisons.
+        runs = score_flow(corpus=corpus, models=baseline_models + [ft["best_dir"]], db=db, device=device,
+                          ray_address=ray_address)
+        result.update(finetune=ft, runs=runs)
+        alerts = check_training_flow(run=out, baseline=baseline_run, db=db, zero_shot_cer=ft["zero_shot_cer"],
+                                     fail_on_alert=False)
+    result["report"] = report_flow(db=db, out=report)
+    result["db"] = str(Path(db).resolve())
+    print(f"report: {result['report']}\nstore:  {result['db']}")
+    blocking = [a for a in alerts if a["blocking"]]
+    if blocking:
+        raise TrainingRegression(f"check-training: {len(blocking)} blocking alert(s): "
+                                 + "; ".join(a["message"] for a in blocking))
+    return result

@@ -1,0 +1,97 @@
+"""Flow `score`: transcribe a corpus with several models, one task per (model, shard),
+then the single DuckDB writer scores, slices and compares them.
+
+Tasks run on the flow's task runner: threads locally, or a Ray cluster through
+``prefect-ray`` (``ray_address``: 'auto', 'ray://host:10001', or 'local' for a local
+cluster), one GPU per task where GPUs exist. Workers only write Parquet parts.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from asr_eval.scoring import default_split, finalize_runs, shards_for_split, transcribe_shard_part
+from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS
+
+
+@task(retries=1, retry_delay_seconds=10)
+def transcribe_shard_task(model: str, corpus: str, shard: str, split: str | None, decode: dict, parts: str,
+                          device: str, batch_size: int | None) -> dict:
+    return transcribe_shard_part(model, corpus, shard, split, decode, parts, device, batch_size)
+
+
+@task
+def finalize_task(corpus: str, db: str, results: list[dict], normalizer: str, slices: list[str] | None,
+                  n_boot: int) -> list[str]:
+    return finalize_runs(corpus, db, results, normalizer, slices, n_boot)
+
+
+def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
+    from asr_eval.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute(
+            f"""SELECT m.name, r.run_id, s.n, round(s.hours, 3), round(100 * s.cer, 2), round(100 * s.cer_lo, 2),
+                       round(100 * s.cer_hi, 2), round(100 * s.mer, 2), round(r.rtfx, 1)
+                FROM slice_metrics s JOIN eval_runs r USING (run_id) JOIN models m USING (model_id)
+                WHERE s.slice_attr = '_all' AND s.normalizer = ? AND s.run_id IN ({', '.join('?' * len(run_ids))})""",
+            [normalizer, *run_ids]).fetchall()
+    finally:
+        con.close()
+    keys = ("model", "run_id", "n", "hours", "CER %", "CER lo", "CER hi", "MER %", "RTFx")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
+           batch_size: int | None, num_beams: int, max_new_tokens: int, normalizer: str,
+           slices: list[str] | None, n_boot: int) -> list[str]:
+    from pathlib import Path
+
+    sp = default_split(corpus) if split == "auto" else (None if split == "all" else split)
+    parts = parts or str(Path(db).parent / "parts")
+    decode = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
+    futures = [transcribe_shard_task.submit(m, corpus, sh, sp, decode, parts, device, batch_size)
+               for m in models for sh in shards_for_split(corpus, sp)]
+    results = [f.result() for f in futures]
+    run_ids = finalize_task(corpus, db, results, normalizer, slices, n_boot)
+    table = headline(db, run_ids, normalizer)
+    create_table_artifact(key="score-headline", table=table, description=f"{corpus} [{sp or 'all'}], {normalizer}")
+    for row in table:
+        print(f"{row['model']}: CER {row['CER %']}% [{row['CER lo']}–{row['CER hi']}] MER {row['MER %']}% "
+              f"RTFx {row['RTFx']} (n={row['n']})")
+    return run_ids
+
+
+@flow(name="score", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split: str = "auto",
+               db: str = DEFAULT_DB, parts: str | None = None, device: str = "auto", batch_size: int | None = None,
+               num_beams: int = 1, max_new_tokens: int = 128, normalizer: str = "zh-v1",
+               slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None) -> list[str]:
+    """Score MODELS on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB."""
+    args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, num_beams, max_new_tokens,
+            normalizer, slices, n_boot)
+    if ray_address:
+        return _score_on_ray(ray_address, *args)
+    return _score(*args)
+
+
+def _score_on_ray(address: str, *args) -> list[str]:
+    """Run the same tasks on a Ray cluster; one GPU per task when the cluster has GPUs.
+    ``address='local'`` starts a local cluster on this machine."""
+    import ray
+    from prefect_ray import RayTaskRunner
+    from prefect_ray.context import remote_options
+
+    runner = RayTaskRunner(address=None if address == "local" else address,
+                           init_kwargs={"include_dashboard": False, "log_to_driver": False})
+
+    @flow(name="score-ray", task_runner=runner, log_prints=True)
+    def score_ray_subflow() -> list[str]:
+        gpus = 1 if ray.cluster_resources().get("GPU") else 0
+        with remote_options(num_gpus=gpus):
+            return _score(*args)
+
+    return score_ray_subflow()

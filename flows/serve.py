@@ -1,0 +1,54 @@
+"""Serve every deployment from this process: `python -m flows.serve` (what `make serve` runs).
+
+Deployments (name = FLOW/DEPLOYMENT):
+  ingest/default, score/default, finetune/default, check-training/default, report/default,
+  pipeline/default — offline defaults: the bundled demo corpus and bundled:whisper-base;
+  score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
+  openai/whisper-large-v2 and -v3 on your own Common Voice folder (edit the paths, or pass
+  --param corpus=… at run time).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import serve
+
+from flows._common import REPORTS
+from flows.check_training import check_training_flow
+from flows.finetune import finetune_flow
+from flows.ingest import ingest_flow
+from flows.pipeline import pipeline_flow
+from flows.report import report_flow
+from flows.score import score_flow
+
+CV_FOLDER = os.environ.get("ASR_EVAL_CV_FOLDER", "/data/cv-corpus-zh-CN")
+LARGE = ["openai/whisper-large-v2", "openai/whisper-large-v3"]
+
+
+def deployments() -> list:
+    return [
+        ingest_flow.to_deployment(name="default"),
+        score_flow.to_deployment(name="default"),
+        score_flow.to_deployment(
+            name="large-v2-vs-v3",
+            parameters={"corpus": str(REPORTS / "corpora" / "cv_zh"), "models": LARGE, "split": "test",
+                        "slices": ["accents", "gender", "age", "duration_bucket"]},
+            description="large-v2 vs large-v3 on an ingested Common Voice zh-CN test split",
+        ),
+        finetune_flow.to_deployment(name="default"),
+        check_training_flow.to_deployment(name="default"),
+        report_flow.to_deployment(name="default"),
+        pipeline_flow.to_deployment(name="default"),
+        pipeline_flow.to_deployment(
+            name="commonvoice-large",
+            parameters={"source": CV_FOLDER, "corpus": str(REPORTS / "corpora" / "cv_zh"),
+                        "baseline_models": LARGE, "base_model": "openai/whisper-large-v3",
+                        "split_map": ["train+dev=train"], "max_steps": 2000, "batch_size": 16},
+            description="Common Voice zh-CN: score large-v2/v3, fine-tune large-v3, compare (needs a GPU)",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    serve(*deployments())
