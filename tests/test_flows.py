@@ -1,0 +1,154 @@
+"""Prefect flows: under prefect_test_harness, through a real local server + deployments, and on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import REPO, write_audio
+
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from asr_eval.models import build_tiny_whisper
+
+    return str(build_tiny_whisper(tmp_path_factory.mktemp("tiny") / "tiny80", num_mel_bins=80, seed=0))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    lines = ["file_name,text,split,voice"]
+    for i in range(8):
+        write_audio(src / f"f{i}.wav", 0.5 + 0.1 * i, 16000, seed=i)
+        lines.append(f"f{i}.wav,测试句子{i},{'test' if i < 4 else 'train'},{'a' if i % 2 else 'b'}")
+    (src / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return src
+
+
+def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
+    from flows.ingest import ingest_flow
+    from flows.report import report_flow
+    from flows.score import score_flow
+
+    corpus, db = str(tmp_path / "corpus"), str(tmp_path / "s.duckdb")
+    s = ingest_flow(source=str(source), out=corpus, workers=1)
+    assert s["n_ingested"] == 8
+    runs = score_flow(corpus=corpus, models=[tiny], db=db, device="cpu", batch_size=4, max_new_tokens=6, n_boot=50)
+    con = duckdb.connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4,)]
+    assert con.execute("SELECT count(*) FROM slice_metrics WHERE slice_attr = 'voice'").fetchall() == [(2,)]
+    con.close()
+    path = report_flow(db=db, out=str(tmp_path / "r.html"))
+    assert Path(path).read_text().lstrip().lower().startswith("<!doctype html")
+
+
+def test_check_training_flow_fails_on_seed_table(harness, tmp_path):
+    from flows.check_training import TrainingRegression, check_training_flow
+    from test_monitor_rules import write_trainer_state
+
+    state = write_trainer_state(tmp_path / "trainer_state.json")
+    with pytest.raises(TrainingRegression, match="overfitting"):
+        check_training_flow(run=str(state), db=str(tmp_path / "s.duckdb"))
+
+    st = check_training_flow(run=str(state), db=str(tmp_path / "s2.duckdb"), return_state=True)
+    assert st.is_failed()  # red in Prefect
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_deployment_run_against_local_server(tiny, source, tmp_path):
+    """`make serve`'s script, then `prefect deployment run … --watch` from another process."""
+    from asr_eval.corpus import open_source
+    from asr_eval.shards import IngestOptions, ingest
+
+    corpus, db = tmp_path / "corpus", tmp_path / "s.duckdb"
+    ingest(open_source(str(source)), corpus, IngestOptions(workers=1), progress=False)
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_PORT": str(port),
+           "BIN": str(Path(sys.executable).parent), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen(["bash", str(REPO / "flows" / "serve.sh")], env=env, cwd=REPO,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    run_env = {**env, "PREFECT_API_URL": api, "COLUMNS": "300"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # wait until the deployments are registered
+            r = subprocess.run([prefect, "deployment", "ls"], env=run_env, capture_output=True, text=True)
+            if "score/default" in r.stdout:
+                break
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(2)
+        r = subprocess.run(
+            [prefect, "deployment", "run", "score/default", "--param", f"corpus={corpus}",
+             "--param", f"models={json.dumps([tiny])}", "--param", f"db={db}", "--param", "device=cpu",
+             "--param", "max_new_tokens=6", "--param", "n_boot=50", "--watch"],
+            env=run_env, capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        con = duckdb.connect(str(db), read_only=True)
+        assert con.execute("SELECT count(*) FROM hypotheses").fetchall() == [(4,)]
+        assert con.execute("SELECT count(*) FROM slice_metrics WHERE slice_attr = '_all'").fetchall() == [(1,)]
+        con.close()
+        # a failing run exits non-zero with --watch
+        bad = subprocess.run([prefect, "deployment", "run", "score/default", "--param", f"corpus={tmp_path / 'nope'}",
+                              "--param", f"db={db}", "--watch"], env=run_env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode != 0
+    finally:
+        os.killpg(serve.pid, 15)
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, 9)
+            serve.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_score_on_local_ray_cluster(harness, tiny, source, tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("prefect_ray")
+    import ray
+
+    from asr_eval.corpus import open_source
+    from asr_eval.shards import IngestOptions, ingest
+    from flows.score import score_flow
+
+    corpus, db = tmp_path / "corpus", tmp_path / "s.duckdb"
+    ingest(open_source(str(source)), corpus, IngestOptions(workers=1, max_rows=2), progress=False)  # 4 shards
+    try:
+        runs = score_flow(corpus=str(corpus), models=[tiny], db=str(db), device="cpu", batch_size=2,
+                          max_new_tokens=6, n_boot=50, ray_address="local")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT utt_id) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4, 4)]
+    con.close()
+    assert len(list((tmp_path / "parts" / runs[0]).glob("part-*.parquet"))) == 2  # test rows sit in 2 of 4 shards
+    shutil.rmtree(tmp_path / "parts")
