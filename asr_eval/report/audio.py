@@ -1,0 +1,91 @@
+"""Embed a few utterances' audio in the report as data URIs, reading only those rows from the shards."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from asr_eval.errors import AsrEvalError
+from asr_eval.shards import INDEX_FILE, shard_paths
+
+_MAGIC = ((b"fLaC", "audio/flac"), (b"RIFF", "audio/wav"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"))
+
+
+@dataclass
+class AudioEmbed:
+    """Data URIs by key, which utterance maps to which key, and what was left out and why."""
+
+    uris: dict[str, str] = field(default_factory=dict)
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (corpus_id, utt_id) -> key
+    missing: dict[tuple[str, str], str] = field(default_factory=dict)  # (corpus_id, utt_id) -> reason
+    total_bytes: int = 0
+    cap_bytes: int = 0
+    n_capped: int = 0
+
+
+def mime_of(data: bytes) -> str:
+    return next((m for magic, m in _MAGIC if data.startswith(magic)), "application/octet-stream")
+
+
+def _shard_files(corpus_dir: Path) -> list[Path]:
+    if (corpus_dir / INDEX_FILE).is_file():
+        return shard_paths(corpus_dir)
+    return sorted(corpus_dir.glob("*.parquet"))
+
+
+def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str]) -> dict[str, bytes]:
+    """Stored (FLAC) bytes of a few utterances; row groups without them are skipped by the filter."""
+    want = set(utt_ids)
+    out: dict[str, bytes] = {}
+    for p in _shard_files(Path(corpus_dir)):
+        left = list(want - out.keys())
+        if not left:
+            break
+        t = pq.read_table(p, columns=["utt_id", "audio"], filters=[("utt_id", "in", left)])
+        for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
+            if data is not None:
+                out[uid] = data
+    return out
+
+
+def embed_audio(wanted: Sequence[tuple[str, str]], corpus_paths: dict[str, str | None], cap_bytes: int) -> AudioEmbed:
+    """Embed audio for (corpus_id, utt_id) in priority order until ``cap_bytes`` of data URIs are used."""
+    emb = AudioEmbed(cap_bytes=cap_bytes)
+    order = list(dict.fromkeys(wanted))
+    by_corpus: dict[str, list[str]] = defaultdict(list)
+    for cid, uid in order:
+        by_corpus[cid].append(uid)
+    found: dict[tuple[str, str], bytes] = {}
+    for cid, uids in by_corpus.items():
+        path = corpus_paths.get(cid)
+        if not path or not Path(path).is_dir():
+            emb.missing.update({(cid, u): f"corpus shards not found at {path}" for u in uids})
+            continue
+        try:
+            got = read_audio_bytes(path, uids)
+        except (OSError, AsrEvalError, ValueError) as exc:  # unreadable shards must not sink the report
+            emb.missing.update({(cid, u): f"shards unreadable: {exc}" for u in uids})
+            continue
+        found.update({(cid, u): b for u, b in got.items()})
+    for item in order:
+        if item in emb.missing:
+            continue
+        data = found.get(item)
+        if data is None:
+            emb.missing[item] = "audio not in the corpus shards"
+            continue
+        uri = f"data:{mime_of(data)};base64,{base64.b64encode(data).decode('ascii')}"
+        if emb.total_bytes + len(uri) > cap_bytes:
+            emb.missing[item] = "not embedded: the report's audio size cap was reached"
+            emb.n_capped += 1
+            continue
+        key = f"a{len(emb.uris)}"
+        emb.uris[key] = uri
+        emb.keys[item] = key
+        emb.total_bytes += len(uri)
+    return emb
