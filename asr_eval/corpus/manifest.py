@@ -121,7 +121,8 @@ class ManifestReader:
                 "text_column": self._text, "id_column": self._id}
 
     def items(self) -> Iterator[Item]:
-        skip = {self._audio, self._text, self._id, "split", "duration", "offset"}
+        # Columns that fill core shard fields (or are per-utterance numbers) are not slices.
+        skip = {self._audio, self._text, self._id, self._speaker, "split", "duration", "duration_s", "offset"}
         for where, row, problem in iter_rows(self.path):
             if row is None:
                 reason = Reason.BAD_ENCODING if problem == "bad_encoding" else Reason.BAD_ROW
