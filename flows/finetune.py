@@ -37,15 +37,18 @@ def config_from(**kw) -> dict:
 
 @flow(name="finetune", log_prints=True)
 def finetune_flow(corpus: str = DEMO_CORPUS, base: str = BUNDLED, out: str = str(RUNS / "demo-ft"),
-                  db: str = DEFAULT_DB, max_steps: int = 40, learning_rate: float = 1e-5, batch_size: int = 8,
-                  grad_accum: int = 1, eval_steps: int = 20, warmup_steps: int = 5,
-                  max_eval_samples: int | None = 48, train_split: str = "train", eval_split: str = "test",
-                  baseline_run: str | None = None, device: str = "auto", seed: int = 0) -> dict:
-    """Fine-tune BASE on CORPUS into OUT; best/final checkpoints registered with lineage."""
+                  db: str = DEFAULT_DB, max_steps: int = 24, learning_rate: float = 2e-5, batch_size: int = 4,
+                  grad_accum: int = 1, eval_steps: int = 12, warmup_steps: int = 4,
+                  max_eval_samples: int | None = 40, max_new_tokens: int = 64, train_split: str = "train",
+                  eval_split: str = "test", baseline_run: str | None = None, device: str = "auto",
+                  seed: int = 0) -> dict:
+    """Fine-tune BASE on CORPUS into OUT; best/final checkpoints registered with lineage.
+    The defaults are a short demo run that fits 2 CPU cores in a few minutes."""
     cfg = config_from(max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
                       grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
-                      max_eval_samples=max_eval_samples, train_split=train_split, eval_split=eval_split,
-                      baseline_run=baseline_run, device=device, seed=seed)
+                      max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens,
+                      train_split=train_split, eval_split=eval_split, baseline_run=baseline_run,
+                      device=device, seed=seed)
     res = finetune_task(corpus, base, out, cfg)
     res["registered"] = register_task(out, db)
     print(f"fine-tune {res['training_run_id']}: status {res['status']}, zero-shot CER {res['zero_shot_cer']}, "

@@ -19,8 +19,8 @@ from flows.score import score_flow
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline_models: list[str] | None = None,
                   base_model: str = BUNDLED, run_name: str = "demo-ft", split_map: list[str] | None = None,
-                  max_steps: int = 40, learning_rate: float = 1e-5, batch_size: int = 8, eval_steps: int = 20,
-                  max_eval_samples: int | None = 48, baseline_run: str | None = None, db: str = DEFAULT_DB,
+                  max_steps: int = 24, learning_rate: float = 2e-5, batch_size: int = 4, eval_steps: int = 12,
+                  max_eval_samples: int | None = 40, baseline_run: str | None = None, db: str = DEFAULT_DB,
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
                   ray_address: str | None = None, skip_finetune: bool = False) -> dict:
     """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline."""

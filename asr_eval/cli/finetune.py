@@ -1,0 +1,73 @@
+"""`asr-eval finetune`: fine-tune a Whisper model on an ingested corpus (Seq2SeqTrainer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from asr_eval.cli import app, console
+from asr_eval.store import DEFAULT_DB
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+@app.command("finetune")
+def finetune_cmd(
+    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (from `asr-eval ingest`)")],
+    base: Annotated[str, typer.Option(help="Base model: hub id, local dir or bundled:whisper-base")],
+    out: Annotated[Path, typer.Option(help="Run directory, e.g. runs/NAME (re-run to resume)")],
+    train_split: Annotated[str, typer.Option(help="Split to train on")] = "train",
+    eval_split: Annotated[str, typer.Option(help="Split to evaluate CER on")] = "test",
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1000,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate")] = 1e-5,
+    batch_size: Annotated[int, typer.Option(help="Per-device batch size")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps")] = 1,
+    eval_steps: Annotated[int, typer.Option(help="Evaluate (and checkpoint) every N steps")] = 200,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps")] = 50,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Activation checkpointing: less memory, ~30% slower")] = False,
+    freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only")] = False,
+    max_eval_samples: Annotated[int | None, typer.Option(help="Evaluate on a fixed seeded subset")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation cap at evaluation")] = 128,
+    eval_on_start: Annotated[bool, typer.Option(help="Evaluate the base model at step 0 (zero-shot CER)")] = True,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU)")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for init, data order and the eval subset")] = 0,
+    baseline_run: Annotated[str | None, typer.Option(help="Known-good run (dir or training_run_id) "
+                                                          "for the live monitor and check-training")] = None,
+    live_monitor: Annotated[bool, typer.Option("--live-monitor/--no-live-monitor",
+                                               help="Run the divergence rules live; stop on a critical alert")] = True,
+    db: Annotated[Path, typer.Option(help="DuckDB store the models and loss stream are registered in")] = DEFAULT_DB,
+    register: Annotated[bool, typer.Option(help="Register in --db at the end")] = True,
+) -> None:
+    """Fine-tune Whisper; best (by CER) and final models are exported to OUT/best, OUT/final."""
+    from asr_eval.train import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        train_split=train_split, eval_split=eval_split, max_steps=max_steps, learning_rate=lr,
+        batch_size=batch_size, grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
+        gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder,
+        max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
+        precision=precision, device=device, seed=seed, baseline_run=baseline_run, live_monitor=live_monitor,
+    )
+    r = finetune(corpus, base, out, cfg, db=db if register else None, progress=True)
+    t = Table(title=f"training run {r.training_run_id} — {r.status}", title_justify="left", header_style="bold")
+    for c in ("model", "step", "CER %"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    t.add_column("model id (the exported dir for best/final)", overflow="fold")
+    t.add_row("base (zero-shot)", "0", _pct(r.zero_shot_cer), r.base_model_id)
+    t.add_row("best", str(r.best_step), _pct(r.best_cer), r.model_ids["best"])
+    t.add_row("final", str(r.final_step), _pct(r.final_cer), r.model_ids["final"])
+    console.print(t)
+    if r.resumed_from:
+        console.print(f"resumed from {r.resumed_from}")
+    console.print(f"{r.n_train} training / {r.n_eval} eval utterances, {r.train_runtime_s:.0f} s"
+                  + (f"; registered in {db}" if register else ""))
+    console.print(f"check it: asr-eval check-training {r.out_dir}"
+                  + (f" --baseline {baseline_run}" if baseline_run else ""))

@@ -1,0 +1,481 @@
+"""Fine-tune a Whisper model on one split of an ingested corpus with ``Seq2SeqTrainer``.
+
+The run directory (``out_dir``) holds everything; DuckDB is not opened during training (one
+read-write process per file), ``register_finetune`` loads the run afterwards::
+
+    checkpoint-N/        Trainer checkpoints (weights, optimizer, processor, trainer_state.json)
+    best/  final/        exported models: weights + config + generation config + processor
+    loss_stream.jsonl    raw per-step loss stream (asr_eval.monitor), tensorboard/ beside it
+    eval_predictions/    step-N.jsonl: utt_id, ref, hyp of every evaluation
+    training_run.json    params, lineage, status, best/final step, CER and model rows
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+from asr_eval.errors import AsrEvalError
+from asr_eval.provenance import package_versions, stable_hash
+from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
+
+RUN_FILE = "training_run.json"
+PREDICTIONS_DIR = "eval_predictions"
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters and choices of one fine-tuning run (all recorded in training_run.json)."""
+
+    train_split: str = "train"
+    eval_split: str = "test"
+    max_steps: int = 1000
+    learning_rate: float = 1e-5
+    batch_size: int = 8                  # per device, per forward pass
+    eval_batch_size: int | None = None   # default: batch_size
+    grad_accum: int = 1
+    eval_steps: int = 200                # also the checkpoint interval (best-by-CER needs both aligned)
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False  # transformers 5: `activation_checkpointing`
+    freeze_encoder: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None  # a fixed seeded subset, the same at every evaluation
+    eval_on_start: bool = True           # step-0 CER = the base model's zero-shot CER on the same subset
+    max_new_tokens: int = 128
+    num_beams: int = 1
+    language: str = "zh"
+    task: str = "transcribe"
+    label_profile: str = "zh-train-v1"   # normalizes training targets (one script: Simplified)
+    score_profile: str = "zh-v1"         # normalizes refs and hyps for CER, as `asr-eval score` does
+    precision: str = "auto"              # auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU)
+    device: str = "auto"                 # auto | cpu | cuda
+    seed: int = 0
+    save_total_limit: int = 2            # the best checkpoint is always kept on top of this
+    dataloader_workers: int = 0
+    live_monitor: bool = True            # run the divergence rules live; stop on a critical alert
+    baseline_run: str | None = None      # training_run_id (or run dir) of a known-good run
+    tensorboard: bool = True
+    resume: bool = True                  # continue from the last complete checkpoint in out_dir
+
+
+@dataclass
+class FinetuneResult:
+    training_run_id: str
+    out_dir: Path
+    best_dir: Path
+    final_dir: Path
+    best_step: int
+    final_step: int
+    best_cer: float | None
+    final_cer: float | None
+    zero_shot_cer: float | None          # the base model, step 0 (None when not evaluated)
+    model_ids: dict[str, str]            # {"best": ..., "final": ...}
+    base_model_id: str
+    corpus_id: str
+    status: str                          # finished | stopped (live monitor) | failed
+    resumed_from: str | None
+    n_train: int
+    n_eval: int
+    train_runtime_s: float
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ───────────────────────────── pieces ─────────────────────────────
+
+
+def resolve_device(device: str, precision: str) -> tuple[bool, str]:
+    """(use CUDA, 'fp32' | 'fp16' | 'bf16'). On a GPU ``auto`` is bf16 where supported, else
+    fp16 (the scorer's rule); on CPU fp32 — weights stay fp32 either way (mixed precision)."""
+    from asr_eval.models.loading import pick_device, pick_dtype
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise AsrEvalError(f"--device {device!r} is not one of auto, cpu, cuda "
+                           "(pick a GPU with CUDA_VISIBLE_DEVICES)")
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise AsrEvalError(f"--precision {precision!r} is not one of auto, fp32, fp16, bf16")
+    use_cuda = pick_device(device).startswith("cuda")
+    if not use_cuda and precision in ("fp16", "bf16"):
+        raise AsrEvalError(f"--precision {precision} needs a CUDA GPU; use fp32 (or auto) on CPU")
+    dtype = pick_dtype(precision, "cuda" if use_cuda else "cpu")
+    return use_cuda, {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
+
+
+def cer_metrics(refs: list[str], hyps: list[str], profile: Any) -> dict[str, float]:
+    """Pooled CER and its S/D/I/N counts under a scoring profile (not word error rate)."""
+    from asr_eval.metrics import pooled_rate, score_many
+
+    t = score_many(refs, hyps, profile, with_alignment=False)
+    s, d, i, n = (int(np.sum(t.column(c).to_numpy(zero_copy_only=False))) for c in ("cer_s", "cer_d", "cer_i", "cer_n"))
+    return {"cer": pooled_rate(s + d + i, n), "cer_s": s, "cer_d": d, "cer_i": i, "cer_n": n}
+
+
+def make_compute_metrics(tokenizer: Any, dataset: ShardSpeechDataset, profile: Any,
+                         predictions_dir: Path | None = None,
+                         step: Callable[[], int] = lambda: 0) -> Callable[[Any], dict[str, float]]:
+    """``compute_metrics`` for ``predict_with_generate``: decode generated ids, score them
+    against the dataset's raw references (eval order is the dataset order: sequential sampler)."""
+
+    fill = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def compute(pred: Any) -> dict[str, float]:
+        ids = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        ids = np.where(ids < 0, fill, ids)  # −100 padding between batches
+        hyps = [h.strip() for h in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        if len(hyps) != len(dataset):
+            raise RuntimeError(f"{len(hyps)} predictions for {len(dataset)} eval utterances")
+        if predictions_dir is not None:
+            predictions_dir.mkdir(parents=True, exist_ok=True)
+            lines = (json.dumps({"utt_id": u, "ref": r, "hyp": h}, ensure_ascii=False)
+                     for u, r, h in zip(dataset.utt_ids, dataset.texts, hyps, strict=True))
+            (predictions_dir / f"step-{step()}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return cer_metrics(dataset.texts, hyps, profile)
+
+    return compute
+
+
+class _ShardTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose training order reads each Parquet row group once per epoch."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(ds, ShardSpeechDataset):
+            return BlockShuffleSampler(ds.groups(), block=ds.cache_row_groups,
+                                       seed=self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        """Encode once per eval batch: Seq2SeqTrainer runs the encoder for ``generate`` and again
+        for the eval loss, and Whisper's encoder (30 s, 1500 positions) is most of the cost.
+        Encoded in full precision, as the parent's ``generate`` call runs outside autocast."""
+        if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
+            inputs = dict(self._prepare_inputs(inputs))
+            with torch.no_grad():
+                inputs["encoder_outputs"] = self.model.get_encoder()(inputs.pop("input_features"))
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+
+class SaveOnStopCallback(TrainerCallback):
+    """A run stopped early (live monitor) still leaves a checkpoint of its last step, so the
+    'final' model is what training ended with, not the last periodic save."""
+
+    def _save_if_stopping(self, control):
+        if control.should_training_stop:
+            control.should_save = True
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return self._save_if_stopping(control)
+
+    def on_log(self, args, state, control, **kwargs):
+        return self._save_if_stopping(control)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        return self._save_if_stopping(control)
+
+
+def last_complete_checkpoint(out_dir: Path) -> Path | None:
+    """The highest ``checkpoint-N`` whose trainer_state.json was written (saved last, so a
+    checkpoint torn by a crash mid-save is never resumed from)."""
+    found = []
+    for p in out_dir.glob("checkpoint-*"):
+        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file():
+            found.append((int(p.name.split("-")[-1]), p))
+    return max(found)[1] if found else None
+
+
+def prepare_model(model: Any, cfg: FinetuneConfig) -> None:
+    """What ``models.load`` does not set already (it forces language/task and the length cap)."""
+    model.generation_config.num_beams = cfg.num_beams
+    if cfg.freeze_encoder:
+        model.freeze_encoder()
+
+
+def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision: str, progress: bool,
+                  eval_on_start: bool) -> Seq2SeqTrainingArguments:
+    from asr_eval.monitor.stream import training_args_overrides
+
+    return Seq2SeqTrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        eval_on_start=eval_on_start,
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="cer",
+        greater_is_better=False,
+        predict_with_generate=True,
+        use_cpu=not use_cuda,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_workers,
+        remove_unused_columns=False,  # items carry 'audio'; the collator makes the model inputs
+        label_names=["labels"],
+        report_to="none",             # TensorBoard comes from the loss stream (NaN kept)
+        disable_tqdm=not progress,
+        **training_args_overrides(),
+    )
+
+
+# ───────────────────────────── run record ─────────────────────────────
+
+
+def read_run(out_dir: str | Path) -> dict[str, Any]:
+    p = Path(out_dir) / RUN_FILE
+    if not p.is_file():
+        raise AsrEvalError(f"{out_dir} is not a fine-tuning run dir (no {RUN_FILE}); "
+                           "pass the --out directory of `asr-eval finetune`")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def _write_run(out_dir: Path, record: dict[str, Any]) -> None:
+    tmp = out_dir / f".{RUN_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, out_dir / RUN_FILE)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _run_id(out_dir: Path, base_model_id: str, corpus_id: str) -> tuple[str, dict[str, Any] | None]:
+    """Reuse the id of the run already in ``out_dir`` (a resume); refuse a dir of another run."""
+    p = out_dir / RUN_FILE
+    if p.is_file():
+        prev = json.loads(p.read_text(encoding="utf-8"))
+        if (prev.get("base_model_id"), prev.get("corpus_id")) != (base_model_id, corpus_id):
+            raise AsrEvalError(
+                f"{out_dir} holds run {prev.get('training_run_id')} of base {prev.get('base_model_id')} on "
+                f"corpus {prev.get('corpus_id')}, not {base_model_id} on {corpus_id}; use another --out")
+        return prev["training_run_id"], prev
+    return f"{out_dir.name}-{stable_hash([base_model_id, corpus_id, _now()], 8)}", None
+
+
+def _eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("eval_loss", "eval_cer", "eval_cer_s", "eval_cer_d", "eval_cer_i", "eval_cer_n")
+    return [{"step": e["step"], **{k[5:]: e[k] for k in keep if k in e}}
+            for e in log_history if "eval_cer" in e]
+
+
+def _cer_at(history: list[dict[str, Any]], step: int) -> float | None:
+    vals = [e["cer"] for e in history if e["step"] == step]
+    return vals[-1] if vals else None
+
+
+def _baseline_curve(baseline: str | None, db: str | Path | None) -> Any:
+    """The baseline run's curve, by run dir or (with ``db``) by training_run_id; read once,
+    before training, so the store is not held open while training runs."""
+    if not baseline:
+        return None
+    from asr_eval.monitor.readers import load_curve
+
+    if Path(baseline).exists() or db is None or not Path(db).exists():
+        return load_curve(baseline)
+    from asr_eval.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        return load_curve(baseline, con)
+    finally:
+        con.close()
+
+
+class _ZeroShotToLive(TrainerCallback):
+    """Hands the step-0 (base model) CER to the live monitor's zero-shot regression rule."""
+
+    def __init__(self, live: Any):
+        self.live = live
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.global_step == 0 and metrics and metrics.get("eval_cer") is not None:
+            self.live.zero_shot_cer = float(metrics["eval_cer"])
+
+
+def _live_callbacks(run_id: str, out_dir: Path, baseline: Any, resume_step: int | None) -> list[TrainerCallback]:
+    """LiveMonitorCallback (+ its zero-shot feed); on a resume its curve starts from the
+    stream already on disk, so rules over windows see the steps before the checkpoint."""
+    from asr_eval.monitor.live import LiveMonitorCallback
+    from asr_eval.monitor.readers import read_stream
+    from asr_eval.monitor.streamfile import STREAM_FILE
+
+    live = LiveMonitorCallback(baseline=baseline, run_dir=out_dir, training_run_id=run_id)
+    if resume_step is not None and (out_dir / STREAM_FILE).is_file():
+        prev = read_stream(out_dir)
+        live.curve.train[:] = [p for p in prev.train if p.step <= resume_step]
+        live.curve.evals[:] = [p for p in prev.evals if p.step <= resume_step]
+        live.zero_shot_cer = next((p.cer for p in prev.evals if p.step == 0), None)
+    return [_ZeroShotToLive(live), live]
+
+
+# ───────────────────────────── the run ─────────────────────────────
+
+
+def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: FinetuneConfig | None = None,
+             db: str | Path | None = None, progress: bool = True,
+             callbacks: Sequence[TrainerCallback] = ()) -> FinetuneResult:
+    """Fine-tune ``base`` on ``config.train_split`` of ``corpus_dir``, evaluating CER on
+    ``config.eval_split``; export best/final into ``out_dir`` and, with ``db``, register them
+    (``db=None`` leaves that to a later ``register_finetune``, e.g. a flow's writer step).
+
+    Re-running with the same ``out_dir`` resumes from the last complete checkpoint.
+    ``callbacks`` are extra TrainerCallbacks (run after the loss stream and live monitor).
+    """
+    import asr_eval.inference  # noqa: F401  (importing it filters transformers' benign generate warnings)
+    from asr_eval import models
+    from asr_eval.monitor.stream import LossStreamCallback
+    from asr_eval.scoring import model_row
+    from asr_eval.shards import read_index
+    from asr_eval.store.load import corpus_id_for
+    from asr_eval.text import get_profile
+    from asr_eval.train.export import export_checkpoint
+
+    cfg = config or FinetuneConfig()
+    corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
+    read_index(corpus_dir)  # a clear error when it is not a corpus
+    corpus_id = corpus_id_for(corpus_dir)
+    use_cuda, precision = resolve_device(cfg.device, cfg.precision)
+    if cfg.max_steps < 1 or cfg.eval_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
+        raise AsrEvalError("--max-steps, --eval-steps, --batch-size and --grad-accum must be ≥ 1")
+
+    # fp32 master weights: mixed precision autocasts; half-precision weights would not train.
+    # load() also forces language/task in the generation config (evaluation and the exports).
+    lm = models.load(base, device="cpu", dtype="float32", language=cfg.language, task=cfg.task,
+                     max_new_tokens=cfg.max_new_tokens)
+    model, processor = lm.model, lm.processor
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id, prev = _run_id(out_dir, lm.model_id, corpus_id)
+    resume_ckpt = last_complete_checkpoint(out_dir) if cfg.resume else None
+
+    labels = LabelEncoder(processor.tokenizer, get_profile(cfg.label_profile), cfg.language, cfg.task)
+    max_label = int(model.config.max_target_positions)
+    train_ds = ShardSpeechDataset(corpus_dir, cfg.train_split, labels, max_samples=cfg.max_train_samples,
+                                  seed=cfg.seed, max_label_tokens=max_label)
+    eval_ds = ShardSpeechDataset(corpus_dir, cfg.eval_split, labels, max_samples=cfg.max_eval_samples,
+                                 seed=cfg.seed, max_label_tokens=max_label)
+    prepare_model(model, cfg)
+
+    baseline = _baseline_curve(cfg.baseline_run, db)
+    baseline_id = baseline.run_id if baseline is not None else None
+    params = {**asdict(cfg), "precision_resolved": precision, "device_resolved": "cuda" if use_cuda else "cpu"}
+    record: dict[str, Any] = {
+        **(prev or {}),
+        "training_run_id": run_id, "name": out_dir.name, "out_dir": str(out_dir.resolve()), "status": "running",
+        "started_at": (prev or {}).get("started_at") or _now(), "finished_at": None,
+        "base": base, "base_model_id": lm.model_id, "base_model_row": model_row(lm),
+        "corpus_dir": str(corpus_dir), "corpus_id": corpus_id,
+        "train_split": cfg.train_split, "eval_split": cfg.eval_split, "baseline_run_id": baseline_id,
+        "params": params, "versions": package_versions(),
+        "n_train": len(train_ds), "n_eval": len(eval_ds),
+        "dropped": {"train": asdict(train_ds.dropped), "eval": asdict(eval_ds.dropped)},
+        "resumed_from": [*(prev or {}).get("resumed_from", []), *([str(resume_ckpt)] if resume_ckpt else [])],
+    }
+    _write_run(out_dir, record)
+
+    # A resumed run was evaluated at step 0 already; its log history carries that result.
+    args = training_args(cfg, out_dir, use_cuda, precision, progress,
+                         eval_on_start=cfg.eval_on_start and not resume_ckpt)
+    all_callbacks: list[TrainerCallback] = [
+        LossStreamCallback(out_dir, run_id, tensorboard=cfg.tensorboard,
+                           meta={"base_model_id": lm.model_id, "corpus_id": corpus_id, "baseline_run_id": baseline_id,
+                                 "name": out_dir.name, "out_dir": record["out_dir"]}),
+    ]
+    if cfg.live_monitor:
+        all_callbacks += _live_callbacks(run_id, out_dir, baseline,
+                                         int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
+    all_callbacks += [*callbacks, SaveOnStopCallback()]
+
+    trainer = _ShardTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=SpeechSeq2SeqCollator(processor.feature_extractor, model.config.decoder_start_token_id),
+        processing_class=processor, callbacks=all_callbacks,
+    )
+    trainer.compute_metrics = make_compute_metrics(
+        processor.tokenizer, eval_ds, get_profile(cfg.score_profile), out_dir / PREDICTIONS_DIR,
+        step=lambda: trainer.state.global_step)
+
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+    except BaseException as exc:
+        record.update(status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+        _write_run(out_dir, record)
+        raise
+    runtime = time.perf_counter() - t0
+
+    state = trainer.state
+    final_step = state.global_step
+    final_ckpt = out_dir / f"checkpoint-{final_step}"
+    if not final_ckpt.is_dir():  # e.g. a callback other than ours stopped training between saves
+        final_ckpt = last_complete_checkpoint(out_dir) or final_ckpt
+        final_step = int(final_ckpt.name.split("-")[-1])
+    best_ckpt = Path(state.best_model_checkpoint) if state.best_model_checkpoint else final_ckpt
+    history = _eval_history(state.log_history)
+    best_step = int(best_ckpt.name.split("-")[-1])
+    status = "finished" if state.global_step >= cfg.max_steps else "stopped"
+    live = next((c for c in all_callbacks if hasattr(c, "stopped_by")), None)
+    stopped_by = (None if live is None or live.stopped_by is None else
+                  {k: getattr(live.stopped_by, k) for k in ("rule", "severity", "step", "message")})
+
+    base_lineage = {"base_model_id": lm.model_id, "corpus_id": corpus_id, "training_run_id": run_id}
+    exported: dict[str, dict[str, Any]] = {}
+    for kind, ckpt, step in (("best", best_ckpt, best_step), ("final", final_ckpt, final_step)):
+        exported[kind] = export_checkpoint(ckpt, out_dir / kind, processor, step=step, cer=_cer_at(history, step),
+                                           **base_lineage)
+    zero_shot = _cer_at(history, 0)
+    record.update(
+        status=status, stopped_by=stopped_by, finished_at=_now(), error=None,
+        final_step=final_step, best_step=best_step,
+        best_cer=_cer_at(history, best_step), final_cer=_cer_at(history, final_step), zero_shot_cer=zero_shot,
+        best={"dir": str(out_dir / "best"), "checkpoint": str(best_ckpt), "step": best_step,
+              "model_id": exported["best"]["model_id"]},
+        final={"dir": str(out_dir / "final"), "checkpoint": str(final_ckpt), "step": final_step,
+               "model_id": exported["final"]["model_id"]},
+        models=[exported["best"], exported["final"]], eval_history=history,
+        train_runtime_s=round(runtime, 3),
+    )
+    _write_run(out_dir, record)
+    if db is not None:
+        from asr_eval.store import connect
+        from asr_eval.train.export import register_finetune
+
+        con = connect(db)
+        try:
+            register_finetune(con, out_dir)
+        finally:
+            con.close()
+    return FinetuneResult(
+        training_run_id=run_id, out_dir=out_dir, best_dir=out_dir / "best", final_dir=out_dir / "final",
+        best_step=best_step, final_step=final_step, best_cer=record["best_cer"], final_cer=record["final_cer"],
+        zero_shot_cer=zero_shot, model_ids={k: v["model_id"] for k, v in exported.items()},
+        base_model_id=lm.model_id, corpus_id=corpus_id, status=status,
+        resumed_from=str(resume_ckpt) if resume_ckpt else None, n_train=len(train_ds), n_eval=len(eval_ds),
+        train_runtime_s=runtime, eval_history=history,
+    )
+

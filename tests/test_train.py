@@ -1,0 +1,409 @@
+"""Fine-tuning: labels, dataset, sampler, collator, CER metrics, and real tiny-Whisper runs end
+to end (checkpoints, export, pipeline, registry lineage, resume, live stop, 128 mel bins)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from conftest import write_audio  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from asr_eval import models  # noqa: E402
+from asr_eval.corpus import open_source  # noqa: E402
+from asr_eval.errors import AsrEvalError  # noqa: E402
+from asr_eval.shards import IngestOptions, ingest  # noqa: E402
+from asr_eval.store.load import corpus_id_for  # noqa: E402
+from asr_eval.text import get_profile  # noqa: E402
+from asr_eval.train import (  # noqa: E402
+    BlockShuffleSampler, FinetuneConfig, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator, finetune, read_run,
+)
+from asr_eval.train.finetune import cer_metrics, last_complete_checkpoint, make_compute_metrics  # noqa: E402
+
+TEXTS = ["今天天气很好", "我们去北京", "你好世界", "這是一個測試", "学习中文很有意思", "请关上门"]
+PREFIX = ["<|startoftranscript|>", "<|zh|>", "<|transcribe|>", "<|notimestamps|>"]
+
+
+def _make_corpus(root: Path, n_train: int = 8, n_test: int = 4, max_rows: int = 5) -> Path:
+    src = root / "src"
+    lines = ["file_name,text,split"]
+    for i in range(n_train + n_test):
+        write_audio(src / f"u{i:02d}.wav", 0.5 + 0.1 * (i % 4), 16000, freq=180.0 + 30 * i, seed=i)
+        lines.append(f"u{i:02d}.wav,{TEXTS[i % len(TEXTS)]},{'train' if i < n_train else 'test'}")
+    (src / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = root / "corpus"
+    ingest(open_source(str(src)), out, IngestOptions(workers=1, max_rows=max_rows), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _make_corpus(tmp_path_factory.mktemp("train_corpus"))
+
+
+@pytest.fixture(scope="module")
+def tiny80(tmp_path_factory) -> Path:
+    return models.build_tiny_whisper(tmp_path_factory.mktemp("tiny80") / "m", num_mel_bins=80, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny128(tmp_path_factory) -> Path:
+    return models.build_tiny_whisper(tmp_path_factory.mktemp("tiny128") / "m", num_mel_bins=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def processor80(tiny80):
+    return models.load(str(tiny80), device="cpu").processor
+
+
+def _cfg(**kw) -> FinetuneConfig:
+    """A run small enough for CI: 4 steps of 4 utterances, evaluations at 0, 2, 4 on 3 utterances."""
+    base = dict(max_steps=4, eval_steps=2, batch_size=4, warmup_steps=0, learning_rate=1e-3, max_new_tokens=6,
+                max_eval_samples=3, tensorboard=False, live_monitor=False)
+    return FinetuneConfig(**{**base, **kw})
+
+
+# ───────────────────────────── labels ─────────────────────────────
+
+
+def test_labels_have_the_zh_transcribe_prefix_and_simplified_script(processor80):
+    tok = processor80.tokenizer
+    enc = LabelEncoder(tok, get_profile("zh-train-v1"))
+    prefix = tok.convert_tokens_to_ids(PREFIX)
+    assert enc.prefix_ids == prefix
+    trad, simp = enc.encode_many(["這是一個測試", "这是一个测试"])
+    assert trad == simp  # Traditional → Simplified before tokenizing: the model learns one script
+    assert trad[:4] == prefix and trad[-1] == tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.decode(trad[4:-1]) == "这是一个测试"
+
+
+def test_label_encoder_rejects_a_tokenizer_without_files(processor80):
+    class OneToken:
+        def __len__(self):
+            return 1
+
+    with pytest.raises(AsrEvalError, match="has 1 tokens"):
+        LabelEncoder(OneToken(), get_profile("zh-train-v1"))
+
+
+# ───────────────────────────── collator ─────────────────────────────
+
+
+def test_collator_pads_with_minus_100_and_strips_the_start_token(processor80):
+    sot = 50258
+    coll = SpeechSeq2SeqCollator(processor80.feature_extractor, decoder_start_token_id=sot)
+    a = np.zeros(8000, np.float32)
+    batch = coll([{"audio": a, "labels": [sot, 50260, 50359, 50363, 11, 12, 50257]},
+                  {"audio": a[:4000], "labels": [sot, 50260, 50359, 50363, 13, 50257]}])
+    assert batch["labels"].tolist() == [[50260, 50359, 50363, 11, 12, 50257],
+                                        [50260, 50359, 50363, 13, 50257, -100]]
+    assert tuple(batch["input_features"].shape) == (2, 80, 3000)  # log-mel, padded to 30 s
+    # Not every row starts with the start token: nothing is stripped.
+    mixed = coll([{"audio": a, "labels": [sot, 5, 50257]}, {"audio": a, "labels": [6, 50257]}])
+    assert mixed["labels"].tolist() == [[sot, 5, 50257], [6, 50257, -100]]
+
+
+def test_model_shift_puts_the_start_token_back_once(processor80, tiny80):
+    from transformers.models.whisper.modeling_whisper import shift_tokens_right
+
+    labels = torch.tensor([[50260, 50359, 50363, 11, 50257, -100]])
+    dec = shift_tokens_right(labels, 50257, 50258)
+    assert dec.tolist() == [[50258, 50260, 50359, 50363, 11, 50257]]
+
+
+# ───────────────────────────── dataset and sampler ─────────────────────────────
+
+
+def test_dataset_reads_one_split_lazily(corpus, processor80):
+    enc = LabelEncoder(processor80.tokenizer, get_profile("zh-train-v1"))
+    ds = ShardSpeechDataset(corpus, "train", enc)
+    assert len(ds) == 8 and ds.utt_ids == [f"u{i:02d}" for i in range(8)]
+    assert len(ds.groups()) == 2  # 5 + 3 train rows over shards of 5 rows (test rows share shard 2)
+    item = ds[3]
+    assert item["audio"].dtype == np.float32 and len(item["audio"]) == int(16000 * 0.8)
+    assert item["labels"] == enc.encode_many([TEXTS[3]])[0]
+    assert ds.texts[3] == "這是一個測試"  # raw reference kept for CER
+    assert len(ds._cache) == 1
+    sub = ShardSpeechDataset(corpus, "train", enc, max_samples=3, seed=1)
+    assert len(sub) == 3 and sub.utt_ids == sorted(sub.utt_ids)
+    assert ShardSpeechDataset(corpus, "train", enc, max_samples=3, seed=1).utt_ids == sub.utt_ids
+    capped = ShardSpeechDataset(corpus, "train", enc, max_label_tokens=9)
+    # 学习中文很有意思 is longer than 9 tokens with prefix and EOT: dropped, counted.
+    assert capped.dropped.too_long_labels >= 1 and len(capped) == 8 - capped.dropped.too_long_labels
+    with pytest.raises(AsrEvalError, match="no utterances in split 'dev'"):
+        ShardSpeechDataset(corpus, "dev", enc)
+
+
+def test_block_shuffle_sampler_is_a_deterministic_grouped_permutation():
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    s = BlockShuffleSampler(groups, block=2, seed=7)
+    order = list(s)
+    assert sorted(order) == list(range(10)) and len(s) == 10
+    assert list(BlockShuffleSampler(groups, block=2, seed=7)) == order  # same seed, same epoch
+    owner = {i: g for g, items in enumerate(groups) for i in items}
+    first = order[:len(groups[owner[order[0]]]) + 3]
+    # The first window holds exactly two row groups; their items are not interleaved with others.
+    window_groups = {owner[i] for i in order if owner[i] in {owner[j] for j in first}}
+    n_first = sum(len(groups[g]) for g in window_groups)
+    assert len(window_groups) == 2 and {owner[i] for i in order[:n_first]} == window_groups
+    epochs = set()
+    for e in range(4):
+        s.set_epoch(e)
+        epochs.add(tuple(s))
+    assert len(epochs) > 1
+
+
+# ───────────────────────────── metrics ─────────────────────────────
+
+
+def test_cer_metrics_are_character_counts_not_word_error_rate():
+    m = cer_metrics(["今天天气很好", "你好世界"], ["今天天很好", "你好世界啊"], get_profile("zh-v1"))
+    # one deletion (气) over 6 chars, one insertion (啊) over 4 chars: pooled 2 / 10
+    assert (m["cer_s"], m["cer_d"], m["cer_i"], m["cer_n"]) == (0, 1, 1, 10)
+    assert m["cer"] == pytest.approx(0.2)
+
+
+def test_compute_metrics_decodes_generated_ids_padded_with_minus_100(corpus, processor80, tmp_path):
+    tok = processor80.tokenizer
+    enc = LabelEncoder(tok, get_profile("zh-train-v1"))
+    ds = ShardSpeechDataset(corpus, "test", enc, max_samples=2)
+    ids = [enc.encode_many([t])[0] for t in ds.texts]
+    ids[1] = ids[1][:5] + [tok.eos_token_id]  # second hypothesis: only its first text token
+    width = max(map(len, ids))
+    pred = np.full((2, width), -100)
+    for r, row in enumerate(ids):
+        pred[r, :len(row)] = row
+
+    class P:
+        predictions, label_ids = pred, None
+
+    m = make_compute_metrics(tok, ds, get_profile("zh-v1"), tmp_path, step=lambda: 7)(P())
+    ref1 = get_profile("zh-v1").normalize(ds.texts[1])
+    hyp1 = tok.decode(ids[1], skip_special_tokens=True)
+    assert m["cer_n"] == len(get_profile("zh-v1").normalize(ds.texts[0])) + len(ref1)
+    assert m["cer_s"] + m["cer_d"] + m["cer_i"] == len(ref1) - len(hyp1) > 0
+    rows = [json.loads(x) for x in (tmp_path / "step-7.jsonl").read_text().splitlines()]
+    assert [r["utt_id"] for r in rows] == ds.utt_ids and rows[0]["hyp"] == tok.decode(ids[0], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("device, precision, want", [
+    ("cpu", "auto", (False, "fp32")),
+    ("cpu", "fp32", (False, "fp32")),
+    ("cpu", "bf16", "needs a CUDA GPU"),
+    ("cpu", "int8", "not one of"),
+    ("cuda:1", "auto", "CUDA_VISIBLE_DEVICES"),
+])
+def test_resolve_device(device, precision, want):
+    from asr_eval.train.finetune import resolve_device
+
+    if isinstance(want, str):
+        with pytest.raises(AsrEvalError, match=want):
+            resolve_device(device, precision)
+    else:
+        assert resolve_device(device, precision) == want
+
+
+# ───────────────────────────── end to end ─────────────────────────────
+
+
+class CrashAt(TrainerCallback):
+    """Simulates a crash (after the step-2 checkpoint) to test resuming."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+class PoisonAt(TrainerCallback):
+    """Makes the weights NaN after a step, so the next loss is NaN (for the live monitor)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.proj_out.weight.fill_(float("nan"))
+
+
+def _train_losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for line in (run_dir / "loss_stream.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["kind"] == "train":
+            out[r["step"]] = float(r["loss"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def run80(corpus, tiny80, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run80")
+    db = root / "store.duckdb"
+    res = finetune(corpus, str(tiny80), root / "run", _cfg(tensorboard=True), db=db, progress=False)
+    return res, db
+
+
+def test_finetune_end_to_end_checkpoints_and_run_record(run80, corpus):
+    res, _ = run80
+    out = res.out_dir
+    assert res.status == "finished" and res.final_step == 4
+    assert (out / "checkpoint-4" / "optimizer.pt").is_file()
+    for d in (res.best_dir, res.final_dir):
+        names = {p.name for p in d.iterdir()}
+        assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= names
+        assert not names & {"optimizer.pt", "scheduler.pt", "trainer_state.json"}
+        gc = json.loads((d / "generation_config.json").read_text())
+        assert (gc["language"], gc["task"], gc["max_new_tokens"]) == ("zh", "transcribe", 6)
+    hist = {e["step"]: e for e in res.eval_history}
+    assert sorted(hist) == [0, 2, 4]  # step 0 = the base model's zero-shot CER
+    assert res.zero_shot_cer == hist[0]["cer"]
+    assert res.best_cer == min(hist[2]["cer"], hist[4]["cer"]) and hist[res.best_step]["cer"] == res.best_cer
+    for e in hist.values():  # CER, with its counts, not WER
+        assert e["cer"] == pytest.approx((e["cer_s"] + e["cer_d"] + e["cer_i"]) / e["cer_n"])
+    run = read_run(out)
+    assert run["status"] == "finished" and run["training_run_id"] == res.training_run_id
+    assert run["corpus_id"] == corpus_id_for(corpus) == res.corpus_id
+    assert run["best"]["step"] == res.best_step and run["n_train"] == 8 and run["n_eval"] == 3
+    assert _train_losses(out).keys() == {1, 2, 3, 4}
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(json.loads(x)["step"] for x in (out / "loss_stream.jsonl").read_text().splitlines()
+                  if json.loads(x)["kind"] == "eval") == [0, 2, 4]
+
+
+def test_finetune_registers_models_with_lineage(run80):
+    res, db = run80
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT model_id, base_model_id, corpus_id, training_run_id, step FROM models "
+                       "WHERE training_run_id IS NOT NULL ORDER BY step").fetchall()
+    base = con.execute("SELECT model_id FROM models WHERE model_id = ?", [res.base_model_id]).fetchall()
+    runs = con.execute("SELECT base_model_id, corpus_id, status FROM training_runs WHERE training_run_id = ?",
+                       [res.training_run_id]).fetchall()
+    log = con.execute("SELECT kind, count(*) FROM training_log WHERE training_run_id = ? GROUP BY kind ORDER BY kind",
+                      [res.training_run_id]).fetchall()
+    corpora = con.execute("SELECT corpus_id FROM corpora").fetchall()
+    con.close()
+    want = {(res.model_ids["best"], res.best_step), (res.model_ids["final"], 4)}
+    assert {(r[0], r[4]) for r in rows} == want
+    assert all(r[1:4] == (res.base_model_id, res.corpus_id, res.training_run_id) for r in rows)
+    assert base and corpora == [(res.corpus_id,)]
+    assert runs == [(res.base_model_id, res.corpus_id, "finished")]
+    assert log == [("eval", 3), ("train", 4)]
+
+
+def test_exported_models_load_in_a_transformers_pipeline(run80):
+    from transformers import pipeline
+
+    res, _ = run80
+    audio = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32) * 0.3
+    for d in (res.best_dir, res.final_dir):
+        asr = pipeline("automatic-speech-recognition", model=str(d), device="cpu")
+        assert asr.task == "automatic-speech-recognition"  # the seed saved a 'summarization' pipeline
+        out = asr({"raw": audio, "sampling_rate": 16000})
+        assert isinstance(out["text"], str)
+
+
+def test_exported_model_scores_with_asr_eval_score_and_keeps_lineage(run80, corpus):
+    from asr_eval.inference import DecodeParams
+    from asr_eval.scoring import score_models
+
+    res, db = run80
+    run_ids = score_models(corpus, [str(res.final_dir)], db, split="test", params=DecodeParams(max_new_tokens=6),
+                           n_boot=20, batch_size=4, device="cpu")
+    con = duckdb.connect(str(db), read_only=True)
+    got = con.execute("SELECT r.model_id, m.training_run_id, m.step, s.n FROM eval_runs r "
+                      "JOIN models m USING (model_id) JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all' WHERE r.run_id = ?",
+                      [run_ids[0]]).fetchall()
+    con.close()
+    assert got == [(res.model_ids["final"], res.training_run_id, 4, 4)]
+
+
+def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(corpus, str(tiny80), out, _cfg(), progress=False, callbacks=[CrashAt(3)])
+    assert read_run(out)["status"] == "failed" and last_complete_checkpoint(out).name == "checkpoint-2"
+    res = finetune(corpus, str(tiny80), out, _cfg(), progress=False)
+    assert res.status == "finished" and res.resumed_from == str(out / "checkpoint-2")
+    assert res.training_run_id == read_run(out)["training_run_id"]
+    # Same seed, same data order, restored optimizer/RNG: the resumed steps match an uninterrupted run.
+    ref = _train_losses(run80[0].out_dir)
+    got = _train_losses(out)
+    assert got.keys() == {1, 2, 3, 4}
+    for step in (3, 4):
+        assert got[step] == pytest.approx(ref[step], rel=1e-5)
+    assert read_run(out)["resumed_from"] == [str(out / "checkpoint-2")]
+
+
+def test_refuses_an_out_dir_of_another_run(corpus, tiny128, run80):
+    with pytest.raises(AsrEvalError, match="use another --out"):
+        finetune(corpus, str(tiny128), run80[0].out_dir, _cfg(), progress=False)
+
+
+def test_live_monitor_stops_a_diverged_run_and_keeps_its_final_state(corpus, tiny80, tmp_path):
+    cfg = _cfg(max_steps=6, eval_steps=4, live_monitor=True, eval_on_start=False)
+    res = finetune(corpus, str(tiny80), tmp_path / "run", cfg, progress=False, callbacks=[PoisonAt(2)])
+    assert res.status == "stopped" and res.final_step == 3
+    assert (res.final_dir / "model.safetensors").is_file()
+    run = read_run(res.out_dir)
+    assert (run["stopped_by"]["severity"], run["stopped_by"]["step"]) == ("critical", 3)
+    assert math.isnan(_train_losses(res.out_dir)[3])  # the raw stream keeps the NaN
+
+
+def test_128_mel_base_with_activation_checkpointing_through_the_cli(corpus, tiny128, tmp_path):
+    from typer.testing import CliRunner
+
+    from asr_eval.cli import _register_commands, app
+
+    _register_commands()
+    out, db = tmp_path / "run128", tmp_path / "s.duckdb"
+    r = CliRunner().invoke(app, [
+        "finetune", "--corpus", str(corpus), "--base", str(tiny128), "--out", str(out), "--max-steps", "2",
+        "--eval-steps", "2", "--batch-size", "4", "--warmup-steps", "0", "--lr", "1e-3", "--max-eval-samples", "2",
+        "--max-new-tokens", "4", "--no-eval-on-start", "--no-live-monitor", "--gradient-checkpointing",
+        "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "best" in r.output and "final" in r.output
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    fe = json.loads((out / "final" / "processor_config.json").read_text())["feature_extractor"]
+    assert cfg["num_mel_bins"] == 128 and fe["feature_size"] == 128
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT DISTINCT num_mel_bins, step FROM models WHERE training_run_id IS NOT NULL").fetchall()
+    assert rows == [(128, 2)]
+    con.close()
+
+
+def test_eval_step_encodes_once_and_matches_seq2seq_trainer(corpus, tiny80, tmp_path):
+    from transformers import Seq2SeqTrainer
+
+    from asr_eval.train.finetune import _ShardTrainer, training_args
+
+    lm = models.load(str(tiny80), device="cpu", max_new_tokens=5)
+    ds = ShardSpeechDataset(corpus, "test", LabelEncoder(lm.processor.tokenizer, get_profile("zh-train-v1")))
+    coll = SpeechSeq2SeqCollator(lm.processor.feature_extractor, lm.model.config.decoder_start_token_id)
+    batch = coll([ds[i] for i in range(3)])
+    args = training_args(_cfg(), tmp_path, use_cuda=False, precision="fp32", progress=False, eval_on_start=False)
+    calls = []
+    hook = lm.model.get_encoder().register_forward_hook(lambda *a: calls.append(1))
+    out = {}
+    for cls in (Seq2SeqTrainer, _ShardTrainer):
+        calls.clear()
+        tr = cls(model=lm.model, args=args, eval_dataset=ds, data_collator=coll, processing_class=lm.processor)
+        tr._gen_kwargs = {}
+        out[cls] = (tr.prediction_step(lm.model, dict(batch), prediction_loss_only=False), len(calls))
+    hook.remove()
+    (ref, n_ref), (got, n_got) = out[Seq2SeqTrainer], out[_ShardTrainer]
+    assert (n_ref, n_got) == (2, 1)
+    assert got[0].item() == pytest.approx(ref[0].item(), rel=1e-6)
+    assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
