@@ -14,7 +14,7 @@ from asr_eval.cli import app, console
 
 @app.command("demo")
 def demo_cmd(
-    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps")] = 40,
+    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps")] = 24,
     skip_finetune: Annotated[bool, typer.Option(help="Only ingest, score and report")] = False,
 ) -> None:
     """Run ingest → score → fine-tune → score → check-training → report on datasets_local/demo_zh
