@@ -20,6 +20,10 @@ def demo_cmd(
     """Run ingest → score → fine-tune → score → check-training → report on datasets_local/demo_zh
     with bundled:whisper-base, then print where the report and the DuckDB store are."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Without a Prefect server the flow starts a temporary one; on a busy 2-core machine it can
+    # need longer than Prefect's 20 s default to come up.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     root = Path(__file__).resolve().parents[2]
     if not (root / "flows" / "pipeline.py").exists():
         console.print("[red]the demo runs from a source checkout (flows/ not found)[/]")
