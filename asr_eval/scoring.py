@@ -223,6 +223,19 @@ def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh
     return n
 
 
+def _replace_rows(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list, rows: list[dict]) -> int:
+    """Replace a run's rows of ``table`` in one transaction (re-analysis is idempotent)."""
+    con.execute("BEGIN")
+    con.execute(f"DELETE FROM {table} WHERE {where}", params)
+    if rows:
+        tbl = pa.Table.from_pylist(rows)
+        con.register("_rows", tbl)
+        con.execute(f"INSERT INTO {table} ({', '.join(tbl.column_names)}) SELECT * FROM _rows")
+        con.unregister("_rows")
+    con.execute("COMMIT")
+    return len(rows)
+
+
 def available_slices(con: duckdb.DuckDBPyConnection, corpus_id: str) -> list[str]:
     """Slice attributes worth a table by default: few distinct values."""
     rows = con.execute(
@@ -305,15 +318,7 @@ def slice_metrics(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str =
                 "cer_i": int(arr["cer_i"][m].sum()), "cer_n": int(arr["cer_n"][m].sum()),
                 "n_boot": n_boot, "ci_method": "speaker-block" if block_by_speaker else "utterance",
             })
-    con.execute("BEGIN")
-    con.execute("DELETE FROM slice_metrics WHERE run_id = ? AND normalizer = ?", [run_id, prof.name])
-    if out:
-        tbl = pa.Table.from_pylist(out)
-        con.register("_sm", tbl)
-        con.execute(f"INSERT INTO slice_metrics ({', '.join(tbl.column_names)}) SELECT * FROM _sm")
-        con.unregister("_sm")
-    con.execute("COMMIT")
-    return len(out)
+    return _replace_rows(con, "slice_metrics", "run_id = ? AND normalizer = ?", [run_id, prof.name], out)
 
 
 def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normalizer: str = "zh-v1",
@@ -357,15 +362,8 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normali
                     "rate_a": r.rate_a, "rate_b": r.rate_b, "delta": r.delta, "delta_lo": r.lo, "delta_hi": r.hi,
                     "p_b_better": r.p_b_better, "sign_test_p": r.sign_test_p, "verdict": r.verdict,
                 })
-    con.execute("BEGIN")
-    con.execute("DELETE FROM comparisons WHERE run_a = ? AND run_b = ? AND normalizer = ?", [run_a, run_b, prof.name])
-    if out:
-        tbl = pa.Table.from_pylist(out)
-        con.register("_cmp", tbl)
-        con.execute(f"INSERT INTO comparisons ({', '.join(tbl.column_names)}) SELECT * FROM _cmp")
-        con.unregister("_cmp")
-    con.execute("COMMIT")
-    return len(out)
+    return _replace_rows(con, "comparisons", "run_a = ? AND run_b = ? AND normalizer = ?",
+                         [run_a, run_b, prof.name], out)
 
 
 def analyse(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
