@@ -53,7 +53,7 @@ def generate(db: Path, n: int, models: int, seed: int = 7) -> dict[str, float]:
                1.0 + (hash(i, 'dur') % 14000) / 1000.0 AS dur
         FROM range({n}) t(i)""")
     con.execute("""
-        INSERT INTO utterances
+        INSERT INTO utterances (corpus_id, utt_id, split, duration_s, speaker, text, source_path, audio_sha256)
         SELECT ?, utt_id, 'test', dur, 'spk' || (i % 2000), array_to_string(list_transform(range(len),
                lambda x: substr(?, 1 + (hash(i, x) % 1000)::INTEGER, 1)), '') || '。', NULL, NULL FROM u""", [CORPUS, CHARS])
     con.execute(f"""
@@ -74,7 +74,7 @@ def generate(db: Path, n: int, models: int, seed: int = 7) -> dict[str, float]:
                     "VALUES (?, ?, 'hub', ?, ?, ?, ?)",
                     [mid, f"org/whisper-bench-{m}", f"rev{m}", "org/whisper-bench-1@rev1" if m == 2 else None,
                      "tr-big" if m == 2 else None, 20000 if m == 2 else None])
-        con.execute("INSERT INTO eval_runs VALUES (?, ?, 'test', ?, 'done', now(), now(), 'cuda:0', 'float16', 32, "
+        con.execute("INSERT INTO eval_runs (run_id, corpus_id, split, model_id, status, started_at, finished_at, device, dtype, batch_size, decode_params, versions, n_utts, audio_s, proc_s, rtfx, peak_gpu_mem_bytes) VALUES (?, ?, 'test', ?, 'done', now(), now(), 'cuda:0', 'float16', 32, "
                     "'{\"language\": \"zh\", \"num_beams\": 1}', '{\"torch\": \"2.13.0\"}', ?, ?, ?, ?, NULL)",
                     [run, CORPUS, mid, n, n * 7.5, n * 7.5 / (60 + 10 * m), 60 + 10 * m])
         # Per character: '=' or an error with probability (6 - m)% × noise factor; ops S/D/I 60/25/15.
@@ -98,7 +98,7 @@ def generate(db: Path, n: int, models: int, seed: int = 7) -> dict[str, float]:
                        ELSE [ 'I', NULL, sub[k + 1] ] END) AS al
             FROM a""")
         con.execute(f"""
-            INSERT INTO hypotheses
+            INSERT INTO hypotheses (run_id, utt_id, hyp_raw, n_tokens, shard)
             SELECT '{run}', utt_id, array_to_string(list_transform(list_filter(al, lambda x: x[1] <> 'D'), lambda x: x[3]), ''),
                    len(al), 'shard-0'
             FROM al""")
@@ -131,7 +131,7 @@ def _stored_aggregates(con, models: int) -> None:
     sl = """(SELECT utt_id, attr, value FROM utterance_attrs WHERE attr <> 'region'
              UNION ALL SELECT utt_id, '_all', 'all' FROM utterances)"""
     con.execute(f"""
-        INSERT INTO slice_metrics
+        INSERT INTO slice_metrics (run_id, normalizer, normalizer_hash, slice_attr, slice_value, n, hours, cer, cer_lo, cer_hi, mer, mer_lo, mer_hi, wer, cer_s, cer_d, cer_i, cer_n, n_boot, ci_method)
         SELECT run_id, 'zh-v1', 'h4sh', attr, value, cnt, hours, cer, cer_lo, cer_hi, cer, cer_lo, cer_hi, 0.9,
                s, d, i, cer_n, 1000, 'utterance'
         FROM (SELECT *, {ratio_sql('cer')} FROM (
@@ -143,7 +143,7 @@ def _stored_aggregates(con, models: int) -> None:
     for a in range(models):
         for b in range(a + 1, models):
             con.execute(f"""
-                INSERT INTO comparisons
+                INSERT INTO comparisons (run_a, run_b, normalizer, metric, slice_attr, slice_value, n, rate_a, rate_b, delta, delta_lo, delta_hi, p_b_better, sign_test_p, verdict)
                 SELECT 'run-m{a}', 'run-m{b}', 'zh-v1', 'cer', attr, value, cnt, ea / d_n, eb / d_n, d, d_lo, d_hi,
                        NULL, NULL, 'bench'
                 FROM (SELECT *, {ratio_sql('d', clamp=False)} FROM (

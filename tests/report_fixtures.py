@@ -224,7 +224,7 @@ def build_store(tmp: Path, n_utts: int = 120, seed: int = 0, complete: bool = Tr
                  sum(u["duration_s"] for u in utts) / 3600, json.dumps({"test": n_utts}),
                  json.dumps(["hsk_level", "voice", "noise", "topic", "duration_bucket"]),
                  json.dumps({"layout": "manifest"})])
-    con.executemany("INSERT INTO utterances VALUES (?, ?, 'test', ?, ?, ?, ?, NULL)",
+    con.executemany("INSERT INTO utterances (corpus_id, utt_id, split, duration_s, speaker, text, source_path, audio_sha256) VALUES (?, ?, 'test', ?, ?, ?, ?, NULL)",
                     [[CORPUS_ID, u["utt_id"], u["duration_s"], u["speaker"], u["text"], f"wav/{u['utt_id']}.wav"]
                      for u in utts])
     con.executemany("INSERT INTO utterance_attrs VALUES (?, ?, ?, ?)",
@@ -243,7 +243,7 @@ def build_store(tmp: Path, n_utts: int = 120, seed: int = 0, complete: bool = Tr
         run_ids[key] = run
         audio_s = sum(u["duration_s"] for u in utts)
         proc_s = audio_s / (38.0 + 9 * i)
-        con.execute("INSERT INTO eval_runs VALUES (?, ?, 'test', ?, 'done', TIMESTAMP '2025-05-01 10:00:00' + "
+        con.execute("INSERT INTO eval_runs (run_id, corpus_id, split, model_id, status, started_at, finished_at, device, dtype, batch_size, decode_params, versions, n_utts, audio_s, proc_s, rtfx, peak_gpu_mem_bytes) VALUES (?, ?, 'test', ?, 'done', TIMESTAMP '2025-05-01 10:00:00' + "
                     "to_minutes(?), TIMESTAMP '2025-05-01 10:20:00' + to_minutes(?), 'cuda:0 (NVIDIA H100)', "
                     "'float16', 16, ?, ?, ?, ?, ?, ?, ?)",
                     [run, CORPUS_ID, mid, 30 * i, 30 * i,
@@ -302,7 +302,7 @@ def build_store(tmp: Path, n_utts: int = 120, seed: int = 0, complete: bool = Tr
             arrays["n"].append(n)
             arrays["mer_e"].append(ms + md + mi)
             arrays["mer_n"].append(len(u["tokens"]))
-        con.executemany("INSERT INTO hypotheses VALUES (?, ?, ?, ?, ?)", hyp_rows)
+        con.executemany("INSERT INTO hypotheses (run_id, utt_id, hyp_raw, n_tokens, shard) VALUES (?, ?, ?, ?, ?)", hyp_rows)
         con.executemany("INSERT INTO utterance_scores VALUES (" + ", ".join("?" * 29) + ")", score_rows)
         per_run[key] = {k: np.array(v, dtype=float) for k, v in arrays.items()}
 
@@ -329,7 +329,7 @@ def build_store(tmp: Path, n_utts: int = 120, seed: int = 0, complete: bool = Tr
                             e.sum() / n.sum(), lo, hi, me.sum() / mn.sum(), mlo, mhi,
                             wer[idx, 0].sum() / max(wer[idx, 1].sum(), 1), *sdi[idx].sum(0).astype(int).tolist(),
                             int(n.sum()), 300, "utterance"])
-    con.executemany("INSERT INTO slice_metrics VALUES (" + ", ".join("?" * 20) + ")", sm_rows)
+    con.executemany("INSERT INTO slice_metrics (run_id, normalizer, normalizer_hash, slice_attr, slice_value, n, hours, cer, cer_lo, cer_hi, mer, mer_lo, mer_hi, wer, cer_s, cer_d, cer_i, cer_n, n_boot, ci_method) VALUES (" + ", ".join("?" * 20) + ")", sm_rows)
 
     # comparisons: paired bootstrap of b − a on the same utterances.
     pairs = [("large-v2", "large-v3"), ("large-v3", "ft")] + ([("large-v2", "ft")] if complete else [])
@@ -346,7 +346,7 @@ def build_store(tmp: Path, n_utts: int = 120, seed: int = 0, complete: bool = Tr
             cmp_rows.append([run_ids[ka], run_ids[kb], NORMALIZER, "cer", attr, v, len(idx), ea.sum() / n.sum(),
                              eb.sum() / n.sum(), delta, lo, hi, float((deltas < 0).mean()),
                              _sign_p(int((eb < ea).sum()), int((eb > ea).sum())), verdict])
-    con.executemany("INSERT INTO comparisons VALUES (" + ", ".join("?" * 15) + ")", cmp_rows)
+    con.executemany("INSERT INTO comparisons (run_a, run_b, normalizer, metric, slice_attr, slice_value, n, rate_a, rate_b, delta, delta_lo, delta_hi, p_b_better, sign_test_p, verdict) VALUES (" + ", ".join("?" * 15) + ")", cmp_rows)
 
     training_ids: dict[str, str] = {}
     if training:
@@ -440,7 +440,7 @@ def build_scored_store(tmp: Path, n_utts: int = 24) -> FixtureStore:
         run = f"run-{model}"
         upsert_eval_run(con, {"run_id": run, "corpus_id": cid, "split": "test", "model_id": f"local:{model}@0",
                               "status": "done", "device": "cpu", "rtfx": 20.0, "decode_params": {"num_beams": 1}})
-        con.executemany("INSERT OR REPLACE INTO hypotheses VALUES (?, ?, ?, 0, 'shard-00000.parquet')",
+        con.executemany("INSERT OR REPLACE INTO hypotheses (run_id, utt_id, hyp_raw, n_tokens, shard) VALUES (?, ?, ?, 0, 'shard-00000.parquet')",
                         [[run, uid, hyp(model, i, ref)] for i, (uid, ref) in enumerate(refs.items())])
         run_ids[model], model_ids[model] = run, f"local:{model}@0"
     analyse(con, list(run_ids.values()), "zh-v1", n_boot=200)

@@ -49,7 +49,7 @@ def _tiny(path: Path, stored_all: bool = False):
     con = connect(path)
     con.execute("INSERT INTO corpora (corpus_id, name, path, index_sha256) VALUES ('c@1', 'c', '/nowhere', '1')")
     for i, (n, grp) in enumerate(zip((10, 5, 10, 5), ("x", "x", "y", "y"), strict=True)):
-        con.execute("INSERT INTO utterances VALUES ('c@1', ?, 'test', ?, 'spk', 'ref', NULL, NULL)", [f"u{i}", 1.0 + i])
+        con.execute("INSERT INTO utterances (corpus_id, utt_id, split, duration_s, speaker, text, source_path, audio_sha256) VALUES ('c@1', ?, 'test', ?, 'spk', 'ref', NULL, NULL)", [f"u{i}", 1.0 + i])
         con.execute("INSERT INTO utterance_attrs VALUES ('c@1', ?, 'grp', ?)", [f"u{i}", grp])
     for run, errs in (("A", (1, 0, 2, 1)), ("B", (0, 0, 1, 1))):
         con.execute("INSERT INTO models (model_id, name, source) VALUES (?, ?, 'hub')", [f"m{run}", f"model-{run}"])

@@ -80,7 +80,7 @@ def _fake_run(con, corpus, run_id: str, hyps: dict[str, str | None], model: str)
     cid = load_corpus(con, corpus)
     register_model(con, {"model_id": model, "name": model, "source": "local"})
     upsert_eval_run(con, {"run_id": run_id, "corpus_id": cid, "split": "test", "model_id": model, "status": "done"})
-    con.executemany("INSERT OR REPLACE INTO hypotheses VALUES (?, ?, ?, 0, 'x')",
+    con.executemany("INSERT OR REPLACE INTO hypotheses (run_id, utt_id, hyp_raw, n_tokens, shard) VALUES (?, ?, ?, 0, 'x')",
                     [[run_id, u, h] for u, h in hyps.items()])
 
 

@@ -12,6 +12,7 @@ import duckdb
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.store.schema import MIGRATIONS, SCHEMA_VERSION
+from asr_eval.store.tx import transaction
 
 DEFAULT_DB = Path("reports") / "asr_eval.duckdb"
 
@@ -35,12 +36,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             "upgrade asr-eval"
         )
     for i in range(version, SCHEMA_VERSION):
-        con.execute("BEGIN")
-        con.execute(MIGRATIONS[i])
-        con.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(i + 1)]
-        )
-        con.execute("COMMIT")
+        with transaction(con):
+            con.execute(MIGRATIONS[i])
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(i + 1)])
     return SCHEMA_VERSION
 
 

@@ -35,7 +35,7 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -221,9 +221,64 @@ CREATE TABLE IF NOT EXISTS alerts (
     created_at TIMESTAMP DEFAULT current_timestamp
 );
 """,
+    # v2: engines, preprocessing, decode recipes and long-form strategies as recorded axes
+    # (issue 11/14); imported hypotheses; per-utterance decode facts; minimum evidence,
+    # multiplicity and interval method on slices and comparisons (issue 12); ship gates.
+    """
+ALTER TABLE eval_runs ADD COLUMN kind VARCHAR DEFAULT 'model';        -- 'model' | 'import'
+ALTER TABLE eval_runs ADD COLUMN engine VARCHAR DEFAULT 'transformers';
+ALTER TABLE eval_runs ADD COLUMN engine_version VARCHAR;
+ALTER TABLE eval_runs ADD COLUMN compute_type VARCHAR;                -- float32 | int8 | float16 | ...
+ALTER TABLE eval_runs ADD COLUMN preprocessing VARCHAR DEFAULT 'pad-audio';
+ALTER TABLE eval_runs ADD COLUMN recipe VARCHAR DEFAULT 'greedy';
+ALTER TABLE eval_runs ADD COLUMN strategy VARCHAR DEFAULT 'short';    -- long-form: sequential | chunked | vad
+ALTER TABLE eval_runs ADD COLUMN strategy_params JSON;
+ALTER TABLE eval_runs ADD COLUMN provenance JSON;                     -- engine identity, import source hash, notes
+ALTER TABLE eval_runs ADD COLUMN n_missing BIGINT;                    -- utterances without a hypothesis
+
+ALTER TABLE models ADD COLUMN display_name VARCHAR;                   -- short readable name for tables/report
+ALTER TABLE models ADD COLUMN train_preprocessing VARCHAR;            -- preprocessing a fine-tune was trained with
+ALTER TABLE models ADD COLUMN selection_split VARCHAR;                -- split its checkpoint was selected on
+
+ALTER TABLE utterances ADD COLUMN segments JSON;                      -- long-form: [[start, end, text], ...]
+
+ALTER TABLE hypotheses ADD COLUMN avg_logprob DOUBLE;
+ALTER TABLE hypotheses ADD COLUMN n_fallbacks INTEGER;                -- temperature-fallback re-decodes
+ALTER TABLE hypotheses ADD COLUMN temperature DOUBLE;                 -- temperature of the kept decode
+ALTER TABLE hypotheses ADD COLUMN cut_off BOOLEAN;                    -- stopped at max_new_tokens
+ALTER TABLE hypotheses ADD COLUMN segments JSON;                      -- long-form: [[start, end, text], ...]
+
+ALTER TABLE slice_metrics ADD COLUMN ref_chars BIGINT;
+ALTER TABLE slice_metrics ADD COLUMN reliable BOOLEAN;                -- enough evidence (min_utts, min_ref_chars)
+ALTER TABLE slice_metrics ADD COLUMN n_blocks BIGINT;                 -- resampling units
+ALTER TABLE slice_metrics ADD COLUMN n_nonfinite INTEGER;             -- bootstrap replicates dropped as non-finite
+
+ALTER TABLE comparisons ADD COLUMN p_raw DOUBLE;
+ALTER TABLE comparisons ADD COLUMN p_adj DOUBLE;
+ALTER TABLE comparisons ADD COLUMN adj_method VARCHAR;                -- 'holm' | 'bh'
+ALTER TABLE comparisons ADD COLUMN family_size INTEGER;
+ALTER TABLE comparisons ADD COLUMN reliable BOOLEAN;
+ALTER TABLE comparisons ADD COLUMN mde DOUBLE;                        -- half-width of the paired interval
+ALTER TABLE comparisons ADD COLUMN ci_method VARCHAR;
+ALTER TABLE comparisons ADD COLUMN n_nonfinite INTEGER;
+ALTER TABLE comparisons ADD COLUMN ref_chars BIGINT;
+
+CREATE TABLE IF NOT EXISTS gates (
+    gate_id VARCHAR PRIMARY KEY,
+    baseline_run VARCHAR NOT NULL,
+    candidate_run VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    margin DOUBLE NOT NULL,                                           -- points (0.5 = half a point of CER)
+    decision VARCHAR NOT NULL,                                        -- 'PASS' | 'FAIL' | 'INCONCLUSIVE'
+    summary VARCHAR,
+    details JSON,                                                     -- per slice: delta, interval, p_adj, status
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+""",
 ]
 
 TABLES = (
     "meta", "corpora", "utterances", "utterance_attrs", "models", "eval_runs", "hypotheses",
-    "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts",
+    "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts", "gates",
 )
