@@ -228,6 +228,35 @@ def test_cli_score_prints_slice_tables(tmp_path, tiny_models):
     assert "by accent" in r.stdout and "paired A/B" in r.stdout and "CER % [95% CI]" in r.stdout
 
 
+def test_cli_runs_a_plugin_engine_and_lists_runs_readably(tmp_path, tiny_models):
+    """The engine seam from the command line: a plugin engine next to transformers on one model;
+    the parity table compares them; `asr-eval runs` stays readable at 100 columns."""
+    from conftest import REPO
+
+    corpus = _corpus(tmp_path)
+    db = tmp_path / "s.duckdb"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "100", "ASR_EVAL_PLUGINS": "fake_engine",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    r = subprocess.run([sys.executable, "-m", "asr_eval", "score", "--corpus", str(corpus), "--model", str(tiny_models[0]),
+                        "--engine", "transformers,fake", "--db", str(db), "--max-new-tokens", "4", "--n-boot", "50",
+                        "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "engine parity" in r.stdout and "transformers float32" in r.stdout and "fake float32" in r.stdout
+    con = duckdb.connect(str(db), read_only=True)
+    engines = con.execute("SELECT engine, n_utts FROM eval_runs ORDER BY engine").fetchall()
+    same = con.execute("SELECT count(DISTINCT model_id) FROM eval_runs").fetchone()[0]
+    run_ids = [x for (x,) in con.execute("SELECT run_id FROM eval_runs").fetchall()]
+    con.close()
+    assert engines == [("fake", 6), ("transformers", 6)] and same == 1 and len(set(run_ids)) == 2
+    r = subprocess.run([sys.executable, "-m", "asr_eval", "runs", "--db", str(db)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert sum("fake fp32" in ln for ln in lines) == 1 and sum("transformers fp32" in ln for ln in lines) == 1, r.stdout
+    assert all(rid[-10:] in r.stdout for rid in run_ids) and "tiny80" in r.stdout
+
+
 @pytest.mark.integration
 def test_bundled_whisper_base_on_demo_utterances(tmp_path):
     """Real model, real (synthesized) Mandarin: clean neural-voice test utterances."""

@@ -149,6 +149,11 @@ def rescore_cmd(
     print_results(db, ids, normalizer, sl)
 
 
+def short_compute(compute_type: str) -> str:
+    """float32 → fp32, int8_float16 → int8/fp16 (tables only; the store keeps the full name)."""
+    return "/".join(p.replace("float", "fp").replace("bfp", "bf") for p in (compute_type or "").split("_"))
+
+
 def _human_time(ts) -> str:
     from datetime import datetime
 
@@ -175,19 +180,31 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         axes = run_axes(con, [r[0] for r in rows])
     finally:
         con.close()
-    t = Table(header_style="bold")
-    for c, kw in (("run", {"no_wrap": True}), ("model", {"max_width": 26}), ("engine", {"max_width": 18}),
-                  ("recipe", {}), ("corpus", {"max_width": 14}), ("split", {}), ("n", {"justify": "right"}),
-                  ("CER %", {"justify": "right"}), ("RTFx", {"justify": "right"}), ("finished", {"no_wrap": True})):
+    from rich import box
+
+    corpora = {(c, s) for _, c, s, *_ in rows}
+    one = len(corpora) == 1
+    title = f"runs on {next(iter(corpora))[0] if full else next(iter(corpora))[0].split('@')[0]} " \
+            f"({next(iter(corpora))[1]})" if one else None
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+              padding=(0, 1), collapse_padding=True, pad_edge=False)
+    cols = [("run", {"no_wrap": True}), ("model", {"min_width": 14}), ("engine", {"min_width": 12}),
+            ("recipe", {"min_width": 8})]
+    if not one:
+        cols.append(("corpus/split", {"min_width": 12, "max_width": 24}))
+    cols += [("n", {"justify": "right"}), ("CER %", {"justify": "right"}), ("RTFx", {"justify": "right"}),
+             ("when", {"no_wrap": True})]
+    for c, kw in cols:
         t.add_column(c, **kw)
     for run_id, corpus, split, n, device, rtfx, finished, cer in rows:
         x = axes[run_id]
-        eng = "imported" if x.kind == "import" else f"{x.engine} {x.compute_type}".strip()
+        eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
         if x.kind != "import" and device and device != "cpu":
             eng += f" {device}"
         recipe = x.recipe if x.preprocessing == "pad-audio" else f"{x.recipe} ({x.preprocessing})"
-        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, corpus if full else corpus.split("@")[0],
-                  split, str(n or 0), _pct(cer), "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
+        where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
+        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
+                  "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
     console.print(t)
 
 

@@ -9,6 +9,7 @@ about fallbacks: ``driver.transcribe`` does that the same way for every engine.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -139,7 +140,23 @@ def engine_names() -> list[str]:
     return sorted(ENGINES)
 
 
+PLUGINS_ENV = "ASR_EVAL_PLUGINS"  # comma-separated modules that register engines/recipes when imported
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$ASR_EVAL_PLUGINS`` (each registers what it brings). Workers
+    (Prefect, Ray) inherit the variable, so a plugin engine runs everywhere the built-ins do."""
+    for mod in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise AsrEvalError(f"${PLUGINS_ENV} names {mod!r}, which cannot be imported ({e}); fix the module "
+                               "name or PYTHONPATH") from e
+
+
 def engine_entry(name: str) -> EngineEntry:
+    if name not in ENGINES:
+        load_plugins()
     if name not in ENGINES:
         raise AsrEvalError(f"unknown engine {name!r}; available: {', '.join(engine_names())}")
     entry = ENGINES[name]
