@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     from transformers import WhisperFeatureExtractor
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: run it on a GPU machine, or use --tiny for the CPU smoke test")
     torch.backends.cuda.matmul.allow_tf32 = True
     transformers.logging.set_verbosity_error()   # the max_length/max_new_tokens notice, per call
     cfg = TINY if args.tiny else LARGE_V3
