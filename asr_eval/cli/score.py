@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from asr_eval.cli import app, console
+from asr_eval.errors import AsrEvalError
 from asr_eval.store import DEFAULT_DB, connect
 
 
@@ -88,6 +89,24 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
                           "(all are in the comparisons table and the report)[/]")
 
 
+def _strategies(names: list[str], specs: list[str]) -> list:
+    """Strategies by name, each given the ``name=value`` parameters it has (any unknown to all is an error)."""
+    from dataclasses import fields
+
+    from asr_eval.longform import STRATEGIES, make_strategy, parse_params
+
+    kv = parse_params(specs)
+    out = [make_strategy(n) for n in names]  # registers the built-ins, validates names
+    used: set[str] = set()
+    for i, st in enumerate(out):
+        own = {f.name for f in fields(STRATEGIES[st.name])}
+        used |= own & set(kv)
+        out[i] = make_strategy(st.name, **{k: v for k, v in kv.items() if k in own})
+    if set(kv) - used:
+        raise AsrEvalError(f"--strategy-param {sorted(set(kv) - used)}: no chosen strategy has such a parameter")
+    return out
+
+
 @app.command("score")
 def score_cmd(
     corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (from `asr-eval ingest`)")],
@@ -105,16 +124,23 @@ def score_cmd(
     block_by_speaker: Annotated[bool, typer.Option(help="Speaker-block bootstrap instead of utterance")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
     parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(help="Long-form strategy for recordings over 30 s: "
+                                                             "sequential | chunked | vad (repeat to compare)")] = None,
+    strategy_param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value, e.g. "
+                                                                  "stride_s=4 (repeatable; applies to each strategy "
+                                                                  "that has it)")] = None,
 ) -> None:
     """Transcribe a corpus split with one or more models and score it per slice."""
     from asr_eval.inference import DecodeParams
     from asr_eval.scoring import score_models
 
     params = DecodeParams(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    strategies = _strategies(strategy or [], strategy_param or [])
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     run_ids = score_models(corpus, model, db, split=None if split == "all" else split, slices=sl,
                            batch_size=batch_size, device=device, normalizer=normalizer, params=params,
-                           parts_root=parts, n_boot=n_boot, block_by_speaker=block_by_speaker)
+                           parts_root=parts, n_boot=n_boot, block_by_speaker=block_by_speaker,
+                           strategies=strategies)
     print_results(db, run_ids, normalizer, sl)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join(run_ids)}")
 

@@ -38,10 +38,15 @@ class RunInfo:
         return self.audio_s / self.proc_s if self.proc_s else 0.0
 
 
-def make_run_id(model_id: str, corpus_id: str, split: str | None, decode: dict, dtype: str) -> str:
-    """Deterministic, so a restarted run finds its own finished parts."""
+def make_run_id(model_id: str, corpus_id: str, split: str | None, decode: dict, dtype: str,
+                strategy=None) -> str:
+    """Deterministic, so a restarted run finds its own finished parts. A long-form strategy and
+    its parameters are part of the id (and its name of the readable prefix)."""
     short = model_id.split("@")[0].rstrip("/").split("/")[-1].replace(":", "-")
-    return f"{short}-{stable_hash([model_id, corpus_id, split, decode, dtype], 10)}"
+    if strategy is None:
+        return f"{short}-{stable_hash([model_id, corpus_id, split, decode, dtype], 10)}"
+    key = [model_id, corpus_id, split, decode, dtype, strategy.name, strategy.params()]
+    return f"{short}-{strategy.name}-{stable_hash(key, 10)}"
 
 
 def default_split(corpus_dir: str | Path) -> str | None:
@@ -54,28 +59,54 @@ def _part_path(parts_dir: Path, shard: Path) -> Path:
 
 
 def transcribe_shard(lm, shard: Path, split: str | None, params, batch_size: int, window: int = 256,
-                     on_batch: Callable[[int, float], None] | None = None) -> tuple[pa.Table, float, float]:
-    """Transcribe one shard's rows of ``split``; returns (part table, audio_s, proc_s)."""
+                     on_batch: Callable[[int, float], None] | None = None,
+                     strategy=None) -> tuple[pa.Table, float, float]:
+    """Transcribe one shard's rows of ``split``; returns (part table, audio_s, proc_s).
+    Recordings over 30 s go, one at a time, to the long-form ``strategy`` (``asr_eval.longform``);
+    their time segments are kept in the part's ``segments`` column (JSON)."""
+    from asr_eval.audio import MAX_DURATION_S
+    from asr_eval.errors import AsrEvalError
     from asr_eval.inference import transcribe_arrays
 
     ids: list[str] = []
     hyps: list[str | None] = []
     ntok: list[int] = []
+    segs: list[str | None] = []
     audio_s = proc_s = 0.0
+    short = None
+    if strategy is not None:
+        from asr_eval.longform import short_transcriber
+
+        short = short_transcriber(lm, params, batch_size)
+        window = min(window, 8)  # long-form rows carry minutes of FLAC each
     rows = iter_shard_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=window)
     while chunk := list(itertools.islice(rows, window)):
-        audios = [decode_flac(r["audio"]) for r in chunk]
-        res = transcribe_arrays(lm, audios, params, batch_size=batch_size)
-        ids += [r["utt_id"] for r in chunk]
+        long = [r for r in chunk if r["duration_s"] > MAX_DURATION_S]
+        if long and strategy is None:
+            raise AsrEvalError(f"{shard}: {len(long)} recording(s) over 30 s (e.g. {long[0]['utt_id']!r}, "
+                               f"{long[0]['duration_s']:.0f} s); score them with a long-form strategy: "
+                               "--strategy sequential | chunked | vad")
+        utts = [r for r in chunk if r["duration_s"] <= MAX_DURATION_S]
+        res = transcribe_arrays(lm, [decode_flac(r["audio"]) for r in utts], params, batch_size=batch_size)
+        ids += [r["utt_id"] for r in utts]
         hyps += list(res.texts)
         ntok += list(res.n_tokens)
+        segs += [None] * len(utts)
+        proc_s += res.proc_s
+        for r in long:
+            out = strategy.transcribe(lm, decode_flac(r["audio"]), params, short)
+            ids.append(r["utt_id"])
+            hyps.append(out.text)
+            ntok.append(out.n_tokens)
+            segs.append(json.dumps(out.segments, ensure_ascii=False))
+            proc_s += out.proc_s
         dur = sum(r["duration_s"] for r in chunk)
         audio_s += dur
-        proc_s += res.proc_s
         if on_batch:
             on_batch(len(chunk), dur)
     table = pa.table({"utt_id": pa.array(ids, pa.string()), "hyp_raw": pa.array(hyps, pa.string()),
-                      "n_tokens": pa.array(ntok, pa.int32()), "shard": pa.array([shard.name] * len(ids), pa.string())})
+                      "n_tokens": pa.array(ntok, pa.int32()), "shard": pa.array([shard.name] * len(ids), pa.string()),
+                      "segments": pa.array(segs, pa.string())})
     return table, audio_s, proc_s
 
 
@@ -92,15 +123,18 @@ def part_stats(path: Path) -> dict:
 
 
 def transcribe_corpus(lm, corpus_dir: str | Path, split: str | None, params, parts_root: str | Path,
-                      batch_size: int = 16, shards: Sequence[Path] | None = None, progress: bool = True) -> RunInfo:
+                      batch_size: int = 16, shards: Sequence[Path] | None = None, progress: bool = True,
+                      strategy=None) -> RunInfo:
     """Decode every shard of ``split`` into ``parts_root/RUN_ID/part-*.parquet``; finished
     parts are skipped, so a run killed part-way resumes where it stopped."""
     corpus_dir = Path(corpus_dir)
     cid = corpus_id_for(corpus_dir)
-    run_id = make_run_id(lm.model_id, cid, split, params.to_dict(), lm.dtype)
+    run_id = make_run_id(lm.model_id, cid, split, params.to_dict(), lm.dtype, strategy)
     parts_dir = Path(parts_root) / run_id
     parts_dir.mkdir(parents=True, exist_ok=True)
     info = RunInfo(run_id, lm.model_id, cid, split, parts_dir)
+    if strategy is not None:
+        info.extra.update(strategy=strategy.name, strategy_params=strategy.params())
     idx = read_index(corpus_dir)
     by_file = {s["file"]: s for s in idx["shards"]}
     paths = list(shards) if shards is not None else shard_paths(corpus_dir)
@@ -126,7 +160,8 @@ def transcribe_corpus(lm, corpus_dir: str | Path, split: str | None, params, par
                 if bar:
                     bar[0].update(bar[1], advance=n)
 
-            table, audio_s, proc_s = transcribe_shard(lm, p, split, params, batch_size, on_batch=tick)
+            table, audio_s, proc_s = transcribe_shard(lm, p, split, params, batch_size, on_batch=tick,
+                                                      strategy=strategy)
             _write_part(part, table, {"audio_s": audio_s, "proc_s": proc_s, "n": table.num_rows})
             info.audio_s += audio_s
             info.proc_s += proc_s

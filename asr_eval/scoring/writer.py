@@ -29,15 +29,20 @@ def record_run(con: duckdb.DuckDBPyConnection, mrow: dict, info: RunInfo, params
         "device": device, "dtype": dtype, "batch_size": batch_size, "decode_params": params.to_dict(),
         "versions": package_versions(), "n_utts": n, "audio_s": info.audio_s, "proc_s": info.proc_s,
         "rtfx": info.rtfx, "peak_gpu_mem_bytes": peak_gpu,
+        **({"strategy": info.extra["strategy"], "strategy_params": info.extra["strategy_params"]}
+           if info.extra.get("strategy") else {}),
     })
 
 
 def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, split: str | None = "auto",
                  slices: Sequence[str] | None = None, batch_size: int | None = None, device: str = "auto",
                  normalizer: str = "zh-v1", params=None, parts_root: str | Path | None = None,
-                 n_boot: int = 1000, block_by_speaker: bool = False, progress: bool = True) -> list[str]:
+                 n_boot: int = 1000, block_by_speaker: bool = False, progress: bool = True,
+                 strategies: Sequence = ()) -> list[str]:
     """End to end for ``asr-eval score``: transcribe each model (parts, resumable), then load,
-    score, slice and compare in one writer step. Returns the run ids in model order."""
+    score, slice and compare in one writer step. Returns the run ids in model order. With
+    ``strategies`` (``asr_eval.longform.make_strategy``), each model runs once per strategy:
+    recordings over 30 s are transcribed by it, utterances as usual."""
     from asr_eval.inference import DecodeParams, auto_batch_size, peak_gpu_memory_bytes
     from asr_eval.models import load
     from asr_eval.store import connect
@@ -54,10 +59,12 @@ def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, 
         started = datetime.now(UTC).replace(tzinfo=None)
         lm = load(name, device=device)
         bs = batch_size or auto_batch_size(lm, lm.device)
-        t0 = time.perf_counter()
-        info = transcribe_corpus(lm, corpus_dir, split, params, parts_root, bs, progress=progress)
-        info.extra["wall_s"] = time.perf_counter() - t0
-        loaded.append((model_row(lm), info, bs, started, lm.device, lm.dtype, peak_gpu_memory_bytes()))
+        for strategy in (list(strategies) or [None]):
+            t0 = time.perf_counter()
+            info = transcribe_corpus(lm, corpus_dir, split, params, parts_root, bs, progress=progress,
+                                     strategy=strategy)
+            info.extra["wall_s"] = time.perf_counter() - t0
+            loaded.append((model_row(lm), info, bs, started, lm.device, lm.dtype, peak_gpu_memory_bytes()))
         del lm  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
     con = connect(db)
     try:
