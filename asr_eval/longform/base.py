@@ -101,9 +101,19 @@ def parse_params(specs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def short_transcriber(lm: Any, decode: Any, batch_size: int) -> ShortTranscriber:
-    """The batched utterance path (``asr_eval.inference.transcribe_arrays``) as a ShortTranscriber."""
+PIECE_MAX_NEW_TOKENS = 440  # a full 30 s piece of dense Mandarin needs ~150-300 tokens; 448 positions - prompt
+
+
+def short_transcriber(lm: Any, decode: Any, batch_size: int, max_new_tokens: int | None = None) -> ShortTranscriber:
+    """The batched utterance path (``asr_eval.inference.transcribe_arrays``) as a ShortTranscriber.
+    ``max_new_tokens`` overrides the decode cap for the pieces (30 s pieces hold far more text
+    than a typical utterance, and the 128-token utterance cap would cut them off)."""
+    from dataclasses import replace
+
     from asr_eval.inference import transcribe_arrays
+
+    if max_new_tokens is not None:
+        decode = replace(decode, max_new_tokens=max_new_tokens)
 
     def run(audios: Sequence[np.ndarray]) -> ShortBatch:
         if not audios:

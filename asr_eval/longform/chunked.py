@@ -20,7 +20,8 @@ import numpy as np
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import (
-    SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, join_texts, register,
+    PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, join_texts, register,
+    short_transcriber,
 )
 
 MIN_MATCH = 2  # characters; a shorter common run is no evidence of the same words
@@ -60,6 +61,7 @@ def merge_pair(left: str, right: str, overlap_left: float, overlap_right: float)
 @dataclass
 class Chunked(StrategyBase):
     name: ClassVar[str] = "chunked"
+    piece_max_new_tokens: int = PIECE_MAX_NEW_TOKENS  # decode cap per ≤ 30 s piece
     chunk_s: float = WINDOW_S
     stride_s: float = 5.0
 
@@ -69,6 +71,8 @@ class Chunked(StrategyBase):
                                "in [0, chunk_s / 2)")
 
     def transcribe(self, lm: Any, audio: np.ndarray, decode: Any, short: ShortTranscriber) -> LongFormResult:
+        if short is None:  # the batched utterance path, with the piece decode cap
+            short = short_transcriber(lm, decode, 4, self.piece_max_new_tokens)
         t0 = time.perf_counter()
         bounds = chunk_bounds(len(audio), self.chunk_s, self.stride_s)
         res = short([audio[a:b] for a, b in bounds])

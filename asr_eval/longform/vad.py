@@ -18,7 +18,8 @@ import numpy as np
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import (
-    SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, join_texts, register,
+    PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, join_texts, register,
+    short_transcriber,
 )
 
 
@@ -61,6 +62,7 @@ def pack(regions: list[tuple[int, int]], max_s: float, max_gap_s: float) -> list
 @dataclass
 class Vad(StrategyBase):
     name: ClassVar[str] = "vad"
+    piece_max_new_tokens: int = PIECE_MAX_NEW_TOKENS  # decode cap per ≤ 30 s piece
     threshold: float = 0.5
     min_silence_ms: int = 300
     speech_pad_ms: int = 200
@@ -72,6 +74,8 @@ class Vad(StrategyBase):
             raise AsrEvalError(f"vad: max_segment_s {self.max_segment_s} must be in [1, 30]")
 
     def transcribe(self, lm: Any, audio: np.ndarray, decode: Any, short: ShortTranscriber) -> LongFormResult:
+        if short is None:  # the batched utterance path, with the piece decode cap
+            short = short_transcriber(lm, decode, 4, self.piece_max_new_tokens)
         t0 = time.perf_counter()
         regions = speech_regions(audio, self.threshold, self.min_silence_ms, self.speech_pad_ms, self.max_segment_s)
         segs = pack(regions, self.max_segment_s, self.max_gap_s)

@@ -77,7 +77,7 @@ def transcribe_shard(lm, shard: Path, split: str | None, params, batch_size: int
     if strategy is not None:
         from asr_eval.longform import short_transcriber
 
-        short = short_transcriber(lm, params, batch_size)
+        short = short_transcriber(lm, params, batch_size, getattr(strategy, "piece_max_new_tokens", None))
         window = min(window, 8)  # long-form rows carry minutes of FLAC each
     rows = iter_shard_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=window)
     while chunk := list(itertools.islice(rows, window)):
