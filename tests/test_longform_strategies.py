@@ -100,11 +100,11 @@ def test_each_strategy_on_a_tiny_random_whisper(tiny, name, pieces):
         assert r.text.replace(" ", "") == "".join(s[2] for s in r.segments).replace(" ", "")
 
 
-@pytest.mark.integration
 _OPEN = pytest.mark.xfail(strict=True, reason="open (issue 14): after a 20 s digital-silence stretch chunked and vad "
                          "lose ~40 characters (CER 0.47 / 0.51, flag dropped_window); not yet diagnosed")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name,bound", [("sequential", 0.25), pytest.param("chunked", 0.25, marks=_OPEN),
                                         pytest.param("vad", 0.3, marks=_OPEN)])
 def test_each_strategy_on_the_bundled_model(name, bound):
