@@ -114,11 +114,17 @@ def score_cmd(
     block_by_speaker: Annotated[bool, typer.Option(help="Speaker-block bootstrap instead of utterance")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
     parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+    strategy: Annotated[str, typer.Option(help="Long-form strategy for recordings over 30 s: sequential, chunked, "
+                                               "vad; comma-separated to compare")] = "short",
+    strategy_param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value, e.g. stride_s=4 "
+                                                                  "(repeatable; applies to each strategy that has it)")] = None,
 ) -> None:
-    """Transcribe a corpus split with models × engines × recipes and score it per slice."""
+    """Transcribe a corpus split with models × engines × recipes (× long-form strategies) and score it per slice."""
+    from asr_eval.longform import parse_params
     from asr_eval.scoring import expand_specs, score_models
 
     specs = expand_specs(model, engine, compute_type, preprocessing, recipe, device, batch_size, threads,
+                         strategies=strategy, strategy_params=parse_params(strategy_param or []),
                       max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
                       repetition_penalty=repetition_penalty)
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None

@@ -61,16 +61,20 @@ def open_source(
     hf_config: str | None = None,
     cv_tsvs: tuple[str, ...] | None = None,
     allow_outside_root: bool = False,
+    recording_level: bool = False,
 ) -> CorpusReader:
     """Open ``source`` with its reader. ``split`` names the split of a single-split source."""
     layout = layout or detect_layout(source)
     if layout not in LAYOUTS:
         raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if recording_level and layout != "kaldi":
+        raise AsrEvalError(f"--recording-level applies to Kaldi dirs with a segments file; {source!r} is a "
+                           f"{layout} source (its rows are already recordings: use --long-form)")
     if layout == "manifest":
         return ManifestReader(Path(source), audio_column, text_column, id_column, split,
                               allow_outside_root=allow_outside_root)
     if layout == "kaldi":
-        return KaldiReader(Path(source), split, allow_outside_root)
+        return KaldiReader(Path(source), split, allow_outside_root, recording_level)
     if layout == "audiofolder":
         return AudioFolderReader(Path(source), audio_column, text_column, split, allow_outside_root)
     if layout == "commonvoice":

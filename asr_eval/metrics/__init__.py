@@ -4,8 +4,8 @@ confidence intervals, paired bootstrap and sign test, and an `evaluate`-compatib
 from pathlib import Path
 
 from asr_eval.metrics.align import CLASS_NAMES, mer_tokens
-from asr_eval.metrics.flags import FLAGS, hallucination_phrases, pathology_flags
-from asr_eval.metrics.score import COLUMNS, UtteranceScore, score_many, score_pair
+from asr_eval.metrics.flags import FLAGS, LONG_FORM_FLAGS, hallucination_phrases, long_form_flags, pathology_flags
+from asr_eval.metrics.score import COLUMNS, LongForm, UtteranceScore, score_many, score_pair
 from asr_eval.metrics.stats import (
     PairedResult,
     RateCI,
@@ -26,7 +26,7 @@ def evaluate_metric_path() -> str:
 
 
 __all__ = [
-    "CLASS_NAMES", "COLUMNS", "FLAGS", "PairedResult", "RateCI", "UtteranceScore", "bootstrap_ci",
-    "bootstrap_ci_by_slice", "evaluate_metric_path", "hallucination_phrases", "macro_rate", "mer_tokens",
+    "CLASS_NAMES", "COLUMNS", "FLAGS", "LONG_FORM_FLAGS", "LongForm", "PairedResult", "RateCI", "UtteranceScore", "bootstrap_ci",
+    "bootstrap_ci_by_slice", "evaluate_metric_path", "hallucination_phrases", "long_form_flags", "macro_rate", "mer_tokens",
     "paired_bootstrap", "pathology_flags", "pooled_rate", "score_many", "score_pair", "sign_test", "verdict",
 ]

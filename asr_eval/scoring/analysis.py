@@ -25,7 +25,8 @@ def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh
     prof = get_profile(normalizer)
     t = con.sql(
         """
-        SELECT u.utt_id, u.text AS ref, h.hyp_raw AS hyp
+        SELECT u.utt_id, u.text AS ref, h.hyp_raw AS hyp, u.duration_s, u.segments AS ref_segments,
+               h.segments AS hyp_segments
         FROM eval_runs r
         JOIN utterances u ON u.corpus_id = r.corpus_id AND (r.split IS NULL OR u.split = r.split)
         LEFT JOIN hypotheses h ON h.run_id = r.run_id AND h.utt_id = u.utt_id
@@ -33,7 +34,8 @@ def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh
         """, params=[run_id]).to_arrow_table()
     if t.num_rows == 0:
         raise AsrEvalError(f"run {run_id} has no utterances to score (unknown run id or empty split)")
-    scores = score_many(t.column("ref").to_pylist(), t.column("hyp").to_pylist(), prof, with_alignment=True)
+    scores = score_many(t.column("ref").to_pylist(), t.column("hyp").to_pylist(), prof, with_alignment=True,
+                        long_form=_long_form(t))
     n = t.num_rows
     scores = scores.add_column(0, "run_id", pa.array([run_id] * n, pa.string()))
     scores = scores.add_column(1, "utt_id", t.column("utt_id"))
@@ -41,6 +43,21 @@ def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh
     scores = scores.add_column(3, "normalizer_hash", pa.array([prof.rules_hash] * n, pa.string()))
     replace_rows(con, "utterance_scores", "run_id = ? AND normalizer = ?", [run_id, prof.name], scores)
     return n
+
+
+def _long_form(t: pa.Table) -> list:
+    """A ``LongForm`` (with both segment lists) for each recording (> 30 s), None for utterances."""
+    import json
+
+    from asr_eval.audio import MAX_DURATION_S
+    from asr_eval.metrics import LongForm
+
+    def segs(v):
+        return json.loads(v) if isinstance(v, str) else v
+
+    return [LongForm(segs(r), segs(h)) if (d or 0) > MAX_DURATION_S else None
+            for d, r, h in zip(t.column("duration_s").to_pylist(), t.column("ref_segments").to_pylist(),
+                               t.column("hyp_segments").to_pylist())]
 
 
 def available_slices(con: duckdb.DuckDBPyConnection, corpus_id: str) -> list[str]:

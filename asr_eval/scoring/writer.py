@@ -38,7 +38,7 @@ def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: dateti
         "peak_gpu_mem_bytes": info.peak_mem if str(eng.get("device", "")).startswith("cuda") else None,
         "kind": "model", "engine": eng.get("name"), "engine_version": eng.get("version"),
         "compute_type": eng.get("compute_type"), "preprocessing": info.preprocessing, "recipe": info.recipe.get("name"),
-        "strategy": info.strategy, "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem,
+        "strategy": info.strategy, "strategy_params": info.strategy_params or None, "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem,
                                                   **info.extra},
         "n_missing": max(0, n_split - n),
     })

@@ -19,8 +19,10 @@ from asr_eval.shards import INDEX_FILE, read_index, read_metadata
 from asr_eval.store.tx import insert_arrow, transaction
 
 # Derived slice: duration buckets (upper bounds in seconds, label).
+# Recordings kept by ``ingest --long-form`` fall in the last four.
 DURATION_BUCKETS: tuple[tuple[float, str], ...] = (
-    (2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (20.0, "10-20s"), (30.0, "20-30s"), (float("inf"), ">30s"),
+    (2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (20.0, "10-20s"), (30.0, "20-30s"),
+    (120.0, "30s-2min"), (600.0, "2-10min"), (3600.0, "10-60min"), (float("inf"), ">1h"),
 )
 
 
@@ -35,6 +37,14 @@ def corpus_id_for(corpus_dir: str | Path) -> str:
     idx_bytes = (Path(corpus_dir) / INDEX_FILE).read_bytes()
     idx = json.loads(idx_bytes)
     return f"{idx['corpus']}@{hashlib.sha256(idx_bytes).hexdigest()[:10]}"
+
+
+def _segments_json(meta: pa.Table) -> list[str | None]:
+    """Reference segments as JSON ``[[start, end, text], ...]`` (schema-1 shards have none)."""
+    if "segments" not in meta.column_names:
+        return [None] * meta.num_rows
+    return [None if not v else json.dumps([[s["start"], s["end"], s["text"]] for s in v], ensure_ascii=False)
+            for v in meta.column("segments").to_pylist()]
 
 
 def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
@@ -55,6 +65,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
         "text": meta.column("text"),
         "source_path": meta.column("source_path"),
         "audio_sha256": meta.column("audio_sha256"),
+        "segments": pa.array(_segments_json(meta), pa.string()),
     })
     attrs = list(idx["slice_columns"])
     long = {"corpus_id": [], "utt_id": [], "attr": [], "value": []}
