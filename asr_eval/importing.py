@@ -422,7 +422,7 @@ def match_hypotheses(hf: HypFile, utts: SplitUtterances) -> Matched:
         else:
             kind, cands = _path_candidates(row, base, utts)
         if len(cands) > 1 and row.offset_s is not None:
-            suffix = f"_{int(round(row.offset_s * 1000)):08d}"
+            suffix = f"_{round(row.offset_s * 1000):08d}"
             cands = tuple(c for c in cands if c.endswith(suffix)) or cands
         if not cands:
             unknown.append(row)
@@ -501,7 +501,12 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
     from asr_eval.provenance import package_versions
     from asr_eval.scoring.analysis import analyse_with_stored
     from asr_eval.store import connect
-    from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
+    from asr_eval.store.load import (
+        load_corpus,
+        load_hypotheses,
+        register_model,
+        upsert_eval_run,
+    )
     from asr_eval.text import get_profile
 
     if not name or not name.strip():

@@ -262,7 +262,8 @@ def test_paired_comparison_between_two_imports_and_reimport_replaces(corpus, tmp
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "asr_eval", "import-hyps", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "asr_eval", "import-hyps", *args], check=False,
+                          capture_output=True, text=True,
                           env=env, timeout=300)
 
 
@@ -284,3 +285,18 @@ def test_cli_prints_run_counts_and_table_and_exits_2_on_errors(corpus, tmp_path)
     assert "error:" in r.stderr and "'nope' (line 1)" in r.stderr and "Traceback" not in r.stderr
     r = _cli(str(f), "--corpus", str(corpus), "--split", "nosuch", "--name", "n", "--db", str(db))
     assert r.returncode == 2 and "no split 'nosuch'" in r.stderr
+
+
+def test_segments_of_one_audio_file_are_told_apart_by_offset(tmp_path):
+    """Manifest ingest names a segment `<id>_<offset ms>`; NeMo rows with `offset` pick it."""
+    from asr_eval.importing import HypFile, HypRow, SplitUtterances, match_hypotheses
+
+    utts = SplitUtterances("c@x", "test", ("long_00000000", "long_00002500"), {"long_00000000": "test",
+                           "long_00002500": "test"}, {}, {"long.wav": ("long_00000000", "long_00002500")})
+    hf = HypFile(tmp_path / "m.json", "nemo", "audio_filepath", "0" * 64,
+                 (HypRow(1, "long.wav", "甲", offset_s=2.5), HypRow(2, "long.wav", "乙", offset_s=0.0)))
+    m = match_hypotheses(hf, utts)
+    assert m.texts == {"long_00002500": "甲", "long_00000000": "乙"} and m.missing == []
+    no_offset = HypFile(hf.path, "nemo", "audio_filepath", "0" * 64, (HypRow(1, "long.wav", "甲"),))
+    with pytest.raises(AsrEvalError, match="'long.wav' is the audio of 2 utterances"):
+        match_hypotheses(no_offset, utts)
