@@ -208,7 +208,8 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
         if x.kind != "import" and device and device != "cpu":
             eng += f" {device}"
-        recipe = x.recipe if x.preprocessing == "pad-audio" else f"{x.recipe} ({x.preprocessing})"
+        recipe = "—" if x.kind == "import" else x.recipe if x.preprocessing == "pad-audio" \
+            else f"{x.recipe} ({x.preprocessing})"
         where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
         t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
                   "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
