@@ -179,8 +179,8 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
     con = connect(db, read_only=True)
     try:
         rows = con.execute(
-            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.device, r.rtfx, r.finished_at,
-                      s.cer
+            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.n_missing, r.device, r.rtfx,
+                      r.finished_at, s.cer
                FROM eval_runs r LEFT JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all'
                     AND s.normalizer = 'zh-v1'
                ORDER BY r.finished_at""").fetchall()
@@ -203,7 +203,7 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
              ("when", {"no_wrap": True})]
     for c, kw in cols:
         t.add_column(c, **kw)
-    for run_id, corpus, split, n, device, rtfx, finished, cer in rows:
+    for run_id, corpus, split, n, missing, device, rtfx, finished, cer in rows:
         x = axes[run_id]
         eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
         if x.kind != "import" and device and device != "cpu":
@@ -211,23 +211,15 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         recipe = "—" if x.kind == "import" else x.recipe if x.preprocessing == "pad-audio" \
             else f"{x.recipe} ({x.preprocessing})"
         where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
-        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
+        count = f"{n or 0}" + (f" ({missing} missing)" if missing else "")
+        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, count, _pct(cer),
                   "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
     console.print(t)
 
 
-def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
-    """(run_id, trained with, scored with) for fine-tuned models scored under another preprocessing."""
-    if not run_ids:
-        return []
-    return con.execute(
-        f"""SELECT r.run_id, m.train_preprocessing, r.preprocessing FROM eval_runs r JOIN models m USING (model_id)
-            WHERE m.train_preprocessing IS NOT NULL AND r.preprocessing IS NOT NULL
-              AND m.train_preprocessing <> r.preprocessing AND r.run_id IN ({', '.join('?' * len(run_ids))})""",
-        run_ids).fetchall()
-
-
 def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
+    from asr_eval.scoring.parity import preprocessing_mismatches
+
     con = connect(db, read_only=True)
     try:
         rows = preprocessing_mismatches(con, run_ids)
