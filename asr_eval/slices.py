@@ -16,9 +16,11 @@ exports all read slices through this module:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 
 ALL_ATTR, ALL_VALUE = "_all", "all"  # the whole run, stored as slice_attr '_all' / slice_value 'all'
 MISSING_VALUE = "(none)"  # an utterance without a value for the attribute
@@ -49,9 +51,10 @@ def membership_sql(attrs: Sequence[str] | None = None) -> str:
         parts.append(f"SELECT corpus_id, utt_id, attr, coalesce(value, '{MISSING_VALUE}') AS value FROM utterance_attrs"
                      + ("" if want is None else " WHERE attr IN (SELECT unnest($attrs))"))
     if want is None or SPEAKER_ATTR in want:
-        parts.append(f"SELECT corpus_id, utt_id, '{SPEAKER_ATTR}', coalesce(speaker, '{MISSING_VALUE}') FROM utterances")
+        parts.append(f"SELECT corpus_id, utt_id, '{SPEAKER_ATTR}' AS attr, coalesce(speaker, '{MISSING_VALUE}') AS value "
+                     "FROM utterances")
     if want is None or ALL_ATTR in want:
-        parts.append(f"SELECT corpus_id, utt_id, '{ALL_ATTR}', '{ALL_VALUE}' FROM utterances")
+        parts.append(f"SELECT corpus_id, utt_id, '{ALL_ATTR}' AS attr, '{ALL_VALUE}' AS value FROM utterances")
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
@@ -140,3 +143,43 @@ def run_slice_table(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str
             JOIN {members} sl ON sl.corpus_id = r.corpus_id AND sl.utt_id = s.utt_id AND sl.attr = $attr
             WHERE s.run_id = $run AND s.normalizer = $norm ORDER BY s.utt_id""",
         params=params).to_arrow_table()
+
+
+@dataclass(frozen=True)
+class PairedSlice:
+    """The utterances two runs both scored in one slice, aligned by utt_id."""
+
+    attr: str
+    value: str
+    utt_ids: list[str]
+    speakers: list[str | None]
+    err_a: np.ndarray
+    err_b: np.ndarray
+    n_ref: np.ndarray  # reference tokens of the metric (characters for CER)
+
+
+def paired_slices(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normalizer: str, attr: str | None,
+                  metric: str = "cer") -> list[PairedSlice]:
+    """Every value of ``attr`` (None: the whole run) with the per-utterance error counts of both
+    runs on the utterances both scored, in slice order."""
+    ta = run_slice_table(con, run_a, normalizer, attr)
+    tb = run_slice_table(con, run_b, normalizer, attr)
+    ids_b = {u: i for i, u in enumerate(tb.column("utt_id").to_pylist())}
+    ids_a = ta.column("utt_id").to_pylist()
+    sel_a = np.array([i for i, u in enumerate(ids_a) if u in ids_b], dtype=np.int64)
+    if not sel_a.size:
+        return []
+    sel_b = np.array([ids_b[ids_a[i]] for i in sel_a], dtype=np.int64)
+
+    def col(t, name, sel):
+        return np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)[sel]
+
+    ea, eb, n = col(ta, f"{metric}_e", sel_a), col(tb, f"{metric}_e", sel_b), col(ta, f"{metric}_n", sel_a)
+    values = np.array(ta.column("value").to_pylist(), dtype=object)[sel_a]
+    speakers = np.array(ta.column("speaker").to_pylist(), dtype=object)[sel_a]
+    utts = np.array(ids_a, dtype=object)[sel_a]
+    out = []
+    for v in sort_values(values):
+        m = values == v
+        out.append(PairedSlice(attr or ALL_ATTR, v, list(utts[m]), list(speakers[m]), ea[m], eb[m], n[m]))
+    return out
