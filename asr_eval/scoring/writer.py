@@ -9,9 +9,10 @@ from pathlib import Path
 
 import duckdb
 
+from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
 from asr_eval.models.record import model_row
 from asr_eval.provenance import package_versions
-from asr_eval.scoring.analysis import analyse
+from asr_eval.scoring.analysis import analyse, check_options
 from asr_eval.scoring.parts import RunInfo, default_split, transcribe_corpus
 from asr_eval.shards import read_index
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
@@ -35,7 +36,8 @@ def record_run(con: duckdb.DuckDBPyConnection, mrow: dict, info: RunInfo, params
 def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, split: str | None = "auto",
                  slices: Sequence[str] | None = None, batch_size: int | None = None, device: str = "auto",
                  normalizer: str = "zh-v1", params=None, parts_root: str | Path | None = None,
-                 n_boot: int = 1000, block_by_speaker: bool = False, progress: bool = True) -> list[str]:
+                 n_boot: int = 1000, ci_method: str = "auto", progress: bool = True, min_utts: int = MIN_UTTS,
+                 min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
     """End to end for ``asr-eval score``: transcribe each model (parts, resumable), then load,
     score, slice and compare in one writer step. Returns the run ids in model order."""
     from asr_eval.inference import DecodeParams, auto_batch_size, peak_gpu_memory_bytes
@@ -44,6 +46,7 @@ def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, 
     from asr_eval.text import get_profile
 
     get_profile(normalizer)  # fail fast on an unknown profile, before any inference
+    check_options(ci_method, adjust)
     corpus_dir = Path(corpus_dir)
     read_index(corpus_dir)
     split = default_split(corpus_dir) if split == "auto" else split
@@ -67,15 +70,16 @@ def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, 
             assert info.corpus_id == cid
             record_run(con, mrow, info, params, bs, started, dev, dt, peak)
             run_ids.append(info.run_id)
-        analyse(con, run_ids, normalizer, slices, n_boot, 0, block_by_speaker)
+        analyse(con, run_ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
     finally:
         con.close()
     return run_ids
 
 
 def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
-                  slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool = False,
-                  started_at: datetime | None = None) -> list[str]:
+                  slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
+                  started_at: datetime | None = None, min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
+                  adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
     """The single writer: aggregate per-shard results into runs, load, score, slice, compare."""
     from asr_eval.inference import DecodeParams
     from asr_eval.store import connect
@@ -96,7 +100,7 @@ def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequenc
                            n_utts=r["n"], audio_s=r["audio_s"], proc_s=r["proc_s"])
             record_run(con, r["model"], info, DecodeParams(**r["decode"]), r["batch_size"],
                        started_at or datetime.now(UTC).replace(tzinfo=None), r["device"], r["dtype"], r["peak_gpu"])
-        analyse(con, list(runs), normalizer, slices, n_boot, 0, block_by_speaker)
+        analyse(con, list(runs), normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
     finally:
         con.close()
     return list(runs)
