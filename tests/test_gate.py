@@ -104,3 +104,21 @@ def test_cli_exit_codes(tmp_path, cand, code, word):
     con = connect(tmp_path / "g.duckdb", read_only=True)
     assert con.execute("SELECT decision FROM gates").fetchall() == [(word,)]
     assert json.loads(con.execute("SELECT details FROM gates").fetchall()[0][0])["adj_method"] == "holm"
+
+
+def test_report_opens_with_the_ship_decision(tmp_path):
+    from asr_eval.report.build import ReportOptions, render
+    from asr_eval.scoring import analyse
+
+    cand = dict(BASE) | {f"u{i:02d}": BASE[f"u{i:02d}"] + 3 for i in range(30, 60)}
+    con = _store(tmp_path, cand)
+    analyse(con, ["base", "cand"], slices=["grp"], n_boot=200)
+    html, ctx = render(con, ReportOptions())
+    assert [g["decision"] for g in ctx["gates"]] == []  # no gate run yet: no box
+    assert 'id="ship"' not in html
+    evaluate_gate(con, "base", "cand", margin=0.5, slices=["grp"])
+    html, ctx = render(con, ReportOptions())
+    (g,) = ctx["gates"]
+    assert (g["decision"], g["baseline_run"], g["candidate_run"], g["n_slices"]) == ("FAIL", "base", "cand", 3)
+    assert html.index('id="ship"') < html.index('id="summary"')
+    assert '<span class="decision">FAIL</span>' in html and "grp=y: +30.00 points CER" in html

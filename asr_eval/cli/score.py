@@ -104,6 +104,7 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
 
 
 def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_slices: bool, adjustments: dict) -> None:
+    from asr_eval.metrics.stats import mde_text
     from asr_eval.slices import ALL_ATTR, slice_label
 
     t = Table(title="paired A/B on CER (B − A, points; paired bootstrap 95% CI; p adjusted per slice column)",
@@ -138,6 +139,10 @@ def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_sl
                   f"{_pts(c['delta_lo'])} … {_pts(c['delta_hi'])}", _pct(c["mde"]),
                   "—" if c["p_adj"] is None else f"{c['p_adj']:.3g}", c["verdict"] or "")
     console.print(t)
+    for c in cmps:
+        if c["slice_attr"] == ALL_ATTR and c["mde"] is not None:
+            console.print(f"{names.get(c['run_a'], c['run_a'])} vs {names.get(c['run_b'], c['run_b'])}, all utterances: "
+                          f"{mde_text(c['mde'])} ({c['ci_method'] or 'utterance'} resampling)")
     how = " / ".join(adjustments[m][1] for m in sorted(methods) if m in adjustments) or "Holm"
     console.print(f"{tested} slice comparison{'s' if tested != 1 else ''} tested in {len(families)} famil"
                   f"{'ies' if len(families) != 1 else 'y'} ({how} correction per pair × slice column): "

@@ -179,6 +179,24 @@ def _verdicts(sel: Selection, totals: dict[str, RunTotals], diffs: list[PairDiff
     return out
 
 
+def _gates(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str, Any]]:
+    """The latest stored ship-gate decision for each (baseline, candidate) pair of selected runs."""
+    from asr_eval.gate import stored_gates
+
+    labels = {r.run_id: r for r in sel.runs}
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for g in stored_gates(con, sel.run_ids):
+        key = (g["baseline_run"], g["candidate_run"])
+        if key in seen or g["normalizer"] != sel.normalizer:
+            continue
+        seen.add(key)
+        sl = g["details"].get("slices", [])
+        out.append({**g, "baseline": labels[key[0]], "candidate": labels[key[1]], "cls": g["decision"].lower(),
+                    "slices": sl, "n_slices": len(sl)})
+    return out
+
+
 def _slices(sel: Selection, attrs: dict[str, list[str]], srows: list[SliceRow], diffs: list[PairDiff],
             opt: ReportOptions) -> list[dict[str, Any]]:
     by_key: dict[tuple[str, str], dict[str, SliceRow]] = defaultdict(dict)
@@ -393,6 +411,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
         "title": options.title, "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "db": db_label, "version": __version__, "sel": sel, "totals": totals, "options": options,
         "verdicts": _verdicts(sel, totals, diffs), "headline": _headline(sel, totals), "slices": slices_view,
+        "gates": _gates(con, sel) if sel.runs else [],
         "errors": errors, "worst": worst, "training": training,
         "css": Markup(_static("report.css")), "js": Markup(js),
         # CSP: only our own script (by hash) may run, and nothing may be fetched from anywhere.
