@@ -38,8 +38,9 @@ def make_store(db: Path, utts: list[dict], runs: dict[str, dict[str, int]], corp
         upsert_eval_run(con, {"run_id": run_id, "corpus_id": corpus_id, "split": split, "model_id": model,
                               "status": "done", "finished_at": f"2026-01-01 00:00:{i:02d}"})
         texts = {u["utt_id"]: u.get("text", REF) for u in utts}
-        con.executemany("INSERT INTO hypotheses (run_id, utt_id, hyp_raw) VALUES (?, ?, ?)",
-                        [[run_id, u, hyp_with_errors(k, texts[u])] for u, k in errs.items()])
+        if errs:
+            con.executemany("INSERT INTO hypotheses (run_id, utt_id, hyp_raw) VALUES (?, ?, ?)",
+                            [[run_id, u, hyp_with_errors(k, texts[u])] for u, k in errs.items()])
     if scored:
         from asr_eval.scoring import score_run
 

@@ -197,6 +197,20 @@ def _gates(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str, Any
     return out
 
 
+def _protocols(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str, Any]]:
+    """The protocol matrix (``asr-eval protocols``) of the selected runs, where more than one protocol is stored."""
+    from asr_eval.protocols import PROTOCOLS, REFERENCE, read_protocol_matrices
+
+    labels = {r.run_id: r for r in sel.runs}
+    out = []
+    for mx in read_protocol_matrices(con, sel.run_ids):
+        if len(mx.protocols) < 2:
+            continue
+        out.append({"mx": mx, "runs": [labels[r] for r in mx.runs], "about": PROTOCOLS, "reference": REFERENCE,
+                    "flips": mx.ranking_flips, "verdict_flips": mx.verdict_flips})
+    return out
+
+
 def _slices(sel: Selection, attrs: dict[str, list[str]], srows: list[SliceRow], diffs: list[PairDiff],
             opt: ReportOptions) -> list[dict[str, Any]]:
     by_key: dict[tuple[str, str], dict[str, SliceRow]] = defaultdict(dict)
@@ -412,6 +426,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
         "db": db_label, "version": __version__, "sel": sel, "totals": totals, "options": options,
         "verdicts": _verdicts(sel, totals, diffs), "headline": _headline(sel, totals), "slices": slices_view,
         "gates": _gates(con, sel) if sel.runs else [],
+        "protocols": _protocols(con, sel),
         "errors": errors, "worst": worst, "training": training,
         "css": Markup(_static("report.css")), "js": Markup(js),
         # CSP: only our own script (by hash) may run, and nothing may be fetched from anywhere.
