@@ -104,3 +104,23 @@ def test_flipped_pair_rederives_its_verdict():
     assert (f.run_a, f.run_b, f.delta, f.lo, f.hi) == ("B", "A", 0.1, 0.05, 0.15)
     assert d.verdict == "B is better by 10.00 points CER (95% CI 5.00–15.00; p = 0.002)"
     assert f.verdict == "A is better by 10.00 points CER (95% CI 5.00–15.00; p = 0.002)" and f.stored_verdict is None
+
+
+def test_scoring_on_the_selection_split_is_flagged(tmp_path):
+    from typer.testing import CliRunner  # noqa: F401
+
+    from asr_eval.cli.score import selection_flags
+    from asr_eval.report.build import ReportOptions, render
+
+    utts = [{"utt_id": f"u{i:02d}"} for i in range(30)]
+    con = make_store(tmp_path / "s.duckdb", utts, {"base": {u["utt_id"]: 1 for u in utts},
+                                                   "ft": {u["utt_id"]: 0 for u in utts}})
+    con.execute("UPDATE models SET selection_split = 'test', base_model_id = 'model-base' WHERE model_id = 'model-ft'")
+    analyse(con, ["base", "ft"], n_boot=100)
+    assert selection_flags(con, ["base", "ft"]) == {"ft": "selected on this split (test): optimistic"}
+    html, ctx = render(con, ReportOptions())
+    assert [r.run_id for r in ctx["sel"].runs if r.selected_here] == ["ft"]
+    assert "selected on this split: optimistic" in html and "Selected on this split: optimistic." in html
+    con.execute("UPDATE models SET selection_split = 'train:dev-carve' WHERE model_id = 'model-ft'")
+    assert selection_flags(con, ["base", "ft"]) == {}
+    assert "selected on this split: optimistic" not in render(con, ReportOptions())[0]

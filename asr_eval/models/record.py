@@ -12,7 +12,8 @@ def model_row(lm, **lineage) -> dict:
     f = Path(lm.spec.path or "") / "asr_eval_lineage.json"
     if not lineage and lm.spec.path and f.is_file():
         saved = json.loads(f.read_text(encoding="utf-8"))
-        lineage = {k: saved.get(k) for k in ("base_model_id", "corpus_id", "training_run_id", "step")}
+        lineage = {k: saved.get(k) for k in ("base_model_id", "corpus_id", "training_run_id", "step",
+                                             "selection_split")}
     return {"model_id": lm.model_id, "name": lm.spec.name, "source": lm.spec.source, "path": lm.spec.path,
             "revision": lm.revision, "num_mel_bins": lm.num_mel_bins, "n_params": lm.n_params,
             "config": lm.config_dict(), **lineage}
