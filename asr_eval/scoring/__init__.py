@@ -6,12 +6,12 @@ from asr_eval.scoring.analysis import (
     MAX_AUTO_SLICE_VALUES, analyse, available_slices, compare_runs, rescore, score_run, slice_metrics,
 )
 from asr_eval.scoring.parts import (
-    RunInfo, default_split, make_run_id, shards_for_split, transcribe_corpus, transcribe_shard_part,
+    RunInfo, RunSpec, default_split, expand_specs, make_run_id, run_shard, shards_for_split, transcribe_corpus, transcribe_shard_part,
 )
-from asr_eval.scoring.writer import finalize_runs, record_run, score_models
+from asr_eval.scoring.writer import finalize_runs, record_run, score_models, write_runs
 
 __all__ = [
-    "MAX_AUTO_SLICE_VALUES", "RunInfo", "analyse", "available_slices", "compare_runs", "default_split",
+    "MAX_AUTO_SLICE_VALUES", "RunInfo", "RunSpec", "run_shard", "write_runs", "expand_specs", "analyse", "available_slices", "compare_runs", "default_split",
     "finalize_runs", "make_run_id", "record_run", "rescore", "score_models", "score_run", "shards_for_split",
     "slice_metrics", "transcribe_corpus", "transcribe_shard_part",
 ]

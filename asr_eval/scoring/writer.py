@@ -1,4 +1,5 @@
-"""The single DuckDB writer step: register models and runs, load parts, then analyse."""
+"""The single DuckDB writer step: register models and runs, load their verified parts, then
+analyse (score, slice, compare). Workers never open the store."""
 
 from __future__ import annotations
 
@@ -9,98 +10,112 @@ from pathlib import Path
 
 import duckdb
 
-from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
-from asr_eval.models.record import model_row
+from asr_eval.corpus_handle import open_corpus
 from asr_eval.provenance import package_versions
+from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
 from asr_eval.scoring.analysis import analyse, check_options
-from asr_eval.scoring.parts import RunInfo, default_split, transcribe_corpus
-from asr_eval.shards import read_index
+from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 
 
-def record_run(con: duckdb.DuckDBPyConnection, mrow: dict, info: RunInfo, params, batch_size: int,
-               started_at: datetime, device: str, dtype: str, peak_gpu: int | None = None) -> None:
-    """The single-writer step for one run: model row (see ``model_row``), eval_run row, hypotheses."""
-    register_model(con, mrow)
-    parts = sorted(info.parts_dir.glob("part-*.parquet"))
-    n = load_hypotheses(con, info.run_id, parts)
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None) -> int:
+    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run."""
+    register_model(con, info.model)
+    n = load_hypotheses(con, info.run_id, verified_parts(info.parts_dir))
+    n_split = con.execute(
+        "SELECT count(*) FROM utterances WHERE corpus_id = ? AND (? IS NULL OR split = ?)",
+        [info.corpus_id, info.split, info.split]).fetchone()[0]
+    eng = info.engine
     upsert_eval_run(con, {
-        "run_id": info.run_id, "corpus_id": info.corpus_id, "split": info.split, "model_id": mrow["model_id"],
-        "status": "done", "started_at": started_at, "finished_at": datetime.now(UTC).replace(tzinfo=None),
-        "device": device, "dtype": dtype, "batch_size": batch_size, "decode_params": params.to_dict(),
-        "versions": package_versions(), "n_utts": n, "audio_s": info.audio_s, "proc_s": info.proc_s,
-        "rtfx": info.rtfx, "peak_gpu_mem_bytes": peak_gpu,
+        "run_id": info.run_id, "corpus_id": info.corpus_id, "split": info.split, "model_id": info.model_id,
+        "status": "done", "started_at": started_at or _now(), "finished_at": _now(),
+        "device": eng.get("device"), "dtype": eng.get("compute_type"), "batch_size": info.batch_size,
+        "decode_params": info.recipe, "versions": package_versions(), "n_utts": n, "audio_s": info.audio_s,
+        "proc_s": info.proc_s, "rtfx": info.rtfx,
+        "peak_gpu_mem_bytes": info.peak_mem if str(eng.get("device", "")).startswith("cuda") else None,
+        "kind": "model", "engine": eng.get("name"), "engine_version": eng.get("version"),
+        "compute_type": eng.get("compute_type"), "preprocessing": info.preprocessing, "recipe": info.recipe.get("name"),
+        "strategy": info.strategy, "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem,
+                                                  **info.extra},
+        "n_missing": max(0, n_split - n),
     })
+    return n
 
 
-def score_models(corpus_dir: str | Path, models: Sequence[str], db: str | Path, split: str | None = "auto",
-                 slices: Sequence[str] | None = None, batch_size: int | None = None, device: str = "auto",
-                 normalizer: str = "zh-v1", params=None, parts_root: str | Path | None = None,
+def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str | Path, split: str | None = "auto",
+                 slices: Sequence[str] | None = None, normalizer: str = "zh-v1", parts_root: str | Path | None = None,
                  n_boot: int = 1000, ci_method: str = "auto", progress: bool = True, min_utts: int = MIN_UTTS,
                  min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
-    """End to end for ``asr-eval score``: transcribe each model (parts, resumable), then load,
-    score, slice and compare in one writer step. Returns the run ids in model order."""
-    from asr_eval.inference import DecodeParams, auto_batch_size, peak_gpu_memory_bytes
-    from asr_eval.models import load
-    from asr_eval.store import connect
+    """End to end for ``asr-eval score``: transcribe each run spec (parts, resumable), then load,
+    score, slice and compare in one writer step. Returns the run ids in spec order."""
+    from asr_eval.engines import create_engine
     from asr_eval.text import get_profile
 
     get_profile(normalizer)  # fail fast on an unknown profile, before any inference
     check_options(ci_method, adjust)
-    corpus_dir = Path(corpus_dir)
-    read_index(corpus_dir)
-    split = default_split(corpus_dir) if split == "auto" else split
-    params = params or DecodeParams()
+    corpus = open_corpus(corpus_dir)
+    split = corpus.resolve_split(split)
     parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
-    loaded = []
-    for name in models:
-        started = datetime.now(UTC).replace(tzinfo=None)
-        lm = load(name, device=device)
-        bs = batch_size or auto_batch_size(lm, lm.device)
+    runs: list[tuple[RunInfo, datetime]] = []
+    for spec in specs:
+        spec = RunSpec.make(spec) if isinstance(spec, str) else spec
+        started = _now()
+        engine = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads)
         t0 = time.perf_counter()
-        info = transcribe_corpus(lm, corpus_dir, split, params, parts_root, bs, progress=progress)
-        info.extra["wall_s"] = time.perf_counter() - t0
-        loaded.append((model_row(lm), info, bs, started, lm.device, lm.dtype, peak_gpu_memory_bytes()))
-        del lm  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
+        info = transcribe_corpus(engine, corpus, split, spec, parts_root, spec.batch_size, progress=progress)
+        info.extra["wall_s"] = round(time.perf_counter() - t0, 3)
+        runs.append((info, started))
+        del engine  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
+    return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, ci_method,
+                      started={r.run_id: s for r, s in runs}, min_utts=min_utts, min_ref_chars=min_ref_chars,
+                      adjust=adjust)
+
+
+def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], normalizer: str = "zh-v1",
+               slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
+               started: dict[str, datetime] | None = None, min_utts: int = MIN_UTTS,
+               min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
+    """The single writer for a set of runs on one corpus: load, record, analyse."""
+    from asr_eval.store import connect
+
     con = connect(db)
     try:
         cid = load_corpus(con, corpus_dir)
-        run_ids = []
-        for mrow, info, bs, started, dev, dt, peak in loaded:
-            assert info.corpus_id == cid
-            record_run(con, mrow, info, params, bs, started, dev, dt, peak)
-            run_ids.append(info.run_id)
-        analyse(con, run_ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
+        for info in runs:
+            if info.corpus_id != cid:
+                raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {cid}")
+            record_run(con, info, (started or {}).get(info.run_id))
+        ids = list(dict.fromkeys(r.run_id for r in runs))
+        analyse(con, ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
     finally:
         con.close()
-    return run_ids
+    return ids
 
 
 def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
                   slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
                   started_at: datetime | None = None, min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
                   adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
-    """The single writer: aggregate per-shard results into runs, load, score, slice, compare."""
-    from asr_eval.inference import DecodeParams
-    from asr_eval.store import connect
-
-    runs: dict[str, dict] = {}
+    """The single writer after distributed inference: per-shard results (``transcribe_shard_part``)
+    are summed into runs, then written like ``score_models`` does."""
+    runs: dict[str, RunInfo] = {}
     for r in shard_results:
-        agg = runs.setdefault(r["run_id"], {**r, "audio_s": 0.0, "proc_s": 0.0, "n": 0, "peak_gpu": None})
-        agg["audio_s"] += r["audio_s"]
-        agg["proc_s"] += r["proc_s"]
-        agg["n"] += r["n"]
-        if r.get("peak_gpu"):
-            agg["peak_gpu"] = max(agg["peak_gpu"] or 0, r["peak_gpu"])
-    con = connect(db)
-    try:
-        load_corpus(con, corpus_dir)
-        for run_id, r in runs.items():
-            info = RunInfo(run_id, r["model"]["model_id"], r["corpus_id"], r["split"], Path(r["parts_dir"]),
-                           n_utts=r["n"], audio_s=r["audio_s"], proc_s=r["proc_s"])
-            record_run(con, r["model"], info, DecodeParams(**r["decode"]), r["batch_size"],
-                       started_at or datetime.now(UTC).replace(tzinfo=None), r["device"], r["dtype"], r["peak_gpu"])
-        analyse(con, list(runs), normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
-    finally:
-        con.close()
-    return list(runs)
+        part = RunInfo.from_json(r)
+        agg = runs.get(part.run_id)
+        if agg is None:
+            runs[part.run_id] = part
+            continue
+        agg.audio_s += part.audio_s
+        agg.proc_s += part.proc_s
+        agg.n_utts += part.n_utts
+        agg.shards_done += part.shards_done
+        agg.shards_skipped += part.shards_skipped
+        if part.peak_mem:
+            agg.peak_mem = max(agg.peak_mem or 0, part.peak_mem)
+    return write_runs(corpus_dir, db, list(runs.values()), normalizer, slices, n_boot, ci_method,
+                      started={k: started_at or _now() for k in runs}, min_utts=min_utts,
+                      min_ref_chars=min_ref_chars, adjust=adjust)
