@@ -56,10 +56,16 @@ class RunInfo:
     finished_at: str | None
     normalizer_hashes: tuple[str, ...] = ()
     n_scored: int = 0
+    selection_split: str | None = None  # the split a fine-tuned checkpoint was selected on
 
     @property
     def fine_tuned(self) -> bool:
         return self.base_model_id is not None
+
+    @property
+    def selected_here(self) -> bool:
+        """Scored on the split its checkpoint was selected on: the score is optimistic."""
+        return self.selection_split is not None and self.selection_split == (self.split or "all")
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ SELECT r.run_id, r.corpus_id, r.split, r.model_id, r.status, r.device, r.dtype, 
        r.finished_at::VARCHAR AS finished_at,
        coalesce(m.name, r.model_id) AS model_name, m.source AS model_source, m.revision, m.n_params,
        m.base_model_id, m.training_run_id, m.step AS train_step, m.corpus_id AS train_corpus_id,
-       coalesce(c.name, r.corpus_id) AS corpus_name, c.path AS corpus_path
+       m.selection_split, coalesce(c.name, r.corpus_id) AS corpus_name, c.path AS corpus_path
 FROM eval_runs r
 LEFT JOIN models m USING (model_id)
 LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
@@ -168,7 +174,8 @@ def select(con: duckdb.DuckDBPyConnection, runs: Sequence[str] = (), corpora: Se
     available = tuple(sorted(by_norm))
     notes: list[str] = []
     if normalizer is None and available:
-        normalizer = max(available, key=lambda k: (len(by_norm[k]), k))
+        # most runs; on a tie (e.g. after `asr-eval protocols`) the default profile, then by name
+        normalizer = max(available, key=lambda k: (len(by_norm[k]), k == "zh-v1", k))
         if len(available) > 1:
             notes.append(f"the store holds scores under several normalizers ({', '.join(available)}); "
                          f"this report uses {normalizer} (choose another with --normalizer)")
