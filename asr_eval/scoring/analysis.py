@@ -223,7 +223,7 @@ def stored_ci_method(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
 
 def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str], normalizer: str = "zh-v1",
                         slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-                        block_by_speaker: bool = False) -> list[str]:
+                        ci_method: str = "auto") -> list[str]:
     """Score and slice ``new_runs`` and compare each with every other finished run of its corpus
     split (stored run as A, new run as B). Stored runs keep their rows; one not yet scored under
     ``normalizer`` is scored first (no inference). Returns the stored runs compared with."""
@@ -233,18 +233,18 @@ def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str],
     compared: list[str] = []
     for new in new_runs:
         cid, split = con.execute("SELECT corpus_id, split FROM eval_runs WHERE run_id = ?", [new]).fetchall()[0]
-        analyse(con, [new], normalizer, slices, n_boot, seed, block_by_speaker)
+        analyse(con, [new], normalizer, slices, n_boot, seed, ci_method)
         others = [r for (r,) in con.execute(
             "SELECT run_id FROM eval_runs WHERE corpus_id = ? AND split IS NOT DISTINCT FROM ? AND status = 'done' "
             "AND run_id <> ? ORDER BY started_at, run_id", [cid, split, new]).fetchall() if r not in new_runs]
         for other in others:
             if not con.execute("SELECT 1 FROM slice_metrics WHERE run_id = ? AND normalizer = ? LIMIT 1",
                                [other, prof.name]).fetchall():
-                analyse(con, [other], normalizer, slices, n_boot, seed, block_by_speaker)
-            compare_runs(con, other, new, normalizer, slices, n_boot, seed, block_by_speaker)
+                analyse(con, [other], normalizer, slices, n_boot, seed, ci_method)
+            compare_runs(con, other, new, normalizer, slices, n_boot, seed, ci_method)
             compared.append(other)
     for a, b in itertools.combinations(new_runs, 2):
-        compare_runs(con, a, b, normalizer, slices, n_boot, seed, block_by_speaker)
+        compare_runs(con, a, b, normalizer, slices, n_boot, seed, ci_method)
     return list(dict.fromkeys(compared))
 
 
