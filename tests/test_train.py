@@ -407,3 +407,35 @@ def test_eval_step_encodes_once_and_matches_seq2seq_trainer(corpus, tiny80, tmp_
     assert (n_ref, n_got) == (2, 1)
     assert got[0].item() == pytest.approx(ref[0].item(), rel=1e-6)
     assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
+
+
+def test_resume_from_a_damaged_checkpoint_is_a_clear_error(corpus, tiny80, tmp_path):
+    from asr_eval.train.finetune import CHECKSUMS_FILE
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False, callbacks=[CrashAt(3)])
+    ckpt = out / "checkpoint-2"
+    sums = json.loads((ckpt / CHECKSUMS_FILE).read_text())
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(sums)
+    weights = ckpt / "model.safetensors"
+    good = weights.read_bytes()
+    # Truncated: safetensors refuses to open it.
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(AsrEvalError) as e:
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    msg = str(e.value)
+    assert f"checkpoint {ckpt} is damaged: model.safetensors does not open" in msg
+    assert f"delete {ckpt} to resume from the start" in msg
+    # One byte flipped inside a tensor (the header still parses): the saved SHA-256 catches it.
+    flipped = bytearray(good)
+    flipped[-10] ^= 0xFF
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(AsrEvalError, match=r"model.safetensors has SHA-256 .* but was saved with"):
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    # The fix the message names works: without the damaged checkpoint the run starts over and finishes.
+    import shutil
+
+    shutil.rmtree(ckpt)
+    res = finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    assert res.status == "finished" and res.resumed_from is None and res.final_step == 4

@@ -54,6 +54,8 @@ def ingest_cmd(
         t.add_row(f"split {sp}", str(n))
     t.add_row("hours", f"{s.hours:.3f}")
     t.add_row("shards", str(s.shards))
+    if s.shards_repaired:
+        t.add_row("  rewritten (were missing/corrupt)", f"[yellow]{s.shards_repaired}[/]")
     t.add_row("speed", f"{s.audio_s_per_s:.0f}× real time")
     console.print(t)
     if s.n_quarantined:

@@ -26,6 +26,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 from asr_eval.provenance import package_versions, stable_hash
 from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
 
@@ -194,6 +195,60 @@ def last_complete_checkpoint(out_dir: Path) -> Path | None:
         if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file():
             found.append((int(p.name.split("-")[-1]), p))
     return max(found)[1] if found else None
+
+
+CHECKSUMS_FILE = "asr_eval_checksums.json"
+
+
+class ChecksumCallback(TrainerCallback):
+    """After each checkpoint save, record the SHA-256 of its files (``asr_eval_checksums.json``),
+    so a resume can tell a checkpoint damaged on disk from a good one."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                sums = {p.name: file_sha256(p) for p in sorted(ckpt.iterdir())
+                        if p.is_file() and p.name != CHECKSUMS_FILE}
+                (ckpt / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=1))
+        return control
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """An ``AsrEvalError`` naming the file and the fix when a checkpoint about to be resumed from
+    is damaged: its weights must open with safetensors (header and size agree), and every file
+    recorded in ``asr_eval_checksums.json`` must still have its SHA-256."""
+    from safetensors import safe_open
+
+    def bad(what: str) -> AsrEvalError:
+        others = sorted((int(p.name.split("-")[-1]) for p in ckpt.parent.glob("checkpoint-*")
+                         if p != ckpt and p.name.split("-")[-1].isdigit()), reverse=True)
+        prev = f"checkpoint-{others[0]}" if others else "the start"
+        return AsrEvalError(f"checkpoint {ckpt} is damaged: {what}. Fix: delete {ckpt} to resume from "
+                            f"{prev}, or use a new --out directory to train from scratch")
+
+    weights = sorted(ckpt.glob("*.safetensors"))
+    if not weights:
+        raise bad("no *.safetensors weights file")
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key).get_shape()
+        except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+            raise bad(f"{w.name} does not open ({type(exc).__name__}: {exc})") from None
+    sums_file = ckpt / CHECKSUMS_FILE
+    if sums_file.is_file():
+        try:
+            sums = json.loads(sums_file.read_text())
+        except ValueError:
+            raise bad(f"{CHECKSUMS_FILE} is unreadable") from None
+        for name, sha in sums.items():
+            f = ckpt / name
+            if not f.is_file():
+                raise bad(f"{name} is missing")
+            if file_sha256(f) != sha:
+                raise bad(f"{name} has SHA-256 {file_sha256(f)[:16]}… but was saved with {sha[:16]}…")
 
 
 def prepare_model(model: Any, cfg: FinetuneConfig) -> None:
@@ -372,6 +427,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id, prev = _run_id(out_dir, lm.model_id, corpus_id)
     resume_ckpt = last_complete_checkpoint(out_dir) if cfg.resume else None
+    if resume_ckpt is not None:
+        check_checkpoint(resume_ckpt)
 
     labels = LabelEncoder(processor.tokenizer, get_profile(cfg.label_profile), cfg.language, cfg.task)
     max_label = int(model.config.max_target_positions)
@@ -409,7 +466,7 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     if cfg.live_monitor:
         all_callbacks += _live_callbacks(run_id, out_dir, baseline,
                                          int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
-    all_callbacks += [*callbacks, SaveOnStopCallback()]
+    all_callbacks += [*callbacks, SaveOnStopCallback(), ChecksumCallback()]
 
     trainer = _ShardTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
