@@ -7,6 +7,7 @@ escapes the corpus root, piped wav.scp command). Nothing is dropped silently.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -78,18 +79,32 @@ def pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], wh
     return None
 
 
-def resolve_audio(root: Path, raw: str, allow_outside: bool) -> Path | Rejection:
-    """Resolve an audio path against the corpus root; refuse paths that escape it."""
+def resolve_audio(root: Path, raw: str, confine_to_root: bool = False) -> Path | Rejection:
+    """Resolve an audio path as manifests, NeMo manifests and Kaldi ``wav.scp`` write them.
+
+    An absolute path is taken as written (that is those formats' convention). A relative path
+    resolves against ``root`` (the manifest's folder) and is refused when it climbs out of it
+    (``../../etc/passwd``); symlinks inside the root are followed. ``confine_to_root`` refuses
+    every path whose real location (symlinks resolved) is outside the root.
+    """
     p = Path(raw)
     full = (p if p.is_absolute() else root / p).resolve()
     root_r = root.resolve()
-    if not allow_outside and not full.is_relative_to(root_r):
+    if confine_to_root:
+        if not full.is_relative_to(root_r):
+            return Rejection(
+                Reason.PATH_ESCAPE,
+                f"audio path {raw!r} resolves to {full}, outside the corpus root {root_r} "
+                "(--confine-to-root is on; drop it to accept paths elsewhere)",
+                where="", source_path=raw,
+            )
+        return full
+    if not p.is_absolute() and not Path(os.path.normpath(root_r / p)).is_relative_to(root_r):
         return Rejection(
             Reason.PATH_ESCAPE,
-            f"audio path {raw!r} resolves to {full}, outside the corpus root {root_r} "
-            "(pass --allow-outside-root to accept it)",
-            where="",
-            source_path=raw,
+            f"relative audio path {raw!r} climbs out of the manifest's folder {root_r}; "
+            "write it as an absolute path, or relative to the manifest's folder without '..'",
+            where="", source_path=raw,
         )
     return full
 

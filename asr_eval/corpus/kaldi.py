@@ -33,7 +33,7 @@ def _table(path: Path, what: str) -> tuple[dict[str, str], list[Rejection]]:
 class KaldiReader:
     root: Path
     split: str | None = None
-    allow_outside_root: bool = False
+    confine_to_root: bool = False
     layout: str = "kaldi"
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ class KaldiReader:
 
     def describe(self) -> dict:
         return {"layout": self.layout, "path": str(self.root),
-                "files": sorted(p.name for p in self.root.iterdir() if p.is_file())}
+                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()), **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
@@ -90,7 +90,7 @@ class KaldiReader:
                     where, utt, entry,
                 )
                 continue
-            resolved = resolve_audio(self.root, entry, self.allow_outside_root)
+            resolved = resolve_audio(self.root, entry, self.confine_to_root)
             if isinstance(resolved, Rejection):
                 resolved.where, resolved.utt_id = where, utt
                 yield resolved

@@ -93,7 +93,7 @@ class ManifestReader:
     id_column: str | None = None
     split: str | None = None  # used when the manifest has no 'split' column
     root: Path = field(default=None)  # type: ignore[assignment]
-    allow_outside_root: bool = False
+    confine_to_root: bool = False
     layout: str = "manifest"
 
     def __post_init__(self) -> None:
@@ -118,7 +118,7 @@ class ManifestReader:
 
     def describe(self) -> dict:
         return {"layout": self.layout, "path": str(self.path), "audio_column": self._audio,
-                "text_column": self._text, "id_column": self._id}
+                "text_column": self._text, "id_column": self._id, **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         # Columns that fill core shard fields (or are per-utterance numbers) are not slices.
@@ -140,7 +140,7 @@ class ManifestReader:
             utt_id = str(row[self._id]) if self._id and row.get(self._id) not in (None, "") else stem_id(raw_audio)
             if "offset" in row and offset:
                 utt_id = f"{utt_id}_{int(round(offset * 1000)):08d}"
-            resolved = resolve_audio(self.root, raw_audio, self.allow_outside_root)
+            resolved = resolve_audio(self.root, raw_audio, self.confine_to_root)
             if isinstance(resolved, Rejection):
                 resolved.where, resolved.utt_id = where, utt_id
                 yield resolved
