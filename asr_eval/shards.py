@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 
 from asr_eval import __version__
 from asr_eval.audio import MAX_DURATION_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, decode_flac
-from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name
+from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name, unencodable
 from asr_eval.errors import AsrEvalError
 from asr_eval.integrity import forget, hashed
 from asr_eval.provenance import stable_hash
@@ -178,7 +178,11 @@ class _Journal:
         self.path = out / PROGRESS_FILE
         self.entries: list[dict] = []
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            # split on '\n' only: str.splitlines() also breaks at U+2028/U+0085, which
+            # json.dumps(ensure_ascii=False) leaves raw inside strings.
+            for line in self.path.read_text().split("\n"):
+                if not line.strip():
+                    continue
                 try:
                     e = json.loads(line)
                 except json.JSONDecodeError:
@@ -213,10 +217,29 @@ class _Journal:
             os.fsync(f.fileno())
 
 
+def _unique_slice_names(meta_keys: dict[str, str]) -> dict[str, str]:
+    """Metadata keys (in first-seen order) → distinct column names: 'Accent' and 'accent' both
+    lower-case to 'accent', so the later one becomes 'accent_2' (deterministic for a source)."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for key, name in meta_keys.items():
+        cand, k = name, 1
+        while cand in taken:
+            k += 1
+            cand = f"{name}_{k}"
+        taken.add(cand)
+        out[key] = cand
+    return out
+
+
 def _admit(it: Utterance | Rejection, opts: IngestOptions, seen: set[str]) -> tuple[str, str] | None:
     """The checks made before decoding: (reason, detail) to quarantine, or None to decode."""
     if isinstance(it, Rejection):
         return (str(it.reason), it.detail)
+    bad = unencodable(it.utt_id, it.text, it.split, it.speaker, it.source_path, *it.metadata.values())
+    if bad is not None:
+        return (str(Reason.BAD_ENCODING), f"{bad[:80]!r} is not valid Unicode (a lone surrogate, e.g. from a "
+                                          "JSON '\\ud800' escape); fix the source line")
     it.split = opts.split_map.get(it.split, it.split)
     if it.utt_id in seen:
         return (str(Reason.DUPLICATE_ID), f"utt_id {it.utt_id!r} already used by an earlier item")
@@ -325,11 +348,8 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
         if isinstance(it, Utterance):
             for k in it.metadata:
                 meta_keys.setdefault(k, slice_name(k))
-    slice_cols = sorted(set(meta_keys.values()))
-    if len(slice_cols) != len(meta_keys):
-        clash = Counter(meta_keys.values())
-        raise AsrEvalError(f"metadata columns collide after renaming: "
-                           f"{[k for k, v in meta_keys.items() if clash[v] > 1]}")
+    meta_keys = _unique_slice_names(meta_keys)
+    slice_cols = sorted(meta_keys.values())
     schema = shard_schema(slice_cols)
     params = {k: v for k, v in asdict(opts).items() if k not in ("workers", "window")}
     fingerprint = stable_hash({"source": reader.describe(), "params": params, "columns": slice_cols,
@@ -515,7 +535,7 @@ def _check_jsonl(path: Path, kind: str) -> ShardCheck:
     if not path.exists():
         return ShardCheck(file=path.name, kind=kind, problem="missing", detail="the file does not exist")
     bad, n = [], 0
-    for i, line in enumerate(path.read_bytes().splitlines(), start=1):
+    for i, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
         n += 1
@@ -599,7 +619,7 @@ def shard_paths(corpus_dir: str | Path) -> list[Path]:
 
 def read_quarantine(corpus_dir: str | Path) -> list[dict]:
     p = Path(corpus_dir) / QUARANTINE_FILE
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+    return [json.loads(ln) for ln in p.read_text().split("\n") if ln.strip()] if p.exists() else []
 
 
 def read_metadata(corpus_dir: str | Path, split: str | None = None) -> pa.Table:

@@ -24,8 +24,12 @@ def _table(path: Path, what: str) -> tuple[dict[str, str], list[Rejection]]:
             continue
         if not line.strip():
             continue
-        key, _, rest = line.strip().partition(" ")
-        out[key] = rest.strip()
+        key, *rest = line.strip().split(maxsplit=1)  # Kaldi separates the key by any whitespace
+        if key in out:
+            bad.append(Rejection(Reason.DUPLICATE_ID, f"{what} has {key!r} again (the first line wins)", where,
+                                 key if what in ("wav.scp", "text") else None))
+            continue
+        out[key] = rest[0].strip() if rest else ""
     return out, bad
 
 
@@ -46,7 +50,8 @@ class KaldiReader:
 
     def describe(self) -> dict:
         return {"layout": self.layout, "path": str(self.root),
-                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()), **({"confine_to_root": True} if self.confine_to_root else {})}
+                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
+                **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
@@ -67,8 +72,10 @@ class KaldiReader:
                 try:
                     start, end = float(parts[1]), float(parts[2])
                 except ValueError:
-                    yield Rejection(Reason.BAD_ROW, f"segments times {parts[1:]} are not numbers",
-                                    f"{self.root / 'segments'}", utt)
+                    start = end = float("nan")
+                if not 0 <= start < end < float("inf"):
+                    yield Rejection(Reason.BAD_ROW, f"segments times {parts[1:]} are not 'start end' seconds "
+                                    "with 0 ≤ start < end", f"{self.root / 'segments'}", utt)
                     continue
                 units.append((utt, parts[0], start, end - start))
         else:
@@ -82,7 +89,10 @@ class KaldiReader:
             if entry is None:
                 yield Rejection(Reason.MISSING_FILE, f"recording {rec!r} is not in wav.scp", where, utt)
                 continue
-            if entry.endswith("|") or " " in entry.strip():
+            if not entry:
+                yield Rejection(Reason.BAD_ROW, f"wav.scp line for {rec!r} has no audio path", where, utt)
+                continue
+            if entry.endswith("|") or len(entry.split()) > 1:
                 yield Rejection(
                     Reason.UNSUPPORTED,
                     f"wav.scp entry {entry!r} is a piped command; asr-eval reads plain paths only "
@@ -103,7 +113,9 @@ class KaldiReader:
                 utt_id=utt, text=text[utt], split=self._split, audio_path=resolved, source_path=entry,
                 speaker=spk, offset_s=start, duration_s=dur, metadata=meta, where=where,
             )
+        listed = {u[0] for u in units} | set(segments)
         for utt in text:
-            if utt not in wav and not segments:
-                yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in wav.scp",
+            if utt not in listed:
+                where_ = "segments" if segments else "wav.scp"
+                yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in {where_}",
                                 text_where, utt)
