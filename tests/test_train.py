@@ -329,12 +329,27 @@ def test_exported_model_scores_with_asr_eval_score_and_keeps_lineage(run80, corp
     assert got == [(res.model_ids["final"], res.training_run_id, 4, 4)]
 
 
-def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path):
+def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path, monkeypatch):
+    import transformers.trainer
+
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         finetune(corpus, str(tiny80), out, _cfg(), progress=False, callbacks=[CrashAt(3)])
     assert read_run(out)["status"] == "failed" and last_complete_checkpoint(out).name == "checkpoint-2"
-    res = finetune(corpus, str(tiny80), out, _cfg(), progress=False)
+    logged: list[str] = []
+    real_warning = transformers.trainer.logger.warning
+    monkeypatch.setattr(transformers.trainer.logger, "warning", lambda msg, *a, **k: (logged.append(str(msg)),
+                                                                                       real_warning(msg, *a, **k)))
+    tied: list[bool] = []
+
+    class TiedAfterResume(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            tied.append(model.proj_out.weight is model.model.decoder.embed_tokens.weight)
+
+    res = finetune(corpus, str(tiny80), out, _cfg(), progress=False, callbacks=[TiedAfterResume()])
+    # The tied output projection is not reported as a missing key, and is tied after loading.
+    assert not [m for m in logged if "missing keys" in m], logged
+    assert tied and all(tied)
     assert res.status == "finished" and res.resumed_from == str(out / "checkpoint-2")
     assert res.training_run_id == read_run(out)["training_run_id"]
     # Same seed, same data order, restored optimizer/RNG: the resumed steps match an uninterrupted run.
@@ -439,3 +454,22 @@ def test_resume_from_a_damaged_checkpoint_is_a_clear_error(corpus, tiny80, tmp_p
     shutil.rmtree(ckpt)
     res = finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
     assert res.status == "finished" and res.resumed_from is None and res.final_step == 4
+
+
+def test_warmup_is_a_fraction_by_default_and_too_long_warmup_warns(corpus, tiny80, tmp_path):
+    from asr_eval.train.finetune import WarmupWarning, training_args, warmup_step_count, warmup_warning
+
+    assert FinetuneConfig().warmup_steps == 0.05
+    assert warmup_step_count(FinetuneConfig(max_steps=1000)) == 50
+    assert warmup_step_count(FinetuneConfig(max_steps=12)) == 1  # ceil(0.6)
+    assert warmup_step_count(FinetuneConfig(max_steps=12, warmup_steps=4)) == 4
+    assert warmup_warning(FinetuneConfig(max_steps=1000)) is None
+    msg = warmup_warning(FinetuneConfig(max_steps=12, warmup_steps=50, learning_rate=1e-5))
+    assert msg.startswith("warm-up is 50 steps but the run is 12 steps") and "2.4e-06" in msg
+    args = training_args(FinetuneConfig(max_steps=12), tmp_path, False, "fp32", False, eval_on_start=False)
+    assert args.warmup_steps == 1
+    with pytest.raises(AsrEvalError, match="must be ≥ 0"):
+        warmup_step_count(FinetuneConfig(warmup_steps=-1))
+    with pytest.warns(WarmupWarning, match="warm-up is 4 steps but the run is 4 steps"):
+        finetune(corpus, str(tiny80), tmp_path / "run", _cfg(warmup_steps=4, max_steps=4, eval_steps=4,
+                                                              eval_on_start=False), progress=False)

@@ -13,8 +13,10 @@ read-write process per file), ``register_finetune`` loads the run afterwards::
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +48,7 @@ class FinetuneConfig:
     eval_batch_size: int | None = None   # default: batch_size
     grad_accum: int = 1
     eval_steps: int = 200                # also the checkpoint interval (best-by-CER needs both aligned)
-    warmup_steps: int = 50
+    warmup_steps: float = 0.05           # ≥ 1: steps; in [0, 1): fraction of max_steps (5% by default)
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
@@ -147,8 +149,43 @@ def make_compute_metrics(tokenizer: Any, dataset: ShardSpeechDataset, profile: A
     return compute
 
 
+class WarmupWarning(UserWarning):
+    """The learning-rate warm-up is as long as (or longer than) the whole run."""
+
+
+def warmup_step_count(cfg: FinetuneConfig) -> int:
+    """Warm-up steps: ``warmup_steps`` itself when ≥ 1, else that fraction of ``max_steps``."""
+    w = cfg.warmup_steps
+    if w < 0:
+        raise AsrEvalError(f"--warmup-steps {w} must be ≥ 0 (steps, or a fraction of --max-steps below 1)")
+    return int(w) if w >= 1 else math.ceil(cfg.max_steps * w)
+
+
+def warmup_warning(cfg: FinetuneConfig) -> str | None:
+    """A warning when warm-up does not end before the run does (the peak rate is never reached)."""
+    n = warmup_step_count(cfg)
+    if n < cfg.max_steps:
+        return None
+    peak = cfg.learning_rate * cfg.max_steps / max(n, 1)
+    return (f"warm-up is {n} steps but the run is {cfg.max_steps} steps: the learning rate only climbs to "
+            f"{peak:.2g} of the {cfg.learning_rate:g} asked for. Pass --warmup-steps below --max-steps "
+            "(e.g. 0.1 for 10% of the run)")
+
+
 class _ShardTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose training order reads each Parquet row group once per epoch."""
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Whisper's ``proj_out.weight`` is tied to the decoder embeddings, so checkpoints do not
+        store it and every resume reported it as a missing key. Re-tie, and report only keys
+        that are missing and not tied."""
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or getattr(self.model, "_tied_weights_keys", {})
+                   or ())
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        load_result = type(load_result)(missing_keys=missing, unexpected_keys=list(load_result.unexpected_keys))
+        super()._issue_warnings_after_load(load_result)
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -269,7 +306,7 @@ def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision:
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_steps,
+        warmup_steps=warmup_step_count(cfg),
         weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler,
         max_grad_norm=cfg.max_grad_norm,
@@ -418,6 +455,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     use_cuda, precision = resolve_device(cfg.device, cfg.precision)
     if cfg.max_steps < 1 or cfg.eval_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise AsrEvalError("--max-steps, --eval-steps, --batch-size and --grad-accum must be ≥ 1")
+    if msg := warmup_warning(cfg):
+        warnings.warn(msg, WarmupWarning, stacklevel=2)
 
     # fp32 master weights: mixed precision autocasts; half-precision weights would not train.
     # load() also forces language/task in the generation config (evaluation and the exports).
