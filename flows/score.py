@@ -12,14 +12,14 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from asr_eval.scoring import default_split, finalize_runs, shards_for_split, transcribe_shard_part
+from asr_eval.scoring import finalize_runs, shards_for_split, transcribe_shard_part
+from asr_eval.store.labels import run_labels
 from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS
 
 
 @task(retries=1, retry_delay_seconds=10)
-def transcribe_shard_task(model: str, corpus: str, shard: str, split: str | None, decode: dict, parts: str,
-                          device: str, batch_size: int | None) -> dict:
-    return transcribe_shard_part(model, corpus, shard, split, decode, parts, device, batch_size)
+def transcribe_shard_task(spec: dict, corpus: str, shard: str, split: str | None, parts: str) -> dict:
+    return transcribe_shard_part(spec, corpus, shard, split, parts)
 
 
 @task
@@ -33,8 +33,9 @@ def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
 
     con = connect(db, read_only=True)
     try:
+        labels = run_labels(con, run_ids)
         rows = con.execute(
-            f"""SELECT m.name, r.run_id, s.n, round(s.hours, 3), round(100 * s.cer, 2), round(100 * s.cer_lo, 2),
+            f"""SELECT r.run_id, r.run_id, s.n, round(s.hours, 3), round(100 * s.cer, 2), round(100 * s.cer_lo, 2),
                        round(100 * s.cer_hi, 2), round(100 * s.mer, 2), round(r.rtfx, 1)
                 FROM slice_metrics s JOIN eval_runs r USING (run_id) JOIN models m USING (model_id)
                 WHERE s.slice_attr = '_all' AND s.normalizer = ? AND s.run_id IN ({', '.join('?' * len(run_ids))})""",
@@ -42,19 +43,23 @@ def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
     finally:
         con.close()
     keys = ("model", "run_id", "n", "hours", "CER %", "CER lo", "CER hi", "MER %", "RTFx")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return [dict(zip(keys, (labels.get(r[0], r[0]), *r[1:]), strict=True)) for r in rows]
 
 
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
-           batch_size: int | None, num_beams: int, max_new_tokens: int, normalizer: str,
-           slices: list[str] | None, n_boot: int) -> list[str]:
+           batch_size: int | None, engine: str, compute_type: str, preprocessing: str, recipe: str,
+           max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int) -> list[str]:
     from pathlib import Path
 
-    sp = default_split(corpus) if split == "auto" else (None if split == "all" else split)
+    from asr_eval.corpus_handle import open_corpus
+    from asr_eval.scoring import expand_specs
+
+    sp = open_corpus(corpus).resolve_split(split)
     parts = parts or str(Path(db).parent / "parts")
-    decode = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
-    futures = [transcribe_shard_task.submit(m, corpus, sh, sp, decode, parts, device, batch_size)
-               for m in models for sh in shards_for_split(corpus, sp)]
+    specs = expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
+                      max_new_tokens=max_new_tokens)
+    futures = [transcribe_shard_task.submit(s.to_dict(), corpus, sh, sp, parts)
+               for s in specs for sh in shards_for_split(corpus, sp)]
     results = [f.result() for f in futures]
     run_ids = finalize_task(corpus, db, results, normalizer, slices, n_boot)
     table = headline(db, run_ids, normalizer)
@@ -68,11 +73,13 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
 @flow(name="score", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split: str = "auto",
                db: str = DEFAULT_DB, parts: str | None = None, device: str = "auto", batch_size: int | None = None,
-               num_beams: int = 1, max_new_tokens: int = 128, normalizer: str = "zh-v1",
+               engine: str = "transformers", compute_type: str = "auto", preprocessing: str = "pad-audio",
+               recipe: str = "greedy", max_new_tokens: int | None = None, normalizer: str = "zh-v1",
                slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None) -> list[str]:
-    """Score MODELS on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB."""
-    args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, num_beams, max_new_tokens,
-            normalizer, slices, n_boot)
+    """Score MODELS × ENGINE(s) × RECIPE(s) on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB.
+    engine, compute_type, preprocessing and recipe take comma-separated lists, as the CLI does."""
+    args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
+            recipe, max_new_tokens, normalizer, slices, n_boot)
     if ray_address:
         return _score_on_ray(ray_address, *args)
     return _score(*args)

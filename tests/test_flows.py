@@ -18,6 +18,31 @@ from conftest import REPO, write_audio
 sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fake_engine_plugin():
+    """The seam: a plugin engine (tests/fake_engine.py) runs through the flow and on Ray workers
+    exactly as the built-ins do; workers find it through the inherited environment."""
+    old = {k: os.environ.get(k) for k in ("ASR_EVAL_PLUGINS", "PYTHONPATH")}
+    os.environ["ASR_EVAL_PLUGINS"] = "fake_engine"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), str(REPO), old["PYTHONPATH"]]))
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _fake_run(con, runs):
+    """The fake engine's run among ``runs``: every hypothesis is its fixed answer."""
+    rows = con.execute(f"SELECT run_id FROM eval_runs WHERE engine = 'fake' AND run_id IN ({', '.join('?' * len(runs))})",
+                       runs).fetchall()
+    assert len(rows) == 1
+    hyps = {h for (h,) in con.execute("SELECT DISTINCT hyp_raw FROM hypotheses WHERE run_id = ?", [rows[0][0]]).fetchall()}
+    assert hyps == {"测试"}
+    return rows[0][0]
+
+
 @pytest.fixture(scope="module")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
@@ -52,8 +77,10 @@ def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
     corpus, db = str(tmp_path / "corpus"), str(tmp_path / "s.duckdb")
     s = ingest_flow(source=str(source), out=corpus, workers=1)
     assert s["n_ingested"] == 8
-    runs = score_flow(corpus=corpus, models=[tiny], db=db, device="cpu", batch_size=4, max_new_tokens=6, n_boot=50)
+    runs = score_flow(corpus=corpus, models=[tiny], db=db, device="cpu", batch_size=4, max_new_tokens=6, n_boot=50,
+                      engine="transformers,fake")
     con = duckdb.connect(db, read_only=True)
+    assert len(runs) == 2 and _fake_run(con, runs) == runs[1]
     assert con.execute("SELECT count(*) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4,)]
     assert con.execute("SELECT count(*) FROM slice_metrics WHERE slice_attr = 'voice'").fetchall() == [(2,)]
     con.close()
@@ -143,12 +170,13 @@ def test_score_on_local_ray_cluster(harness, tiny, source, tmp_path):
     ingest(open_source(str(source)), corpus, IngestOptions(workers=1, max_rows=2), progress=False)  # 4 shards
     try:
         runs = score_flow(corpus=str(corpus), models=[tiny], db=str(db), device="cpu", batch_size=2,
-                          max_new_tokens=6, n_boot=50, ray_address="local")
+                          max_new_tokens=6, n_boot=50, ray_address="local", engine="transformers,fake")
     finally:
         if ray.is_initialized():
             ray.shutdown()
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT utt_id) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4, 4)]
+    assert _fake_run(con, runs) == runs[1]
     con.close()
     assert len(list((tmp_path / "parts" / runs[0]).glob("part-*.parquet"))) == 2  # test rows sit in 2 of 4 shards
     shutil.rmtree(tmp_path / "parts")

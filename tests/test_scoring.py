@@ -117,7 +117,7 @@ def test_scores_and_slices_hand_computed(tmp_path):
 
 
 def test_rescore_with_another_normalizer_needs_no_inference(tmp_path, monkeypatch):
-    import asr_eval.inference as inf
+    import asr_eval.engines.driver as inf
     from asr_eval.scoring import analyse, rescore
 
     corpus = _corpus(tmp_path)
@@ -125,7 +125,7 @@ def test_rescore_with_another_normalizer_needs_no_inference(tmp_path, monkeypatc
     _fake_run(con, corpus, "A", {"u00": "今天天气很好。", "u02": "我们去北京！", "u04": "你好世界", "u06": "这是一个测试",
                                   "u08": "今天天气很好", "u10": "我们去北京"}, "m")
     analyse(con, ["A"], "zh-v1", n_boot=50)
-    monkeypatch.setattr(inf, "transcribe_arrays", lambda *a, **k: (_ for _ in ()).throw(AssertionError("inference")))
+    monkeypatch.setattr(inf, "transcribe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("inference")))
     rescore(con, "none", n_boot=50)
     v1 = con.execute("SELECT cer FROM slice_metrics WHERE run_id='A' AND normalizer='zh-v1' AND slice_attr='_all'").fetchall()[0][0]
     raw = con.execute("SELECT cer FROM slice_metrics WHERE run_id='A' AND normalizer='none' AND slice_attr='_all'").fetchall()[0][0]
@@ -149,19 +149,21 @@ def tiny_models(tmp_path_factory):
 
 
 def test_score_two_tiny_models_end_to_end(tmp_path, tiny_models):
-    from asr_eval.inference import DecodeParams
-    from asr_eval.scoring import score_models
+    from asr_eval.scoring import expand_specs, score_models
 
     corpus = _corpus(tmp_path)
     db = tmp_path / "s.duckdb"
-    runs = score_models(corpus, [str(m) for m in tiny_models], db, split="test", batch_size=4, device="cpu",
-                        params=DecodeParams(max_new_tokens=8), n_boot=100, progress=False)
+    specs = expand_specs([str(m) for m in tiny_models], device="cpu", batch_size=4, max_new_tokens=8)
+    runs = score_models(corpus, specs, db, split="test", n_boot=100, progress=False)
     assert len(runs) == 2 and runs[0] != runs[1]
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT run_id, count(*) FROM hypotheses GROUP BY 1 ORDER BY 1").fetchall() == sorted((r, 6) for r in runs)
-    er = con.execute("SELECT run_id, n_utts, rtfx > 0, device, dtype, decode_params, versions FROM eval_runs").fetchall()
+    er = con.execute("SELECT run_id, n_utts, rtfx > 0, device, dtype, decode_params, versions, engine, engine_version, "
+                     "compute_type, preprocessing, recipe, n_missing FROM eval_runs").fetchall()
     assert all(r[1] == 6 and r[2] and r[3] == "cpu" for r in er)
     assert json.loads(er[0][5])["max_new_tokens"] == 8 and "torch" in json.loads(er[0][6])
+    import transformers
+    assert {r[7:] for r in er} == {("transformers", transformers.__version__, "float32", "pad-audio", "greedy", 0)}
     mels = dict(con.execute("SELECT name, num_mel_bins FROM models").fetchall())
     assert sorted(mels.values()) == [80, 128]
     attrs = {r[0] for r in con.execute("SELECT DISTINCT slice_attr FROM slice_metrics").fetchall()}
@@ -174,13 +176,15 @@ def test_score_resumes_after_sigkill_without_duplicates(tmp_path, tiny_models):
     corpus = _corpus(tmp_path, n=24, max_rows=4)  # 6 shards, 2 test rows each
     parts = tmp_path / "parts"
     script = (
-        "import time\nimport asr_eval.inference as inf\nfrom asr_eval.models import load\n"
-        "from asr_eval.scoring import transcribe_corpus\n"
-        "orig = inf.transcribe_arrays\n"
+        "import time\nimport asr_eval.engines.driver as drv\nfrom asr_eval.engines import create_engine\n"
+        "from asr_eval.scoring import RunSpec, transcribe_corpus\n"
+        "orig = drv.transcribe\n"
         "def slow(*a, **k):\n    time.sleep(0.4)\n    return orig(*a, **k)\n"
-        "inf.transcribe_arrays = slow\n"
-        f"lm = load({str(tiny_models[0])!r}, device='cpu')\n"
-        f"transcribe_corpus(lm, {str(corpus)!r}, 'test', inf.DecodeParams(max_new_tokens=4), {str(parts)!r}, 2, progress=False)\n"
+        "drv.transcribe = slow\n"
+        f"spec = RunSpec.make({str(tiny_models[0])!r}, 'greedy', device='cpu')\n"
+        "spec = RunSpec(**{**spec.to_dict(), 'recipe': {**spec.recipe, 'max_new_tokens': 4}})\n"
+        "eng = create_engine('transformers', spec.model, 'cpu')\n"
+        f"transcribe_corpus(eng, {str(corpus)!r}, 'test', spec, {str(parts)!r}, 2, progress=False)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 120
@@ -191,12 +195,12 @@ def test_score_resumes_after_sigkill_without_duplicates(tmp_path, tiny_models):
     done_before = len(list(parts.glob("*/part-*.parquet")))
     assert 2 <= done_before < 6
 
-    from asr_eval.inference import DecodeParams
-    from asr_eval.models import load
-    from asr_eval.scoring import transcribe_corpus
+    from asr_eval.engines import create_engine, get_recipe
+    from asr_eval.scoring import RunSpec, transcribe_corpus
 
-    info = transcribe_corpus(load(str(tiny_models[0]), device="cpu"), corpus, "test", DecodeParams(max_new_tokens=4),
-                             parts, 2, progress=False)
+    spec = RunSpec.make(str(tiny_models[0]), get_recipe("greedy", max_new_tokens=4), device="cpu")
+    info = transcribe_corpus(create_engine("transformers", spec.model, "cpu"), corpus, "test", spec, parts, 2,
+                             progress=False)
     assert info.shards_skipped == done_before and info.shards_skipped + info.shards_done == 6
     ids = [u for f in sorted(info.parts_dir.glob("part-*.parquet")) for u in pq.read_table(f).column("utt_id").to_pylist()]
     assert len(ids) == len(set(ids)) == 12
@@ -224,6 +228,35 @@ def test_cli_score_prints_slice_tables(tmp_path, tiny_models):
     assert "by accent" in r.stdout and "paired A/B" in r.stdout and "CER % [95% CI]" in r.stdout
 
 
+def test_cli_runs_a_plugin_engine_and_lists_runs_readably(tmp_path, tiny_models):
+    """The engine seam from the command line: a plugin engine next to transformers on one model;
+    the parity table compares them; `asr-eval runs` stays readable at 100 columns."""
+    from conftest import REPO
+
+    corpus = _corpus(tmp_path)
+    db = tmp_path / "s.duckdb"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "100", "ASR_EVAL_PLUGINS": "fake_engine",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    r = subprocess.run([sys.executable, "-m", "asr_eval", "score", "--corpus", str(corpus), "--model", str(tiny_models[0]),
+                        "--engine", "transformers,fake", "--db", str(db), "--max-new-tokens", "4", "--n-boot", "50",
+                        "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "engine parity" in r.stdout and "transformers float32" in r.stdout and "fake float32" in r.stdout
+    con = duckdb.connect(str(db), read_only=True)
+    engines = con.execute("SELECT engine, n_utts FROM eval_runs ORDER BY engine").fetchall()
+    same = con.execute("SELECT count(DISTINCT model_id) FROM eval_runs").fetchone()[0]
+    run_ids = [x for (x,) in con.execute("SELECT run_id FROM eval_runs").fetchall()]
+    con.close()
+    assert engines == [("fake", 6), ("transformers", 6)] and same == 1 and len(set(run_ids)) == 2
+    r = subprocess.run([sys.executable, "-m", "asr_eval", "runs", "--db", str(db)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert sum("fake fp32" in ln for ln in lines) == 1 and sum("transformers fp32" in ln for ln in lines) == 1, r.stdout
+    assert all(rid[-10:] in r.stdout for rid in run_ids) and "tiny80" in r.stdout
+
+
 @pytest.mark.integration
 def test_bundled_whisper_base_on_demo_utterances(tmp_path):
     """Real model, real (synthesized) Mandarin: clean neural-voice test utterances."""
@@ -247,7 +280,10 @@ def test_bundled_whisper_base_on_demo_utterances(tmp_path):
     from asr_eval.scoring import score_models
 
     db = tmp_path / "s.duckdb"
-    score_models(corpus, ["bundled:whisper-base"], db, split="test", batch_size=8, device="cpu", n_boot=100, progress=False)
+    from asr_eval.scoring import RunSpec
+
+    score_models(corpus, [RunSpec.make("bundled:whisper-base", device="cpu", batch_size=8)], db, split="test",
+                 n_boot=100, progress=False)
     con = duckdb.connect(str(db), read_only=True)
     cer = con.execute("SELECT cer FROM slice_metrics WHERE slice_attr='_all'").fetchall()[0][0]
     con.close()

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from asr_eval.cli import app, console
 from asr_eval.store import DEFAULT_DB, connect
+from asr_eval.store.labels import run_labels
 
 
 def _pct(x: float | None) -> str:
@@ -20,9 +21,7 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
     """Terminal tables: one per slice attribute (n, hours, CER ± CI per model) + A/B deltas."""
     con = connect(db, read_only=True)
     try:
-        names = dict(con.execute(
-            "SELECT r.run_id, m.name FROM eval_runs r JOIN models m USING (model_id) WHERE r.run_id IN "
-            f"({', '.join('?' * len(run_ids))})", run_ids).fetchall())
+        names = run_labels(con, run_ids)
         rows = con.execute(
             f"""SELECT run_id, slice_attr, slice_value, n, hours, cer, cer_lo, cer_hi, mer, mer_lo, mer_hi
                 FROM slice_metrics WHERE normalizer = ? AND run_id IN ({', '.join('?' * len(run_ids))})""",
@@ -91,31 +90,42 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
 @app.command("score")
 def score_cmd(
     corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (from `asr-eval ingest`)")],
-    model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir or "
-                                             "bundled:whisper-base (repeat to compare)")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir, "
+                                             "bundled:whisper-base or ct2:DIR (repeat to compare)")],
+    engine: Annotated[str, typer.Option(help="Inference engine(s), comma-separated: transformers, ctranslate2 "
+                                             "(see `asr-eval engines`)")] = "transformers",
+    compute_type: Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU) or e.g. float32, int8, "
+                                                   "int8_float32, float16, int8_float16, bfloat16; comma-separated")] = "auto",
+    preprocessing: Annotated[str, typer.Option(help="pad-audio (transformers/HF fine-tuning) or pad-features "
+                                                    "(openai-whisper/faster-whisper); comma-separated")] = "pad-audio",
+    recipe: Annotated[str, typer.Option(help="Decode recipe(s): greedy, beam5, fallback, beam5-fallback, "
+                                             "prompt-simplified; comma-separated")] = "greedy",
     split: Annotated[str, typer.Option(help="Split to score ('auto': test if present, else all; 'all')")] = "auto",
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns (default: every column "
                                                     "with ≤50 values, plus duration_bucket)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Default: chosen from device memory")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the engine's suggestion (device memory)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for the engine (0: all cores)")] = 0,
     normalizer: Annotated[str, typer.Option(help="Normalizer profile")] = "zh-v1",
-    num_beams: Annotated[int, typer.Option(help="1 = greedy")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Generation cap (guards against repetition loops)")] = 128,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation cap (recipe default 128; guards loops)")] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option(help="Forbid repeating n-grams of this size")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="> 1 penalizes repeated tokens")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
     block_by_speaker: Annotated[bool, typer.Option(help="Speaker-block bootstrap instead of utterance")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
     parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
 ) -> None:
-    """Transcribe a corpus split with one or more models and score it per slice."""
-    from asr_eval.inference import DecodeParams
-    from asr_eval.scoring import score_models
+    """Transcribe a corpus split with models × engines × recipes and score it per slice."""
+    from asr_eval.scoring import expand_specs, score_models
 
-    params = DecodeParams(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    specs = expand_specs(model, engine, compute_type, preprocessing, recipe, device, batch_size, threads,
+                      max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
+                      repetition_penalty=repetition_penalty)
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
-    run_ids = score_models(corpus, model, db, split=None if split == "all" else split, slices=sl,
-                           batch_size=batch_size, device=device, normalizer=normalizer, params=params,
-                           parts_root=parts, n_boot=n_boot, block_by_speaker=block_by_speaker)
+    run_ids = score_models(corpus, specs, db, split=split, slices=sl, normalizer=normalizer, parts_root=parts,
+                           n_boot=n_boot, block_by_speaker=block_by_speaker)
     print_results(db, run_ids, normalizer, sl)
+    print_parity(db, run_ids, normalizer)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join(run_ids)}")
 
 
@@ -139,20 +149,83 @@ def rescore_cmd(
     print_results(db, ids, normalizer, sl)
 
 
+def short_compute(compute_type: str) -> str:
+    """float32 → fp32, int8_float16 → int8/fp16 (tables only; the store keeps the full name)."""
+    return "/".join(p.replace("float", "fp").replace("bfp", "bf") for p in (compute_type or "").split("_"))
+
+
+def _human_time(ts) -> str:
+    from datetime import datetime
+
+    if ts is None:
+        return "—"
+    now = datetime.now()
+    return ts.strftime("%H:%M") if ts.date() == now.date() else ts.strftime("%b %d %H:%M")
+
+
 @app.command("runs")
-def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB) -> None:
-    """List stored evaluation runs."""
+def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
+             full: Annotated[bool, typer.Option(help="Full run ids and corpus ids")] = False) -> None:
+    """List stored evaluation runs (short ids; `--full` for complete ones)."""
+    from asr_eval.store.labels import run_axes
+
     con = connect(db, read_only=True)
     try:
         rows = con.execute(
-            """SELECT r.run_id, m.name, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.device, r.dtype,
-                      round(r.rtfx, 1), r.finished_at
-               FROM eval_runs r JOIN models m USING (model_id) ORDER BY r.finished_at""").fetchall()
+            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.device, r.rtfx, r.finished_at,
+                      s.cer
+               FROM eval_runs r LEFT JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all'
+                    AND s.normalizer = 'zh-v1'
+               ORDER BY r.finished_at""").fetchall()
+        axes = run_axes(con, [r[0] for r in rows])
     finally:
         con.close()
-    t = Table(header_style="bold")
-    for c in ("run", "model", "corpus", "split", "n", "device", "dtype", "RTFx", "finished"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
+    from rich import box
+
+    corpora = {(c, s) for _, c, s, *_ in rows}
+    one = len(corpora) == 1
+    title = f"runs on {next(iter(corpora))[0] if full else next(iter(corpora))[0].split('@')[0]} " \
+            f"({next(iter(corpora))[1]})" if one else None
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+              padding=(0, 1), collapse_padding=True, pad_edge=False)
+    cols = [("run", {"no_wrap": True}), ("model", {"min_width": 14}), ("engine", {"min_width": 12}),
+            ("recipe", {"min_width": 8})]
+    if not one:
+        cols.append(("corpus/split", {"min_width": 12, "max_width": 24}))
+    cols += [("n", {"justify": "right"}), ("CER %", {"justify": "right"}), ("RTFx", {"justify": "right"}),
+             ("when", {"no_wrap": True})]
+    for c, kw in cols:
+        t.add_column(c, **kw)
+    for run_id, corpus, split, n, device, rtfx, finished, cer in rows:
+        x = axes[run_id]
+        eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
+        if x.kind != "import" and device and device != "cpu":
+            eng += f" {device}"
+        recipe = x.recipe if x.preprocessing == "pad-audio" else f"{x.recipe} ({x.preprocessing})"
+        where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
+        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
+                  "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
+    console.print(t)
+
+
+def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
+    """Engine parity: for runs of the same weights that differ in engine/compute/preprocessing/recipe,
+    % identical raw transcripts and the paired CER difference."""
+    from asr_eval.scoring.parity import parity_pairs
+
+    con = connect(db, read_only=True)
+    try:
+        pairs = parity_pairs(con, run_ids, normalizer)
+        names = run_labels(con, run_ids)
+    finally:
+        con.close()
+    if not pairs:
+        return
+    t = Table(title="engine parity (same weights; B vs A)", title_justify="left", header_style="bold")
+    for c in ("A", "B", "n", "identical", "Δ CER (B − A)", "95% CI"):
+        t.add_column(c, justify="right" if c not in ("A", "B") else "left")
+    for p in pairs:
+        t.add_row(names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b), str(p.n),
+                  f"{p.n_identical}/{p.n} ({100 * p.identical:.1f} %)", _pct(p.delta).replace("-", "−") if p.delta is not None else "—",
+                  f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None else "—")
     console.print(t)

@@ -114,29 +114,36 @@ def _remove_stale_tmp(dest: Path) -> None:
 
 
 def bundled_dir(name: str = "whisper-base") -> Path:
-    """The converted transformers folder of ``bundled:NAME``, converting on first use.
+    """The converted transformers folder of ``bundled:NAME``, converting on first use."""
+    from asr_eval.models.ct2 import convert_ct2_whisper
 
-    Conversion writes a temporary folder and renames it into place, so concurrent first uses
-    (several workers) and a conversion killed half-way never leave a broken cache entry.
-    """
     files = bundled_files(name)
     dest = cache_root() / "models" / f"{name}-{_source_key(files)[:12]}"
+
+    def build(tmp: Path) -> dict:
+        t0 = time.perf_counter()
+        convert_ct2_whisper(list(files.parts), tmp, tokenizer_json=files.tokenizer, ct2_config=files.config)
+        return {"source": f"bundled:{name}", "packages": list(BUNDLED[name].pip_names),
+                "license": BUNDLED[name].license, "source_sha256": _source_key(files),
+                "weights_sha256": weights_hash(tmp), "convert_s": round(time.perf_counter() - t0, 2)}
+
+    return cached_conversion(dest, build, f"converting bundled:{name} (CTranslate2 → transformers, once) into {dest}")
+
+
+def cached_conversion(dest: Path, build, label: str) -> Path:
+    """Build a cache folder atomically: ``build(tmp) -> meta`` fills a temporary folder, ``meta``
+    is written as ``META_FILE`` and the folder is renamed into place. Concurrent first uses
+    (several workers) and a conversion killed half-way never leave a broken cache entry."""
     if (dest / META_FILE).is_file():
         return dest
     from rich.console import Console
 
-    from asr_eval.models.ct2 import convert_ct2_whisper
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(dest)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    t0 = time.perf_counter()
     try:
-        with Console(stderr=True).status(f"converting bundled:{name} (CTranslate2 → transformers, once) into {dest}"):
-            convert_ct2_whisper(list(files.parts), tmp, tokenizer_json=files.tokenizer, ct2_config=files.config)
-            meta = {"source": f"bundled:{name}", "packages": list(BUNDLED[name].pip_names),
-                    "license": BUNDLED[name].license, "source_sha256": _source_key(files),
-                    "weights_sha256": weights_hash(tmp), "convert_s": round(time.perf_counter() - t0, 2)}
+        with Console(stderr=True).status(label):
+            meta = build(tmp)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             _fsync_tree(tmp)
         try:

@@ -7,6 +7,7 @@ force a language and task in transformers 5.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -33,7 +34,7 @@ class ModelSpec:
     so the same checkpoint always gets the same model id."""
 
     name: str
-    source: str  # 'hub' | 'local' | 'bundled'
+    source: str  # 'hub' | 'local' | 'bundled' | 'ct2'
     path: str | None = None  # local folder; filled in for every source once loaded
 
 
@@ -45,8 +46,17 @@ def resolve(name: str) -> ModelSpec:
         if key not in BUNDLED:
             raise AsrEvalError(f"unknown bundled model {name!r}; available: " + ", ".join(f"bundled:{n}" for n in BUNDLED))
         return ModelSpec(name, "bundled")
+    if name.startswith("ct2:"):
+        p = Path(name.removeprefix("ct2:")).expanduser()
+        missing = [f for f in ("model.bin", "config.json", "tokenizer.json") if not (p / f).is_file()]
+        if missing:
+            raise AsrEvalError(f"{name}: {p} is not a CTranslate2/faster-whisper Whisper folder (missing "
+                               f"{', '.join(missing)}); it needs model.bin, config.json and tokenizer.json")
+        return ModelSpec(f"ct2:{p.resolve()}", "ct2", str(p.resolve()))
     p = Path(name).expanduser()
     if p.is_dir():
+        if (p / "model.bin").is_file() and not (p / "model.safetensors").is_file():
+            raise AsrEvalError(f"{p} holds a CTranslate2 model.bin, not a transformers checkpoint; name it ct2:{p}")
         if not (p / "config.json").is_file():
             raise AsrEvalError(f"{p} is a folder but has no config.json, so it is not a transformers checkpoint; "
                                "pass the folder that holds config.json and model.safetensors")
@@ -74,10 +84,9 @@ class LoadedModel:
 
     def config_dict(self) -> dict:
         """The architecture config, JSON-able, without load-time details (dtype, versions)."""
-        d = self.model.config.to_dict()
-        for k in ("dtype", "torch_dtype", "transformers_version", "_name_or_path", "architectures"):
-            d.pop(k, None)
-        return d
+        from asr_eval.models.record import config_dict
+
+        return config_dict(self.model.config)
 
 
 def _offline(local_files_only: bool | None) -> bool:
@@ -108,6 +117,10 @@ def _materialize(spec: ModelSpec, offline: bool) -> tuple[Path, str | None]:
     """(folder holding config + processor files, hub commit sha or None)."""
     if spec.source == "bundled":
         return bundled_dir(spec.name.removeprefix("bundled:")), None
+    if spec.source == "ct2":
+        from asr_eval.models.convert import hf_folder_of_ct2
+
+        return hf_folder_of_ct2(Path(spec.path or "")), None
     if spec.source == "local":
         return Path(spec.path or spec.name), None
     folder = _hub_folder(spec.name, offline)
@@ -195,16 +208,34 @@ def pick_dtype(dtype: str, device: str) -> str:
     return _DTYPES[dtype]
 
 
-def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only: bool | None = None, *,
-         language: str = "zh", task: str = "transcribe", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> LoadedModel:
-    """Load a Whisper for scoring or fine-tuning (eval mode, SDPA attention). ``local_files_only``
-    defaults to ``HF_HUB_OFFLINE``; an uncached hub model then fails at once with the fix."""
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+@dataclass
+class ModelFiles:
+    """A model located and checked, weights not loaded: what every engine starts from."""
+
+    spec: ModelSpec  # path: the transformers folder (config, processor files, weights)
+    folder: Path
+    hub_sha: str | None
+    config: Any  # WhisperConfig
+    processor: Any  # WhisperProcessor
+
+    @functools.cached_property
+    def revision(self) -> str:
+        """Hub commit sha, else sha256 of the weights (for ct2: the model.bin it came from)."""
+        if self.hub_sha:
+            return self.hub_sha
+        recorded = recorded_weights_hash(self.folder) if self.spec.source in ("bundled", "ct2") else None
+        return recorded or weights_hash(self.folder)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.name}@{self.revision[:12]}"
+
+
+def open_model(name: str, local_files_only: bool | None = None) -> ModelFiles:
+    """Resolve ``name`` and check its config and processor, without loading weights."""
+    from transformers import WhisperConfig
 
     spec = resolve(name)
-    dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
     offline = _offline(local_files_only)
     folder, sha = _materialize(spec, offline)
     model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
@@ -213,6 +244,22 @@ def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only:
                            "checkpoints can be scored")
     config = WhisperConfig.from_pretrained(folder)
     processor = _processor(folder, config, f"model {spec.name!r} ({folder})")
+    return ModelFiles(replace(spec, path=spec.path or str(folder)), folder, sha, config, processor)
+
+
+def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only: bool | None = None, *,
+         language: str = "zh", task: str = "transcribe", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+         files: ModelFiles | None = None) -> LoadedModel:
+    """Load a Whisper for scoring or fine-tuning (eval mode, SDPA attention). ``local_files_only``
+    defaults to ``HF_HUB_OFFLINE``; an uncached hub model then fails at once with the fix."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    mf = files or open_model(name, local_files_only)
+    spec, folder, sha, config, processor = mf.spec, mf.folder, mf.hub_sha, mf.config, mf.processor
+    offline = _offline(local_files_only)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()  # so the peak recorded with a run is this model's
     src = spec.name if spec.source == "hub" else folder
@@ -225,7 +272,6 @@ def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only:
                            f"re-download it (`hf download {spec.name}`) or check the folder's model.safetensors") from e
     model.to(dev).eval()
     force_language(model, processor.tokenizer, language, task, max_new_tokens, f"model {spec.name!r}")
-    revision = sha or (recorded_weights_hash(folder) if spec.source == "bundled" else None) or weights_hash(folder)
-    return LoadedModel(spec=replace(spec, path=str(folder)), model=model, processor=processor,
-                       model_id=f"{spec.name}@{revision[:12]}", revision=revision, num_mel_bins=config.num_mel_bins,
-                       n_params=sum(p.numel() for p in model.parameters()), device=dev, dtype=dt)
+    return LoadedModel(spec=spec, model=model, processor=processor, model_id=mf.model_id, revision=mf.revision,
+                       num_mel_bins=config.num_mel_bins, n_params=sum(p.numel() for p in model.parameters()),
+                       device=dev, dtype=dt)

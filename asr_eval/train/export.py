@@ -26,7 +26,7 @@ def export_checkpoint(ckpt: Path, dst: Path, processor: Any, *, step: int, cer: 
     """Copy a checkpoint's model files to ``dst`` (replacing it), save the processor beside
     them, and return the ``models`` row with lineage (model id from the exported weights)."""
     from asr_eval import models
-    from asr_eval.scoring import model_row
+    from asr_eval.models.record import model_row
 
     if not (ckpt / "config.json").is_file():
         raise AsrEvalError(f"checkpoint {ckpt} has no config.json; it was not written completely — "

@@ -439,10 +439,10 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     Re-running with the same ``out_dir`` resumes from the last complete checkpoint.
     ``callbacks`` are extra TrainerCallbacks (run after the loss stream and live monitor).
     """
-    import asr_eval.inference  # noqa: F401  (importing it filters transformers' benign generate warnings)
+    import asr_eval.engines.transformers_engine  # noqa: F401  (filters transformers' benign generate warnings)
     from asr_eval import models
     from asr_eval.monitor.stream import LossStreamCallback
-    from asr_eval.scoring import model_row
+    from asr_eval.models.record import model_row
     from asr_eval.shards import read_index
     from asr_eval.store.load import corpus_id_for
     from asr_eval.text import get_profile

@@ -1,0 +1,32 @@
+"""`asr-eval engines`: the registered inference engines, decode recipes and preprocessing modes."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from asr_eval.cli import app, console
+
+
+@app.command("engines")
+def engines_cmd() -> None:
+    """List engines (with compute types), decode recipes and preprocessing modes."""
+    from asr_eval.engines import ENGINES, PREPROCESSING, RECIPES
+
+    t = Table(title="engines (--engine)", title_justify="left", header_style="bold")
+    for c in ("name", "what", "CPU compute types", "GPU compute types"):
+        t.add_column(c)
+    for name, e in sorted(ENGINES.items()):
+        t.add_row(name, e.summary, ", ".join(e.compute_types.get("cpu", ())), ", ".join(e.compute_types.get("cuda", ())))
+    console.print(t)
+    t = Table(title="decode recipes (--recipe)", title_justify="left", header_style="bold")
+    t.add_column("name")
+    t.add_column("what")
+    for r in RECIPES.values():
+        t.add_row(r.name, r.summary)
+    console.print(t)
+    t = Table(title="preprocessing (--preprocessing)", title_justify="left", header_style="bold")
+    for c in ("name", "what", "used by"):
+        t.add_column(c)
+    for p in PREPROCESSING.values():
+        t.add_row(p.name, p.summary, p.used_by)
+    console.print(t)

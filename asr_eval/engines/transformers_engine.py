@@ -1,0 +1,166 @@
+"""Engine ``transformers``: ``WhisperForConditionalGeneration.generate`` (PyTorch), the engine
+that fine-tuning uses and that ``pipeline()`` wraps."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from typing import Any
+
+import numpy as np
+
+from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, register_engine
+
+# On CPU throughput is flat in batch size (whisper-base, measured: batch 1, 4, 8 within noise,
+# 16 slower): the fixed 30 s encoder pass is ~2/3 of each utterance's compute and batching does
+# not shrink it. A small batch keeps memory low and still amortises the decoder's per-step cost.
+CPU_BATCH_SIZE = 4
+MAX_AUTO_BATCH = 256
+
+# transformers 5 warns on every Whisper batch about things that do not apply here: its own
+# generate passes suppress tokens next to a generation config; a max_length default it fills in
+# itself; and a missing attention mask, which Whisper does not need (every input is padded to
+# 30 s and every decoder prompt is the same length). Only these exact messages are dropped.
+_BENIGN = ("Passing `generation_config` together with generation-related arguments",
+           "Both `max_new_tokens`", "The attention mask is not set")
+
+
+class _DropBenign(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_BENIGN)
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_DropBenign())
+
+
+def per_sample_bytes(config: Any, dtype_bytes: int, num_beams: int = 1, max_new_tokens: int = 128) -> int:
+    """Upper estimate of the GPU memory one utterance needs during ``generate``: cross- and
+    self-attention KV caches, the encoder's live activations, and fp32 logits/scores."""
+    s, d, layers = config.max_source_positions, config.d_model, config.decoder_layers
+    t = max_new_tokens + 4
+    kv = 2 * layers * (s + t) * d
+    encoder = s * (4 * d + 2 * config.encoder_ffn_dim) + 2 * s * d + 2 * s * 2 * config.num_mel_bins
+    logits_fp32 = 3 * config.vocab_size * 2  # logits, processed scores, softmax — fp32, counted in dtype units
+    scores = t * config.vocab_size * 2  # the per-step scores kept for log-probs
+    return int(1.5 * dtype_bytes * (num_beams * (kv + logits_fp32 + scores) + encoder))
+
+
+def gpu_batch_size(config: Any, device: str, dtype_bytes: int, num_beams: int, max_new_tokens: int) -> int:
+    """As many utterances as 80 % of the free GPU memory holds (weights already loaded), ≤ 256."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per = per_sample_bytes(config, dtype_bytes, num_beams, max_new_tokens)
+    return max(1, min(MAX_AUTO_BATCH, int(0.8 * free) // per))
+
+
+def peak_process_memory(device: str) -> int | None:
+    """Peak CUDA memory allocated by this process on a GPU, else the process's peak RSS."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_initialized() else None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@register_engine("transformers")
+class TransformersEngine(EngineBase):
+    """transformers WhisperForConditionalGeneration.generate (PyTorch)."""
+
+    name = "transformers"
+
+    def __init__(self, files, device: str = "cpu", compute_type: str = "float32", threads: int = 0,
+                 loaded: Any = None):
+        import torch
+        import transformers
+
+        from asr_eval.models.loading import load
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.lm = loaded or load(files.spec.name, device=device, dtype=compute_type, files=files)
+        self.files = files
+        self.device, self.compute_type = self.lm.device, self.lm.dtype
+        self.version = transformers.__version__
+        self.threads = torch.get_num_threads()
+
+    @classmethod
+    def from_loaded(cls, lm: Any) -> TransformersEngine:
+        """Wrap an already loaded model (``asr_eval.models.load``)."""
+        from asr_eval.models.loading import ModelFiles
+
+        files = ModelFiles(lm.spec, lm.spec.path, None, lm.model.config, lm.processor)
+        files.__dict__["revision"] = lm.revision
+        return cls(files, lm.device, lm.dtype, loaded=lm)
+
+    def identity(self) -> dict[str, Any]:
+        import torch
+
+        ident: dict[str, Any] = {"engine": self.name, "transformers": self.version, "torch": torch.__version__,
+                                 "device": self.device, "compute_type": self.compute_type, "threads": self.threads,
+                                 "attn_implementation": getattr(self.lm.model.config, "_attn_implementation", None)}
+        if self.device.startswith("cuda"):
+            ident["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
+        return ident
+
+    def suggest_batch_size(self, recipe) -> int:
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return CPU_BATCH_SIZE
+        return gpu_batch_size(self.lm.model.config, self.device, getattr(torch, self.compute_type).itemsize,
+                              recipe.beam_size, recipe.max_new_tokens)
+
+    def peak_memory_bytes(self) -> int | None:
+        return peak_process_memory(self.device)
+
+    def decode(self, features, request: DecodeRequest) -> list[list[Candidate]]:
+        import torch
+
+        model, gc = self.lm.model, self.lm.model.generation_config
+        eot, sot = gc.eos_token_id, gc.decoder_start_token_id
+        feats = torch.as_tensor(features).to(self.device, getattr(torch, self.compute_type))
+        kw: dict[str, Any] = {"language": request.language, "task": request.task, "num_beams": request.beam_size,
+                              "max_new_tokens": request.max_new_tokens, "return_timestamps": False,
+                              "output_scores": True, "return_dict_in_generate": True,
+                              "num_return_sequences": request.num_candidates}
+        if request.temperature > 0:
+            kw.update(do_sample=True, temperature=request.temperature, top_k=0)
+            torch.manual_seed(request.seed)
+        else:
+            kw["do_sample"] = False
+        if request.no_repeat_ngram_size:
+            kw["no_repeat_ngram_size"] = request.no_repeat_ngram_size
+        if request.repetition_penalty != 1.0:
+            kw["repetition_penalty"] = request.repetition_penalty
+        if request.prompt_ids:
+            prev = gc.prev_sot_token_id if getattr(gc, "prev_sot_token_id", None) is not None else \
+                self.files.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+            kw["prompt_ids"] = torch.tensor([prev, *request.prompt_ids], device=self.device)
+        with torch.inference_mode():
+            out = model.generate(input_features=feats, **kw)
+        seqs = (out.sequences if hasattr(out, "sequences") else out).cpu()  # .cpu() also waits for the GPU
+        logps = beam_scores = None
+        if request.beam_size > 1 and getattr(out, "sequences_scores", None) is not None:
+            # beam search keeps the length-normalized sum of log-probs (EOT included) of each hypothesis
+            beam_scores = out.sequences_scores.float().cpu().numpy()
+        elif getattr(out, "scores", None):
+            logps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu().numpy()
+        gen_len = logps.shape[1] if logps is not None else None
+        rows: list[Candidate] = []
+        for r, seq in enumerate(seqs.tolist()):
+            # text tokens: after the last <|startoftranscript|> (a prompt comes before it), below EOT
+            gen = seq[len(seq) - seq[::-1].index(sot):] if sot in seq else seq
+            end = gen.index(eot) if eot in gen else len(gen)
+            tokens = [t for t in gen[:end] if t < eot]
+            cut = eot not in gen and len(tokens) >= request.max_new_tokens
+            avg = float(beam_scores[r]) if beam_scores is not None else None
+            if logps is not None and gen_len:
+                g = seq[len(seq) - gen_len:]
+                k = g.index(eot) if eot in g else len(g) - 1  # through the first EOT (pads repeat it)
+                lp = logps[r, :k + 1]
+                lp = lp[np.isfinite(lp)]
+                avg = float(lp.sum() / (len(tokens) + 1))
+            rows.append(Candidate(tokens, avg, cut))
+        n = request.num_candidates
+        return [rows[i * n:(i + 1) * n] for i in range(len(rows) // n)]

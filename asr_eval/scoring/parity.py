@@ -1,0 +1,92 @@
+"""Engine parity: runs of the same weights (same model id = same content hash) on the same
+corpus split that differ in engine, compute type, preprocessing or recipe. How many raw
+transcripts are identical, the paired CER difference (from the stored comparison), and the most
+divergent utterances. Read-only; used by ``asr-eval score`` and the report."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+
+
+@dataclass
+class Divergent:
+    utt_id: str
+    ref: str
+    hyp_a: str | None
+    hyp_b: str | None
+    cer_a: float | None
+    cer_b: float | None
+
+
+@dataclass
+class ParityPair:
+    run_a: str
+    run_b: str
+    model_id: str
+    n: int
+    n_identical: int
+    delta: float | None = None  # CER_b - CER_a (pooled)
+    delta_lo: float | None = None
+    delta_hi: float | None = None
+    differs_in: list[str] = field(default_factory=list)
+    divergent: list[Divergent] = field(default_factory=list)
+
+    @property
+    def identical(self) -> float:
+        return self.n_identical / self.n if self.n else 0.0
+
+
+AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy")
+
+
+def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
+                 top: int = 5) -> list[ParityPair]:
+    if len(run_ids) < 2:
+        return []
+    rows = con.execute(
+        f"""SELECT run_id, model_id, corpus_id, coalesce(split, ''), {', '.join(f'coalesce({a}, {chr(39)}{chr(39)})' for a in AXES)}
+            FROM eval_runs WHERE coalesce(kind, 'model') = 'model' AND run_id IN ({', '.join('?' * len(run_ids))})""",
+        list(run_ids)).fetchall()
+    order = {r: i for i, r in enumerate(run_ids)}
+    rows.sort(key=lambda r: order[r[0]])
+    out = []
+    for a, b in itertools.combinations(rows, 2):
+        if a[1:4] != b[1:4]:  # different weights, corpus or split: not a parity question
+            continue
+        differs = [ax for ax, x, y in zip(AXES, a[4:], b[4:]) if x != y]
+        if not differs:
+            continue
+        ra, rb = a[0], b[0]
+        n, same = con.execute(
+            """SELECT count(*), count(*) FILTER (WHERE ha.hyp_raw IS NOT DISTINCT FROM hb.hyp_raw)
+               FROM hypotheses ha JOIN hypotheses hb ON hb.utt_id = ha.utt_id AND hb.run_id = ?
+               WHERE ha.run_id = ?""", [rb, ra]).fetchone()
+        p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs)
+        cmp = con.execute(
+            """SELECT run_a, delta, delta_lo, delta_hi FROM comparisons WHERE normalizer = ? AND metric = 'cer'
+               AND slice_attr = '_all' AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))""",
+            [normalizer, ra, rb, rb, ra]).fetchone()
+        if cmp:
+            sign = 1 if cmp[0] == ra else -1  # stored as B − A; flipped pairs change sign and swap bounds
+            d, lo, hi = (sign * cmp[1], sign * cmp[2], sign * cmp[3]) if sign == 1 else (-cmp[1], -cmp[3], -cmp[2])
+            p.delta, p.delta_lo, p.delta_hi = d, lo, hi
+        div = con.execute(
+            """SELECT u.utt_id, u.text, ha.hyp_raw, hb.hyp_raw,
+                      (sa.cer_s + sa.cer_d + sa.cer_i) / greatest(sa.cer_n, 1),
+                      (sb.cer_s + sb.cer_d + sb.cer_i) / greatest(sb.cer_n, 1)
+               FROM hypotheses ha JOIN hypotheses hb ON hb.utt_id = ha.utt_id AND hb.run_id = ?
+               JOIN eval_runs r ON r.run_id = ha.run_id
+               JOIN utterances u ON u.corpus_id = r.corpus_id AND u.utt_id = ha.utt_id
+               LEFT JOIN utterance_scores sa ON sa.run_id = ha.run_id AND sa.utt_id = ha.utt_id AND sa.normalizer = ?
+               LEFT JOIN utterance_scores sb ON sb.run_id = hb.run_id AND sb.utt_id = hb.utt_id AND sb.normalizer = ?
+               WHERE ha.run_id = ? AND ha.hyp_raw IS DISTINCT FROM hb.hyp_raw
+               ORDER BY abs(coalesce((sb.cer_s + sb.cer_d + sb.cer_i) / greatest(sb.cer_n, 1), 0)
+                            - coalesce((sa.cer_s + sa.cer_d + sa.cer_i) / greatest(sa.cer_n, 1), 0)) DESC, u.utt_id
+               LIMIT ?""", [rb, normalizer, normalizer, ra, top]).fetchall()
+        p.divergent = [Divergent(*r) for r in div]
+        out.append(p)
+    return out

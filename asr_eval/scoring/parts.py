@@ -1,0 +1,314 @@
+"""Inference → Parquet hypothesis parts, one per (run, shard), resumable.
+
+``run_shard`` is THE per-shard path (skip a finished part / transcribe / write the part / read its
+stats); the CLI (``transcribe_corpus``), the Prefect flow and the Ray tasks (``transcribe_shard_part``)
+all call it. A run is identified by everything that decides its hypotheses (``RunSpec`` + model +
+corpus + split), so two runs of the same weights under different engines, compute types,
+preprocessing or recipes never share parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asr_eval.audio import decode_flac
+from asr_eval.corpus_handle import Corpus, open_corpus
+from asr_eval.engines.recipes import Recipe, get_recipe, recipe_from_dict
+from asr_eval.errors import AsrEvalError
+from asr_eval.models.record import model_row
+from asr_eval.provenance import stable_hash
+from asr_eval.shards import iter_shard_rows
+
+SHA_SUFFIX = ".sha256"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How a model is run: the engine axes that are part of the run id, plus how to run it."""
+
+    model: str  # as the user named it (hub id, folder, bundled:…, ct2:…)
+    engine: str = "transformers"
+    compute_type: str = "auto"
+    preprocessing: str = "pad-audio"
+    recipe: dict[str, Any] = field(default_factory=lambda: get_recipe("greedy").to_dict())
+    strategy: str = "short"  # long-form strategy (short: one 30 s window per utterance)
+    device: str = "auto"
+    batch_size: int | None = None
+    threads: int = 0
+
+    @classmethod
+    def make(cls, model: str, recipe: Recipe | str = "greedy", **kw: Any) -> RunSpec:
+        r = get_recipe(recipe) if isinstance(recipe, str) else recipe
+        return cls(model=model, recipe=r.to_dict(), **kw)
+
+    @property
+    def recipe_obj(self) -> Recipe:
+        return recipe_from_dict(self.recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def expand_specs(models: list[str], engines: str = "transformers", compute_types: str = "auto",
+                 preprocessing: str = "pad-audio", recipes: str = "greedy", device: str = "auto",
+                 batch_size: int | None = None, threads: int = 0, **options: Any) -> list[RunSpec]:
+    """Every model × engine × compute type × preprocessing × recipe (comma-separated lists), in that
+    order; recipe ``options`` (max_new_tokens, …) apply to every recipe. Fails before any inference."""
+    from asr_eval.engines.base import engine_entry
+    from asr_eval.engines.preprocessing import check_mode
+
+    for p in _csv(preprocessing):
+        check_mode(p)
+    for e in _csv(engines):
+        engine_entry(e)
+    recs = [get_recipe(r, **options) for r in _csv(recipes)]
+    return [RunSpec(model=m, engine=e, compute_type=c, preprocessing=p, recipe=r.to_dict(), device=device,
+                    batch_size=batch_size, threads=threads)
+            for m, e, c, p, r in itertools.product(models, _csv(engines), _csv(compute_types), _csv(preprocessing), recs)]
+
+
+@dataclass
+class RunInfo:
+    """One run's inference outcome, as the writer records it."""
+
+    run_id: str
+    model_id: str
+    corpus_id: str
+    split: str | None
+    parts_dir: Path
+    engine: dict[str, Any] = field(default_factory=dict)  # name, version, compute_type, device, identity
+    preprocessing: str = "pad-audio"
+    recipe: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "short"
+    batch_size: int = 0
+    n_utts: int = 0
+    audio_s: float = 0.0
+    proc_s: float = 0.0
+    shards_done: int = 0
+    shards_skipped: int = 0
+    peak_mem: int | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # the models row
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rtfx(self) -> float:
+        return self.audio_s / self.proc_s if self.proc_s else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parts_dir"] = str(self.parts_dir)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunInfo:
+        return cls(**{**d, "parts_dir": Path(d["parts_dir"])})
+
+
+def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, engine_version: str,
+                compute_type: str, preprocessing: str, recipe: dict, strategy: str = "short") -> str:
+    """Deterministic, so a restarted run finds its own finished parts; every axis that changes the
+    hypotheses is in it."""
+    short = model_id.split("@")[0].rstrip("/").split("/")[-1].replace(":", "-")
+    key = [model_id, corpus_id, split, engine, engine_version, compute_type, preprocessing, recipe, strategy]
+    return f"{short}-{stable_hash(key, 10)}"
+
+
+def part_path(parts_dir: Path, shard: Path) -> Path:
+    return parts_dir / f"part-{shard.stem}.parquet"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_part(path: Path, table: pa.Table, stats: dict) -> None:
+    """Atomically write a part and its SHA-256 sidecar (the sidecar last: a part without one is unfinished)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    table = table.replace_schema_metadata({b"asr_eval_stats": json.dumps(stats).encode()})
+    pq.write_table(table, tmp)
+    digest = _sha256(tmp)
+    os.replace(tmp, path)
+    side = path.with_name(path.name + SHA_SUFFIX)
+    side.with_name(side.name + ".tmp").write_text(digest + "\n")
+    os.replace(side.with_name(side.name + ".tmp"), side)
+
+
+def part_is_valid(path: Path) -> bool:
+    """A finished part: present, with a sidecar whose hash matches (a corrupt part is redone)."""
+    side = path.with_name(path.name + SHA_SUFFIX)
+    if not path.is_file() or not side.is_file():
+        return False
+    return side.read_text().strip() == _sha256(path)
+
+
+def verified_parts(parts_dir: Path) -> list[Path]:
+    """A run's parts, each checked against its hash; a mismatch is an error, never loaded."""
+    parts = sorted(Path(parts_dir).glob("part-*.parquet"))
+    bad = [p for p in parts if not part_is_valid(p)]
+    if bad:
+        raise AsrEvalError(f"hypothesis part(s) {', '.join(str(p) for p in bad[:5])} do not match their .sha256 "
+                           "(corrupt or half-written); delete them and re-run `asr-eval score` to transcribe those shards again")
+    return parts
+
+
+def part_stats(path: Path) -> dict:
+    md = pq.read_schema(path).metadata or {}
+    return json.loads(md.get(b"asr_eval_stats", b"{}"))
+
+
+def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 256,
+                    on_batch: Callable[[int, float], None] | None = None) -> tuple[pa.Table, float, float]:
+    """Transcribe shard rows (utt_id, audio, duration_s) in windows; returns (part table, audio_s, proc_s)."""
+    recipe = spec.recipe_obj
+    cols: dict[str, list] = {k: [] for k in ("utt_id", "hyp_raw", "n_tokens", "avg_logprob", "n_fallbacks",
+                                              "temperature", "cut_off")}
+    audio_s = proc_s = 0.0
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, window)):
+        audios = [decode_flac(r["audio"]) for r in chunk]
+        res = engine.transcribe(audios, recipe, spec.preprocessing, batch_size)
+        cols["utt_id"] += [r["utt_id"] for r in chunk]
+        cols["hyp_raw"] += res.texts
+        cols["n_tokens"] += res.n_tokens
+        cols["avg_logprob"] += res.avg_logprob
+        cols["n_fallbacks"] += res.n_fallbacks
+        cols["temperature"] += res.temperatures
+        cols["cut_off"] += res.cut_off
+        dur = sum(r["duration_s"] for r in chunk)
+        audio_s += dur
+        proc_s += res.proc_s
+        if on_batch:
+            on_batch(len(chunk), dur)
+    types = {"utt_id": pa.string(), "hyp_raw": pa.string(), "n_tokens": pa.int32(), "avg_logprob": pa.float64(),
+             "n_fallbacks": pa.int32(), "temperature": pa.float64(), "cut_off": pa.bool_()}
+    return pa.table({k: pa.array(v, types[k]) for k, v in cols.items()}), audio_s, proc_s
+
+
+def run_shard(engine, corpus: Corpus, shard: Path, split: str | None, spec: RunSpec, parts_dir: Path,
+              batch_size: int, on_batch: Callable[[int, float], None] | None = None) -> tuple[dict, bool]:
+    """THE per-shard path: skip a finished (hash-checked) part, else transcribe the shard's rows of
+    ``split`` and write the part. Returns (part stats, skipped)."""
+    part = part_path(parts_dir, shard)
+    if part_is_valid(part):
+        return part_stats(part), True
+    rows = iter_shard_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=256)
+    table, audio_s, proc_s = transcribe_rows(engine, rows, spec, batch_size, on_batch=on_batch)
+    table = table.append_column("shard", pa.array([shard.name] * table.num_rows, pa.string()))
+    stats = {"audio_s": audio_s, "proc_s": proc_s, "n": table.num_rows}
+    write_part(part, table, stats)
+    return stats, False
+
+
+# ───────────────────────── engines per process ─────────────────────────
+
+_ENGINE_CACHE: dict[tuple, Any] = {}
+
+
+def cached_engine(spec: RunSpec):
+    """Load an engine once per worker process (Ray workers run many shard tasks); one at a time,
+    since large checkpoints are GBs."""
+    from asr_eval.engines import create_engine
+
+    key = (spec.model, spec.engine, spec.compute_type, spec.device, spec.threads)
+    if key not in _ENGINE_CACHE:
+        _ENGINE_CACHE.clear()
+        _ENGINE_CACHE[key] = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads)
+    return _ENGINE_CACHE[key]
+
+
+def start_run(engine, corpus: Corpus, split: str | None, spec: RunSpec, parts_root: str | Path) -> RunInfo:
+    """The run record of ``engine`` on ``corpus``/``split`` (its id, parts folder, provenance)."""
+    recipe = spec.recipe_obj.to_dict()
+    run_id = make_run_id(engine.files.model_id, corpus.corpus_id, split, engine.name, engine.version,
+                         engine.compute_type, spec.preprocessing, recipe, spec.strategy)
+    parts_dir = Path(parts_root) / run_id
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    eng = {"name": engine.name, "version": engine.version, "compute_type": engine.compute_type,
+           "device": engine.device, "identity": engine.identity()}
+    return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir, engine=eng,
+                   preprocessing=spec.preprocessing, recipe=recipe, strategy=spec.strategy,
+                   model=model_row(engine.files))
+
+
+def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, spec: RunSpec,
+                      parts_root: str | Path, batch_size: int | None = None, progress: bool = True) -> RunInfo:
+    """Decode every shard of ``split`` into ``parts_root/RUN_ID/part-*.parquet`` (the CLI path)."""
+    corpus = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
+    info = start_run(engine, corpus, split, spec, parts_root)
+    bs = batch_size or spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
+    info.batch_size = bs
+    shards = corpus.shards_for(split)
+    bar = _bar(progress, f"{engine.files.spec.name} · {engine.name} {engine.compute_type} · {info.recipe['name']}",
+               sum(s.n(split) for s in shards))
+    try:
+        for s in shards:
+            def tick(n: int, _dur: float) -> None:
+                if bar:
+                    bar[0].update(bar[1], advance=n)
+
+            stats, skipped = run_shard(engine, corpus, s.path, split, spec, info.parts_dir, bs, on_batch=tick)
+            if skipped and bar:
+                bar[0].update(bar[1], advance=s.n(split))
+            _add(info, stats, skipped)
+    finally:
+        if bar:
+            bar[0].stop()
+    info.peak_mem = engine.peak_memory_bytes()
+    return info
+
+
+def _add(info: RunInfo, stats: dict, skipped: bool) -> None:
+    info.audio_s += stats.get("audio_s", 0.0)
+    info.proc_s += stats.get("proc_s", 0.0)
+    info.n_utts += stats.get("n", 0)
+    info.shards_skipped += skipped
+    info.shards_done += not skipped
+
+
+def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str, split: str | None,
+                          parts_root: str) -> dict:
+    """The Prefect/Ray task: one (run, shard) through ``run_shard``; returns JSON-able run info
+    for ``writer.finalize_runs``."""
+    spec = spec if isinstance(spec, RunSpec) else RunSpec(**spec)
+    corpus = open_corpus(corpus_dir)
+    engine = cached_engine(spec)
+    info = start_run(engine, corpus, split, spec, parts_root)
+    info.batch_size = spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
+    stats, skipped = run_shard(engine, corpus, corpus.path / shard_file, split, spec, info.parts_dir, info.batch_size)
+    _add(info, stats, skipped)
+    info.peak_mem = engine.peak_memory_bytes()
+    return info.to_json()
+
+
+def shards_for_split(corpus_dir: str | Path, split: str | None) -> list[str]:
+    """Shard files that hold rows of ``split`` (all shards when split is None)."""
+    return [s.path.name for s in open_corpus(corpus_dir).shards_for(split)]
+
+
+def default_split(corpus_dir: str | Path) -> str | None:
+    return open_corpus(corpus_dir).default_split()
+
+
+def _bar(enabled: bool, label: str, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    p.start()
+    return p, p.add_task(label, total=total)

@@ -1,0 +1,114 @@
+"""The single DuckDB writer step: register models and runs, load their verified parts, then
+analyse (score, slice, compare). Workers never open the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from asr_eval.corpus_handle import open_corpus
+from asr_eval.provenance import package_versions
+from asr_eval.scoring.analysis import analyse
+from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
+from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None) -> int:
+    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run."""
+    register_model(con, info.model)
+    n = load_hypotheses(con, info.run_id, verified_parts(info.parts_dir))
+    n_split = con.execute(
+        "SELECT count(*) FROM utterances WHERE corpus_id = ? AND (? IS NULL OR split = ?)",
+        [info.corpus_id, info.split, info.split]).fetchone()[0]
+    eng = info.engine
+    upsert_eval_run(con, {
+        "run_id": info.run_id, "corpus_id": info.corpus_id, "split": info.split, "model_id": info.model_id,
+        "status": "done", "started_at": started_at or _now(), "finished_at": _now(),
+        "device": eng.get("device"), "dtype": eng.get("compute_type"), "batch_size": info.batch_size,
+        "decode_params": info.recipe, "versions": package_versions(), "n_utts": n, "audio_s": info.audio_s,
+        "proc_s": info.proc_s, "rtfx": info.rtfx,
+        "peak_gpu_mem_bytes": info.peak_mem if str(eng.get("device", "")).startswith("cuda") else None,
+        "kind": "model", "engine": eng.get("name"), "engine_version": eng.get("version"),
+        "compute_type": eng.get("compute_type"), "preprocessing": info.preprocessing, "recipe": info.recipe.get("name"),
+        "strategy": info.strategy, "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem,
+                                                  **info.extra},
+        "n_missing": max(0, n_split - n),
+    })
+    return n
+
+
+def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str | Path, split: str | None = "auto",
+                 slices: Sequence[str] | None = None, normalizer: str = "zh-v1", parts_root: str | Path | None = None,
+                 n_boot: int = 1000, block_by_speaker: bool | None = None, progress: bool = True) -> list[str]:
+    """End to end for ``asr-eval score``: transcribe each run spec (parts, resumable), then load,
+    score, slice and compare in one writer step. Returns the run ids in spec order."""
+    from asr_eval.engines import create_engine
+    from asr_eval.text import get_profile
+
+    get_profile(normalizer)  # fail fast on an unknown profile, before any inference
+    corpus = open_corpus(corpus_dir)
+    split = corpus.resolve_split(split)
+    parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
+    runs: list[tuple[RunInfo, datetime]] = []
+    for spec in specs:
+        spec = RunSpec.make(spec) if isinstance(spec, str) else spec
+        started = _now()
+        engine = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads)
+        t0 = time.perf_counter()
+        info = transcribe_corpus(engine, corpus, split, spec, parts_root, spec.batch_size, progress=progress)
+        info.extra["wall_s"] = round(time.perf_counter() - t0, 3)
+        runs.append((info, started))
+        del engine  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
+    return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, block_by_speaker,
+                      started={r.run_id: s for r, s in runs})
+
+
+def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], normalizer: str = "zh-v1",
+               slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool | None = None,
+               started: dict[str, datetime] | None = None) -> list[str]:
+    """The single writer for a set of runs on one corpus: load, record, analyse."""
+    from asr_eval.store import connect
+
+    con = connect(db)
+    try:
+        cid = load_corpus(con, corpus_dir)
+        for info in runs:
+            if info.corpus_id != cid:
+                raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {cid}")
+            record_run(con, info, (started or {}).get(info.run_id))
+        ids = list(dict.fromkeys(r.run_id for r in runs))
+        analyse(con, ids, normalizer, slices, n_boot, 0, bool(block_by_speaker))
+    finally:
+        con.close()
+    return ids
+
+
+def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
+                  slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool | None = None,
+                  started_at: datetime | None = None) -> list[str]:
+    """The single writer after distributed inference: per-shard results (``transcribe_shard_part``)
+    are summed into runs, then written like ``score_models`` does."""
+    runs: dict[str, RunInfo] = {}
+    for r in shard_results:
+        part = RunInfo.from_json(r)
+        agg = runs.get(part.run_id)
+        if agg is None:
+            runs[part.run_id] = part
+            continue
+        agg.audio_s += part.audio_s
+        agg.proc_s += part.proc_s
+        agg.n_utts += part.n_utts
+        agg.shards_done += part.shards_done
+        agg.shards_skipped += part.shards_skipped
+        if part.peak_mem:
+            agg.peak_mem = max(agg.peak_mem or 0, part.peak_mem)
+    return write_runs(corpus_dir, db, list(runs.values()), normalizer, slices, n_boot, block_by_speaker,
+                      started={k: started_at or _now() for k in runs})
