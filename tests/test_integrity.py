@@ -78,15 +78,13 @@ def _says_shard_and_fix(msg: str) -> None:
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_scoring_refuses_a_damaged_shard_and_stores_nothing(corpus, tiny, tmp_path, damage):
-    from asr_eval.inference import DecodeParams
-    from asr_eval.scoring import score_models
+    from asr_eval.scoring import expand_specs, score_models
 
     DAMAGE[damage](corpus / BAD)
     db = tmp_path / "s.duckdb"
+    specs = expand_specs([str(tiny)], device="cpu", batch_size=4, max_new_tokens=4)
     with pytest.raises(AsrEvalError) as e:
-        score_models(corpus, [str(tiny)], db, split="test", batch_size=4, device="cpu",
-                     params=DecodeParams(max_new_tokens=4), n_boot=10, progress=False,
-                     parts_root=tmp_path / "parts")
+        score_models(corpus, specs, db, split="test", n_boot=10, progress=False, parts_root=tmp_path / "parts")
     _says_shard_and_fix(str(e.value))
     assert ("SHA-256" in str(e.value)) if damage == "flip" else ("bytes but index.json records" in str(e.value))
     if db.exists():
