@@ -287,6 +287,7 @@ def test_finetune_registers_models_with_lineage(run80):
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("SELECT model_id, base_model_id, corpus_id, training_run_id, step FROM models "
                        "WHERE training_run_id IS NOT NULL ORDER BY step").fetchall()
+    names = con.execute("SELECT step, display_name, path FROM models WHERE training_run_id IS NOT NULL").fetchall()
     base = con.execute("SELECT model_id FROM models WHERE model_id = ?", [res.base_model_id]).fetchall()
     runs = con.execute("SELECT base_model_id, corpus_id, status FROM training_runs WHERE training_run_id = ?",
                        [res.training_run_id]).fetchall()
@@ -300,6 +301,9 @@ def test_finetune_registers_models_with_lineage(run80):
     assert base and corpora == [(res.corpus_id,)]
     assert runs == [(res.base_model_id, res.corpus_id, "finished")]
     assert log == [("eval", 3), ("train", 4)]
+    # Readable names (run dir / best|final + step); the full path stays in `path`.
+    for step, disp, path in names:
+        assert disp in (f"run/best (step {step})", f"run/final (step {step})") and path.endswith(disp.split(" ")[0])
 
 
 def test_exported_models_load_in_a_transformers_pipeline(run80):
