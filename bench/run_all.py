@@ -10,7 +10,8 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ["bench_ingest.py", "--hours", "10", "--baseline-minutes", "20"],
     ["bench_rescore.py"],
-    ["bench_score.py", "--n", "48"],
+    ["bench_score.py", "--n", "60"],
+    ["bench_recipes.py"],
     ["bench_report.py"],
 ]
 

@@ -162,6 +162,17 @@ def test_recipes_are_data_and_round_trip():
     assert GREEDY.to_dict() != get_recipe("greedy", repetition_penalty=1.1).to_dict()  # options change the run id
 
 
+def test_every_engine_axis_changes_the_run_id():
+    from asr_eval.scoring.parts import make_run_id
+
+    base = ("m@1", "c@2", "test", "transformers", "5.23.0", "float32", "pad-audio", GREEDY.to_dict(), "short")
+    ids = {make_run_id(*base)}
+    for i, alt in enumerate(["m@2", "c@3", "dev", "ctranslate2", "5.24.0", "int8", "pad-features",
+                             get_recipe("greedy", max_new_tokens=64).to_dict(), "vad"]):
+        ids.add(make_run_id(*base[:i], alt, *base[i + 1:]))
+    assert len(ids) == 10 and make_run_id(*base) == make_run_id(*base)  # deterministic, all distinct
+
+
 def test_compression_ratio_flags_loops():
     assert compression_ratio("") == 0.0
     assert compression_ratio("今天天气很好，我们去公园散步吧。") < 1.5

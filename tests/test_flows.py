@@ -82,7 +82,8 @@ def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
     con = duckdb.connect(db, read_only=True)
     assert len(runs) == 2 and _fake_run(con, runs) == runs[1]
     assert con.execute("SELECT count(*) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4,)]
-    assert con.execute("SELECT count(*) FROM slice_metrics WHERE slice_attr = 'voice'").fetchall() == [(2,)]
+    assert con.execute("SELECT count(*) FROM slice_metrics WHERE slice_attr = 'voice' AND run_id = ?",
+                       [runs[0]]).fetchall() == [(2,)]
     con.close()
     path = report_flow(db=db, out=str(tmp_path / "r.html"))
     assert Path(path).read_text().lstrip().lower().startswith("<!doctype html")

@@ -318,19 +318,27 @@ def test_exported_models_load_in_a_transformers_pipeline(run80):
         assert isinstance(out["text"], str)
 
 
-def test_exported_model_scores_with_asr_eval_score_and_keeps_lineage(run80, corpus):
-    from asr_eval.inference import DecodeParams
-    from asr_eval.scoring import score_models
+def test_exported_model_scores_on_both_engines_and_keeps_lineage(run80, corpus, tmp_path, monkeypatch):
+    """A fine-tuned export converts to CTranslate2 and scores on both engines, one model id, lineage
+    kept, trained with pad-audio (recorded) — and a pad-features run of it is a different run."""
+    from asr_eval.scoring import expand_specs, score_models
 
+    monkeypatch.setenv("ASR_EVAL_CACHE", str(tmp_path / "cache"))
     res, db = run80
-    run_ids = score_models(corpus, [str(res.final_dir)], db, split="test", params=DecodeParams(max_new_tokens=6),
-                           n_boot=20, batch_size=4, device="cpu")
+    specs = expand_specs([str(res.final_dir)], "transformers,ctranslate2", "float32", "pad-audio,pad-features",
+                         device="cpu", batch_size=4, max_new_tokens=6)
+    run_ids = score_models(corpus, specs, db, split="test", n_boot=20, progress=False)
+    assert len(set(run_ids)) == 4
     con = duckdb.connect(str(db), read_only=True)
-    got = con.execute("SELECT r.model_id, m.training_run_id, m.step, s.n FROM eval_runs r "
-                      "JOIN models m USING (model_id) JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all' WHERE r.run_id = ?",
-                      [run_ids[0]]).fetchall()
+    got = con.execute("SELECT DISTINCT r.model_id, m.training_run_id, m.step, m.train_preprocessing, s.n FROM eval_runs r "
+                      "JOIN models m USING (model_id) JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all' "
+                      f"WHERE r.run_id IN ({', '.join('?' * 4)})", run_ids).fetchall()
+    axes = con.execute(f"SELECT engine, preprocessing FROM eval_runs WHERE run_id IN ({', '.join('?' * 4)}) ORDER BY 1, 2",
+                       run_ids).fetchall()
     con.close()
-    assert got == [(res.model_ids["final"], res.training_run_id, 4, 4)]
+    assert got == [(res.model_ids["final"], res.training_run_id, 4, "pad-audio", 4)]
+    assert axes == [("ctranslate2", "pad-audio"), ("ctranslate2", "pad-features"),
+                    ("transformers", "pad-audio"), ("transformers", "pad-features")]
 
 
 def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path, monkeypatch):

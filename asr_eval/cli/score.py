@@ -126,6 +126,7 @@ def score_cmd(
                            n_boot=n_boot, block_by_speaker=block_by_speaker)
     print_results(db, run_ids, normalizer, sl)
     print_parity(db, run_ids, normalizer)
+    print_preprocessing_notes(db, run_ids)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join(run_ids)}")
 
 
@@ -206,6 +207,29 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
                   "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
     console.print(t)
+
+
+def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(run_id, trained with, scored with) for fine-tuned models scored under another preprocessing."""
+    if not run_ids:
+        return []
+    return con.execute(
+        f"""SELECT r.run_id, m.train_preprocessing, r.preprocessing FROM eval_runs r JOIN models m USING (model_id)
+            WHERE m.train_preprocessing IS NOT NULL AND r.preprocessing IS NOT NULL
+              AND m.train_preprocessing <> r.preprocessing AND r.run_id IN ({', '.join('?' * len(run_ids))})""",
+        run_ids).fetchall()
+
+
+def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
+    con = connect(db, read_only=True)
+    try:
+        rows = preprocessing_mismatches(con, run_ids)
+        names = run_labels(con, run_ids)
+    finally:
+        con.close()
+    for run_id, trained, scored in rows:
+        console.print(f"[yellow]note:[/] {names.get(run_id, run_id)} was fine-tuned with {trained} preprocessing and "
+                      f"scored with {scored} — what a deployment using {scored} sees, not what it was trained on")
 
 
 def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
