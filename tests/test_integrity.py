@@ -87,6 +87,7 @@ def test_scoring_refuses_a_damaged_shard_and_stores_nothing(corpus, tiny, tmp_pa
         score_models(corpus, specs, db, split="test", n_boot=10, progress=False, parts_root=tmp_path / "parts")
     _says_shard_and_fix(str(e.value))
     assert ("SHA-256" in str(e.value)) if damage == "flip" else ("bytes but index.json records" in str(e.value))
+    assert not list((tmp_path / "parts").glob("*/part-*.parquet"))  # refused before any inference
     if db.exists():
         con = duckdb.connect(str(db), read_only=True)
         assert con.execute("SELECT count(*) FROM hypotheses").fetchone() == (0,)

@@ -14,6 +14,7 @@ from asr_eval.corpus_handle import open_corpus
 from asr_eval.provenance import package_versions
 from asr_eval.scoring.analysis import analyse
 from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
+from asr_eval.shards import require_shard
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 
 
@@ -56,6 +57,8 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
     get_profile(normalizer)  # fail fast on an unknown profile, before any inference
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
+    for shard in corpus.shards_for(split):  # a damaged shard fails here, before any model is loaded
+        require_shard(shard.path, corpus.path)
     parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
     runs: list[tuple[RunInfo, datetime]] = []
     for spec in specs:
