@@ -499,7 +499,7 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
     """Parse, match, then (one writer) register the model and run, load the hypotheses, score the
     run per slice and compare it with every other finished run of the corpus split."""
     from asr_eval.provenance import package_versions
-    from asr_eval.scoring.analysis import analyse_with_stored
+    from asr_eval.scoring.analysis import analyse_with_stored, check_options
     from asr_eval.store import connect
     from asr_eval.store.load import (
         load_corpus,
@@ -509,6 +509,7 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
     )
     from asr_eval.text import get_profile
 
+    check_options(ci_method)  # fail before reading anything
     if not name or not name.strip():
         raise AsrEvalError("--name must name the system the hypotheses come from (e.g. sensevoice-small)")
     name = name.strip()

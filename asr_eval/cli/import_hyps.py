@@ -23,8 +23,8 @@ def import_hyps_cmd(
     normalizer: Annotated[str, typer.Option(help="Normalizer profile")] = "zh-v1",
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns (default: as `asr-eval score`)")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
-    ci_method: Annotated[str, typer.Option(help="auto: resample speakers where known for ≥ 50% of a slice "
-                                                "(≥ 10 blocks), else utterances | utterance")] = "auto",
+    ci_method: Annotated[str, typer.Option(help="auto (speaker blocks when speakers are known for most utterances), "
+                                                "utterance or speaker-block")] = "auto",
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
 ) -> None:
     """Import external hypotheses as a run: scored per slice, compared with every stored run of the split."""
