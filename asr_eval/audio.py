@@ -18,6 +18,8 @@ import soxr
 TARGET_SR = 16_000
 MIN_DURATION_S = 0.1
 MAX_DURATION_S = 30.0  # Whisper's input window
+MAX_LONG_FORM_S = 4 * 3600.0  # cap of a long-form recording (``ingest --long-form``)
+STREAM_BLOCK_S = 30.0  # source seconds decoded, resampled and FLAC-encoded per step (long-form)
 SILENCE_PEAK = 1e-4  # ≈ −80 dBFS: below this everywhere the clip carries no speech
 
 
@@ -221,6 +223,98 @@ def decode_flac(data: bytes) -> np.ndarray:
     """FLAC (or any soundfile format) bytes → float32 mono at the stored rate."""
     samples, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     return samples if samples.ndim == 1 else samples.mean(axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A recording decoded, resampled and FLAC-encoded block by block (``encode_streaming``)."""
+
+    flac: bytes
+    n_samples: int  # at 16 kHz
+    source_sample_rate: int
+    source_channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / TARGET_SR
+
+
+def probe_duration(src: str | Path | bytes) -> float | None:
+    """Duration from the header only (no decoding); None when the header does not say."""
+    try:
+        with _open(src) as f:
+            return f.frames / f.samplerate if f.frames > 0 else None
+    except Exception:
+        return None
+
+
+def encode_streaming(src: str | Path | bytes, offset_s: float = 0.0, duration_s: float | None = None,
+                     min_s: float = MIN_DURATION_S, max_s: float | None = MAX_LONG_FORM_S,
+                     block_s: float = STREAM_BLOCK_S) -> Encoded:
+    """Decode → mono → 16 kHz → validate → 16-bit FLAC in blocks of ``block_s`` source seconds,
+    so memory stays bounded by one block plus the FLAC bytes, whatever the recording's length
+    (a 1 h source never exists as one float array). Same checks and reasons as
+    ``load`` + ``validate``; soxr's streaming resampler gives the same HQ filter as ``to_mono_16k``."""
+    is_bytes = isinstance(src, bytes | bytearray | memoryview)
+    name = "<bytes>" if is_bytes else str(src)
+    if not is_bytes and not Path(src).is_file():
+        raise AudioError(Reason.MISSING_FILE, f"{src} does not exist")
+    out = io.BytesIO()
+    n_out = n_bad = 0
+    peak = 0.0
+    try:
+        with _open(src) as f:
+            sr, declared, fmt, channels = f.samplerate, f.frames, f.format, f.channels
+            start = int(round(offset_s * sr))
+            if start:
+                f.seek(min(start, max(declared, 0)))
+            want = -1 if duration_s is None else int(round(duration_s * sr))
+            span = (declared - start) if want < 0 else want
+            if max_s is not None and declared > 0 and span / sr > max_s:
+                raise AudioError(Reason.TOO_LONG, f"{span / sr:.1f}s > {max_s:.0f}s (the long-form cap)")
+            rs = soxr.ResampleStream(sr, TARGET_SR, 1, dtype="float32", quality="HQ") if sr != TARGET_SR else None
+            block = max(1, int(block_s * sr))
+            read = 0
+            with sf.SoundFile(out, "w", TARGET_SR, 1, format="FLAC", subtype="PCM_16") as w:
+                while want < 0 or read < want:
+                    n = block if want < 0 else min(block, want - read)
+                    data = f.read(frames=n, dtype="float32", always_2d=True)
+                    last = len(data) < n or (want >= 0 and read + len(data) >= want)
+                    read += len(data)
+                    mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+                    if rs is not None:
+                        mono = rs.resample_chunk(mono, last=last)
+                    bad = ~np.isfinite(mono)
+                    if bad.any():
+                        n_bad += int(bad.sum())
+                        mono = np.where(bad, 0.0, mono).astype(np.float32)
+                    if len(mono):
+                        peak = max(peak, float(np.abs(mono).max()))
+                        w.write(np.clip(mono, -1.0, 1.0))
+                        n_out += len(mono)
+                    if max_s is not None and n_out / TARGET_SR > max_s:
+                        raise AudioError(Reason.TOO_LONG, f"more than {max_s:.0f}s (the long-form cap)")
+                    if last:
+                        break
+    except AudioError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip()
+        cut = any(k in msg.lower() for k in ("lost sync", "truncat", "end of file", "unexpected end"))
+        raise AudioError(Reason.TRUNCATED if cut else Reason.UNREADABLE, f"{name}: {msg}") from exc
+    _check_complete(bytes(src) if is_bytes else src, fmt, declared, read + start, sr, want, name)
+    if want >= 0 and start + want > declared:
+        raise AudioError(Reason.TRUNCATED, f"{name}: segment {offset_s:.3f}+{duration_s:.3f}s runs past the end "
+                                           f"({declared / sr:.3f}s)")
+    if n_out == 0:
+        raise AudioError(Reason.ZERO_LENGTH, "no samples")
+    if n_bad:
+        raise AudioError(Reason.NON_FINITE, f"{n_bad} NaN/inf samples")
+    if n_out / TARGET_SR < min_s:
+        raise AudioError(Reason.TOO_SHORT, f"{n_out / TARGET_SR:.3f}s < {min_s}s")
+    if peak < SILENCE_PEAK:
+        raise AudioError(Reason.SILENT, f"peak amplitude {peak:.2e} (all silent)")
+    return Encoded(out.getvalue(), n_out, sr, channels)
 
 
 def sha256(data: bytes) -> str:

@@ -8,7 +8,7 @@ A corpus directory holds::
     quarantine.jsonl        every item kept out, with its reason and where it came from
     _progress.jsonl         the writer's journal (what is finished), used to resume
 
-Shard schema (version 1) — core columns, then one nullable string column per slice:
+Shard schema (version 2) — core columns, then one nullable string column per slice:
 
 =============  ============  =====================================================
 utt_id         string        unique within the corpus
@@ -21,7 +21,11 @@ speaker        string        speaker / client id when the source has one
 corpus         string        corpus name
 source_path    string        audio path (or row) as written in the source
 audio_sha256   string        of the FLAC bytes
-qc_flags       list<string>  e.g. 'too_long' when --keep-long admitted a >30 s clip
+qc_flags       list<string>  'too_long' when --keep-long admitted a >30 s clip; 'long_form' for a
+                             recording kept by --long-form (scored with a long-form strategy)
+segments       list<struct>  [{start, end, text}] in time order: the reference's segment times of a
+                             recording (Kaldi --recording-level, manifests with segments); null
+                             otherwise. New in version 2; version-1 shards read as all-null
 <slice cols>   string        every metadata column (accent, gender, age, up_votes, …),
                              names lower-cased to [a-z0-9_]; values kept as text
 =============  ============  =====================================================
@@ -51,13 +55,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asr_eval import __version__
-from asr_eval.audio import MAX_DURATION_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, decode_flac
+from asr_eval.audio import (
+    MAX_DURATION_S, MAX_LONG_FORM_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, decode_flac, probe_duration,
+)
 from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name, unencodable
 from asr_eval.errors import AsrEvalError
 from asr_eval.integrity import forget, hashed
 from asr_eval.provenance import stable_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)  # version 1 lacks ``segments``
+SEGMENT_TYPE = pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())]))
 
 CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("utt_id", pa.string(), nullable=False),
@@ -71,6 +79,7 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("source_path", pa.string()),
     pa.field("audio_sha256", pa.string()),
     pa.field("qc_flags", pa.list_(pa.string())),
+    pa.field("segments", SEGMENT_TYPE),
 )
 CORE_COLUMNS = tuple(f.name for f in CORE_FIELDS)
 INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE = "index.json", "quarantine.jsonl", "_progress.jsonl"
@@ -92,6 +101,9 @@ class IngestOptions:
     min_duration_s: float = MIN_DURATION_S
     max_duration_s: float = MAX_DURATION_S
     keep_long: bool = False  # admit >max_duration_s clips, flagged 'too_long'
+    long_form: bool = False  # admit recordings up to max_long_s, flagged 'long_form', encoded in blocks
+    max_long_s: float = MAX_LONG_FORM_S
+    window_audio_s: float = 1800.0  # long-form: audio seconds in flight per round trip (bounds memory)
     split_map: dict[str, str] = field(default_factory=dict)
     workers: int = 0  # 0: one per core; 1: in-process
     corpus_name: str | None = None
@@ -131,12 +143,30 @@ def parse_split_map(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _process(u: Utterance, min_s: float, max_s: float, keep_long: bool) -> dict | tuple[str, str]:
-    """Worker: decode → 16 kHz mono → validate → FLAC. Returns a row or (reason, detail)."""
+def _source_span(u: Utterance) -> float | None:
+    """Seconds an item will decode to, from its record or the file header (no decoding)."""
+    if u.duration_s is not None:
+        return u.duration_s
+    full = probe_duration(u.audio_bytes if u.audio_bytes is not None else u.audio_path)
+    return None if full is None else max(0.0, full - u.offset_s)
+
+
+def _process(u: Utterance, min_s: float, max_s: float, keep_long: bool, long_form: bool = False,
+             max_long_s: float = MAX_LONG_FORM_S) -> dict | tuple[str, str]:
+    """Worker: decode → 16 kHz mono → validate → FLAC. Returns a row or (reason, detail).
+    With ``long_form``, a recording over ``max_s`` is kept up to ``max_long_s`` (flag 'long_form')
+    and streamed block by block, so its memory is bounded by the FLAC bytes."""
     from asr_eval import audio as A
 
+    src = u.audio_bytes if u.audio_bytes is not None else u.audio_path
     try:
-        a = A.load(u.audio_bytes if u.audio_bytes is not None else u.audio_path, u.offset_s, u.duration_s)
+        if long_form:
+            span = _source_span(u)
+            if span is None or span > max_s:
+                enc = A.encode_streaming(src, u.offset_s, u.duration_s, min_s, max_long_s)
+                return {"audio": enc.flac, "duration_s": round(enc.duration_s, 6), "audio_sha256": A.sha256(enc.flac),
+                        "qc_flags": ["long_form"] if enc.duration_s > max_s else []}
+        a = A.load(src, u.offset_s, u.duration_s)
         flags: list[str] = []
         try:
             A.validate(a.samples, min_s, max_s)
@@ -152,6 +182,33 @@ def _process(u: Utterance, min_s: float, max_s: float, keep_long: bool) -> dict 
         return (str(Reason.UNREADABLE), f"{type(e).__name__}: {e}")
     return {"audio": flac, "duration_s": round(len(a.samples) / A.TARGET_SR, 6),
             "audio_sha256": A.sha256(flac), "qc_flags": flags}
+
+
+def _segment_rows(segments) -> list[dict] | None:
+    """Reference segments as shard values: [{start, end, text}] in time order, or None."""
+    if not segments:
+        return None
+    return [{"start": float(a), "end": float(b), "text": t} for a, b, t in sorted(segments, key=lambda s: (s[0], s[1]))]
+
+
+def _write_shard(path: Path, table: pa.Table) -> tuple[str, int]:
+    """Write a shard atomically, straight to disk (no second in-memory copy of its audio);
+    returns (sha256, bytes) of the file."""
+    import hashlib
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Row groups of at most ~64 MB (and 256 rows): readers stream a group at a time, so a shard of
+    # hour-long recordings is never read whole.
+    per_row = table.nbytes / max(1, table.num_rows)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, min(256, int(2**26 // max(per_row, 1)))))
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+        os.fsync(f.fileno())
+    size = tmp.stat().st_size
+    os.replace(tmp, path)
+    return h.hexdigest(), size
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -250,7 +307,7 @@ def _admit(it: Utterance | Rejection, opts: IngestOptions, seen: set[str]) -> tu
 
 
 def _decode_all(todo: list[Utterance], opts: IngestOptions, pool, workers: int) -> list[dict | tuple[str, str]]:
-    args = (opts.min_duration_s, opts.max_duration_s, opts.keep_long)
+    args = (opts.min_duration_s, opts.max_duration_s, opts.keep_long, opts.long_form, opts.max_long_s)
     if pool and todo:
         return list(pool.map(_process, todo, *[[a] * len(todo) for a in args],
                              chunksize=max(1, len(todo) // (workers * 2))))
@@ -259,24 +316,21 @@ def _decode_all(todo: list[Utterance], opts: IngestOptions, pool, workers: int) 
 
 def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str]) -> dict:
     row = {"utt_id": it.utt_id, "split": it.split, "sample_rate": TARGET_SR, "text": it.text,
-           "speaker": it.speaker, "corpus": corpus, "source_path": it.source_path, **res}
+           "speaker": it.speaker, "corpus": corpus, "source_path": it.source_path,
+           "segments": _segment_rows(it.segments), **res}
     for k, v in it.metadata.items():
         row[meta_keys[k]] = v
     return row
 
 
-def _write_shard(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
+def _shard_entry(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
     """Write one shard atomically; its journal facts (name, hash, size, splits, audio seconds)."""
-    import hashlib
-
     table = pa.Table.from_pylist(rows, schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=256)
-    data = sink.getvalue().to_pybytes()
-    _atomic_write(out / name, data)
+    rows[:] = [{k: v for k, v in r.items() if k != "audio"} for r in rows]  # in place: one copy of the audio
+    digest, size = _write_shard(out / name, table)
+    del table
     forget(out / name)
-    return {"shard": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "splits": dict(Counter(r["split"] for r in rows)),
+    return {"shard": name, "sha256": digest, "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
             "audio_s": round(sum(r["duration_s"] for r in rows), 3)}
 
 
@@ -313,7 +367,7 @@ def _repair(reader: CorpusReader, out: Path, journal: _Journal, opts: IngestOpti
             for k in ("shard", "sha256", "bytes", "splits", "audio_s"):
                 e.pop(k, None)
             if rows:
-                e.update(_write_shard(out, name, rows, schema))
+                e.update(_shard_entry(out, name, rows, schema))
             else:
                 (out / name).unlink(missing_ok=True)
             e.update(rows=len(rows), quarantine=qs)
@@ -351,7 +405,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     meta_keys = _unique_slice_names(meta_keys)
     slice_cols = sorted(meta_keys.values())
     schema = shard_schema(slice_cols)
-    params = {k: v for k, v in asdict(opts).items() if k not in ("workers", "window")}
+    params = {k: v for k, v in asdict(opts).items() if k not in ("workers", "window", "window_audio_s")}
     fingerprint = stable_hash({"source": reader.describe(), "params": params, "columns": slice_cols,
                                "n_items": n_items, "schema": SCHEMA_VERSION})
     journal = _Journal(out, fingerprint)
@@ -368,11 +422,11 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
             nonlocal shard_no
             rows, qs = state["rows"], state["quarantine"]
             entry: dict = {"start": state["start"], "end": end, "rows": len(rows), "quarantine": qs}
+            state.update(rows=[], bytes=0, quarantine=[], start=end)
             if rows:
-                entry.update(_write_shard(out, f"shard-{shard_no:05d}.parquet", rows, schema))
+                entry.update(_shard_entry(out, f"shard-{shard_no:05d}.parquet", rows, schema))
                 shard_no += 1
             journal.append(entry)
-            state.update(rows=[], bytes=0, quarantine=[], start=end)
 
         bar = _progress_bar(progress, n_items, resume, corpus)
         # Every item passes through the window in source order, so a shard's journal entry
@@ -395,12 +449,18 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
             window.clear()
 
         pos = -1
+        in_flight = 0.0
         for pos, it in enumerate(reader.items()):
             if pos < resume:
                 continue
-            window.append((pos, it, _admit(it, opts, seen)))
-            if len(window) >= opts.window:
+            pre = _admit(it, opts, seen)
+            window.append((pos, it, pre))
+            if opts.long_form and pre is None:
+                # a window of recordings is bounded by audio seconds too (their FLAC bytes come back at once)
+                in_flight += _source_span(it) or opts.max_duration_s
+            if len(window) >= opts.window or in_flight >= opts.window_audio_s:
                 drain()
+                in_flight = 0.0
         drain()
         if pos + 1 > journal.resume_at:
             flush(pos + 1)

@@ -373,7 +373,7 @@ def test_shards_bounded_and_readable(tmp_path):
     assert first["audio"].dtype == np.float32 and len(first["audio"]) == round(first["duration_s"] * 16000)
     assert set(load_audio(tmp_path / "out", ["u000", "u007"])) == {"u000", "u007"}
     idx = read_index(tmp_path / "out")
-    assert idx["schema_version"] == 1 and idx["n_utterances"] == 12 and idx["splits"] == {"test": 4, "train": 8}
+    assert idx["schema_version"] == 2 and idx["n_utterances"] == 12 and idx["splits"] == {"test": 4, "train": 8}
 
 
 @pytest.mark.integration

@@ -68,7 +68,8 @@ def test_corpus_load_with_duration_buckets(tmp_path):
     assert con.execute("SELECT count(*) FROM utterances").fetchall() == [(12,)]
     attrs = dict(con.execute("SELECT attr, count(*) FROM utterance_attrs GROUP BY attr").fetchall())
     assert attrs == {"accent": 12, "duration_bucket": 12}
-    assert [duration_bucket(x) for x in (0.5, 2.0, 7, 29.9, 31)] == ["0-2s", "2-5s", "5-10s", "20-30s", ">30s"]
+    assert [duration_bucket(x) for x in (0.5, 2.0, 7, 29.9, 31, 600, 3599, 3600)] == [
+        "0-2s", "2-5s", "5-10s", "20-30s", "30s-2min", "10-60min", "10-60min", ">1h"]
 
 
 # ───────────── hand-computed scores through the store, no model ─────────────

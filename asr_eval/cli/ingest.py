@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.audio import dominant_reason
+from asr_eval.audio import MAX_LONG_FORM_S, dominant_reason
 from asr_eval.cli import app, console, err_console
 from asr_eval.corpus import LAYOUTS, open_source
 from asr_eval.errors import AsrEvalError
@@ -30,6 +30,11 @@ def ingest_cmd(
     cv_tsv: Annotated[list[str] | None, typer.Option(help="Common Voice TSVs to read (default train, dev, test)")] = None,
     name: Annotated[str | None, typer.Option(help="Corpus name (default: source folder name)")] = None,
     keep_long: Annotated[bool, typer.Option(help="Keep clips over 30 s, flagged 'too_long'")] = False,
+    long_form: Annotated[bool, typer.Option(help="Keep recordings over 30 s (up to --max-long-hours) as long-form "
+                                                 "items, whole transcript as reference; scored with --strategy")] = False,
+    max_long_hours: Annotated[float, typer.Option(help="Cap of a long-form recording, in hours")] = MAX_LONG_FORM_S / 3600,
+    recording_level: Annotated[bool, typer.Option(help="Kaldi dir with segments: one item per recording (reference = "
+                                                       "its segments' texts in time order, times kept); implies --long-form")] = False,
     max_rows: Annotated[int, typer.Option(help="Max rows per shard")] = 2000,
     max_mb: Annotated[int, typer.Option(help="Max MB of audio per shard")] = 128,
     workers: Annotated[int, typer.Option(help="Decoder processes (0 = one per core)")] = 0,
@@ -45,8 +50,12 @@ def ingest_cmd(
                           "are accepted by default now (--confine-to-root rejects them)")
     reader = open_source(source, layout, audio_column=audio_column, text_column=text_column,
                          id_column=id_column, split=split, hf_config=hf_config,
-                         cv_tsvs=tuple(cv_tsv) if cv_tsv else None, confine_to_root=confine_to_root)
+                         cv_tsvs=tuple(cv_tsv) if cv_tsv else None, confine_to_root=confine_to_root,
+                         recording_level=recording_level)
+    if max_long_hours <= 0:
+        raise AsrEvalError(f"--max-long-hours {max_long_hours}: must be > 0")
     opts = IngestOptions(max_rows=max_rows, max_bytes=max_mb * 2**20, keep_long=keep_long,
+                         long_form=long_form or recording_level, max_long_s=max_long_hours * 3600,
                          split_map=parse_split_map(split_map or []), workers=workers, corpus_name=name)
     s = ingest(reader, out, opts, progress=True, overwrite=overwrite)
     t = Table(title=f"ingested [bold]{s.corpus}[/] → {s.out_dir}", show_header=True)

@@ -31,6 +31,7 @@ class Utterance:
     duration_s: float | None = None  # segment length when cutting a longer file
     metadata: dict[str, str | None] = field(default_factory=dict)
     where: str = ""  # file:line, for messages
+    segments: list[tuple[float, float, str]] | None = None  # a recording's reference segments (s, s, text)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def resolve_audio(root: Path, raw: str, confine_to_root: bool = False) -> Path |
 
 _CLEAN = re.compile(r"[^0-9a-zA-Z_]+")
 _CORE = {"utt_id", "split", "audio", "sample_rate", "duration_s", "text", "speaker", "corpus",
-         "source_path", "audio_sha256", "qc_flags"}
+         "source_path", "audio_sha256", "qc_flags", "segments"}
 
 
 def slice_name(column: str) -> str:

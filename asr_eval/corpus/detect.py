@@ -62,6 +62,7 @@ def open_source(
     cv_tsvs: tuple[str, ...] | None = None,
     confine_to_root: bool = False,
     allow_outside_root: bool | None = None,
+    recording_level: bool = False,
 ) -> CorpusReader:
     """Open ``source`` with its reader. ``split`` names the split of a single-split source.
     Absolute audio paths are accepted unless ``confine_to_root``; ``allow_outside_root`` is the
@@ -69,11 +70,14 @@ def open_source(
     layout = layout or detect_layout(source)
     if layout not in LAYOUTS:
         raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if recording_level and layout != "kaldi":
+        raise AsrEvalError(f"--recording-level applies to Kaldi dirs with a segments file; {source!r} is a "
+                           f"{layout} source (its rows are already recordings: use --long-form)")
     if layout == "manifest":
         return ManifestReader(Path(source), audio_column, text_column, id_column, split,
                               confine_to_root=confine_to_root)
     if layout == "kaldi":
-        return KaldiReader(Path(source), split, confine_to_root)
+        return KaldiReader(Path(source), split, confine_to_root, recording_level)
     if layout == "audiofolder":
         return AudioFolderReader(Path(source), audio_column, text_column, split, confine_to_root)
     if layout == "commonvoice":

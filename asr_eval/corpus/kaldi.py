@@ -1,4 +1,9 @@
-"""Kaldi data directories: wav.scp, text, optional utt2spk, spk2gender, segments."""
+"""Kaldi data directories: wav.scp, text, optional utt2spk, spk2gender, segments.
+
+With ``segments``, items are the segments (default) or, with ``recording_level``, the
+recordings: one item per wav.scp entry whose reference is its segments' texts in time order,
+with the segment times kept (``Utterance.segments``) for long-form scoring.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class KaldiReader:
     root: Path
     split: str | None = None
     confine_to_root: bool = False
+    recording_level: bool = False
     layout: str = "kaldi"
 
     def __post_init__(self) -> None:
@@ -49,9 +55,10 @@ class KaldiReader:
         self._split = self.split or split_from_name(self.root.name, "all")
 
     def describe(self) -> dict:
-        return {"layout": self.layout, "path": str(self.root),
-                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
-                **({"confine_to_root": True} if self.confine_to_root else {})}
+        d = {"layout": self.layout, "path": str(self.root),
+             "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
+             **({"confine_to_root": True} if self.confine_to_root else {})}
+        return {**d, "recording_level": True} if self.recording_level else d
 
     def items(self) -> Iterator[Item]:
         wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
@@ -80,6 +87,9 @@ class KaldiReader:
                 units.append((utt, parts[0], start, end - start))
         else:
             units = [(utt, utt, 0.0, None) for utt in wav]
+        if segments and self.recording_level:
+            yield from self._recordings(units, wav, text, utt2spk, spk2gender)
+            return
         for utt, rec, start, dur in units:
             where = f"{text_where} ({utt})"
             if utt not in text:
@@ -119,3 +129,46 @@ class KaldiReader:
                 where_ = "segments" if segments else "wav.scp"
                 yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in {where_}",
                                 text_where, utt)
+
+    def _recordings(self, units: list, wav: dict, text: dict, utt2spk: dict, spk2gender: dict) -> Iterator[Item]:
+        """One item per recording: reference = its segments' texts in time order (joined by a
+        space, which the normalizer drops between Han characters), segment times kept. A
+        recording with a segment that has no transcript is rejected whole: its reference would
+        be incomplete and the missing speech would score as insertions."""
+        by_rec: dict[str, list] = {}
+        for utt, rec, start, dur in units:
+            by_rec.setdefault(rec, []).append((start, start + dur, utt))
+        seg_where = f"{self.root / 'segments'}"
+        for rec in [r for r in wav if r in by_rec] + sorted(r for r in by_rec if r not in wav):
+            segs = sorted(by_rec[rec])
+            where = f"{seg_where} (recording {rec})"
+            entry = wav.get(rec)
+            if entry is None:
+                yield Rejection(Reason.MISSING_FILE, f"recording {rec!r} is not in wav.scp", where, rec)
+                continue
+            missing = [u for _, _, u in segs if u not in text]
+            if missing:
+                yield Rejection(Reason.BAD_ROW, f"segments {missing[:5]} of recording {rec!r} have no line in "
+                                f"{self.root / 'text'}; its reference would be incomplete", where, rec, entry)
+                continue
+            if not entry:
+                yield Rejection(Reason.BAD_ROW, f"wav.scp line for {rec!r} has no audio path", where, rec)
+                continue
+            if entry.endswith("|") or len(entry.split()) > 1:
+                yield Rejection(Reason.UNSUPPORTED, f"wav.scp entry {entry!r} is a piped command; asr-eval reads "
+                                "plain paths only (materialise the audio first)", where, rec, entry)
+                continue
+            resolved = resolve_audio(self.root, entry, self.confine_to_root)
+            if isinstance(resolved, Rejection):
+                resolved.where, resolved.utt_id = where, rec
+                yield resolved
+                continue
+            spks = {utt2spk.get(u) for _, _, u in segs}
+            spk = spks.pop() if len(spks) == 1 else None
+            meta = {"gender": spk2gender.get(spk) if spk else None} if spk2gender else {}
+            meta["n_speakers"] = str(len({utt2spk[u] for _, _, u in segs if u in utt2spk})) if utt2spk else None
+            yield Utterance(
+                utt_id=rec, text=" ".join(text[u] for _, _, u in segs), split=self._split, audio_path=resolved,
+                source_path=entry, speaker=spk, metadata=meta, where=where,
+                segments=[(a, b, text[u]) for a, b, u in segs],
+            )

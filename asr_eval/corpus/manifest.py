@@ -1,5 +1,10 @@
 """Manifest files: CSV, TSV or JSONL (NeMo manifests included: audio_filepath, text,
-duration, offset). Relative audio paths resolve against the manifest's folder."""
+duration, offset). Relative audio paths resolve against the manifest's folder.
+
+A row may be a whole recording (a NeMo row with ``duration`` > 30 s and no ``offset`` is one):
+``ingest --long-form`` keeps it, with the row's text as the reference. An optional
+``segments`` field (JSON: ``[[start, end, text], ...]`` or ``[{"start", "end", "text"}, ...]``)
+keeps the reference's segment times."""
 
 from __future__ import annotations
 
@@ -138,7 +143,8 @@ class ManifestReader:
 
     def items(self) -> Iterator[Item]:
         # Columns that fill core shard fields (or are per-utterance numbers) are not slices.
-        skip = {self._audio, self._text, self._id, self._speaker, "split", "duration", "duration_s", "offset"}
+        skip = {self._audio, self._text, self._id, self._speaker, "split", "duration", "duration_s", "offset",
+                "segments"}
         for where, row, problem in iter_rows(self.path):
             if row is None:
                 reason = Reason.BAD_ENCODING if problem == "bad_encoding" else Reason.BAD_ROW
@@ -165,12 +171,16 @@ class ManifestReader:
                 resolved.where, resolved.utt_id = where, utt_id
                 yield resolved
                 continue
+            segs = _segments(row.get("segments"))
+            if isinstance(segs, str):
+                yield Rejection(Reason.BAD_ROW, f"segments field: {segs}", where, utt_id, raw_audio)
+                continue
             meta = {k: _str(v) for k, v in row.items() if k not in skip}
             speaker = _str(row.get(self._speaker)) if self._speaker else None
             yield Utterance(
                 utt_id=utt_id, text=text, split=str(row.get("split") or self._default_split),
                 audio_path=resolved, source_path=raw_audio, speaker=speaker,
-                offset_s=offset or 0.0, duration_s=duration, metadata=meta, where=where,
+                offset_s=offset or 0.0, duration_s=duration, metadata=meta, where=where, segments=segs,
             )
 
 
@@ -193,3 +203,27 @@ def _str(v) -> str | None:
     if isinstance(v, (dict, list)):
         return json.dumps(v, ensure_ascii=False)
     return str(v)
+
+
+def _segments(v) -> list[tuple[float, float, str]] | None | str:
+    """A row's reference segments, or None; a string says what is wrong with them."""
+    if v in (None, "", []):
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as exc:
+            return f"not JSON ({exc.msg})"
+    if not isinstance(v, list):
+        return "must be a list of [start, end, text]"
+    out = []
+    for k, s in enumerate(v):
+        try:
+            a, b, t = (s["start"], s["end"], s["text"]) if isinstance(s, dict) else s
+            a, b = float(a), float(b)
+        except (KeyError, TypeError, ValueError):
+            return f"item {k} {s!r} is not [start, end, text]"
+        if not 0 <= a <= b:
+            return f"item {k} has start {a} and end {b}; need 0 <= start <= end"
+        out.append((a, b, str(t)))
+    return sorted(out, key=lambda s: (s[0], s[1]))

@@ -94,6 +94,13 @@ class EngineBase:
 
         return transcribe(self, audios, recipe, preprocessing, batch_size)
 
+    def max_new_tokens_cap(self, recipe) -> int:
+        """The most tokens this engine can generate after the recipe's prompt."""
+        from asr_eval.engines.driver import PROMPT_LEN, prompt_ids
+
+        extra = len(prompt_ids(self.files.processor.tokenizer, recipe))
+        return self.files.config.max_target_positions - PROMPT_LEN - (extra + 1 if extra else 0)
+
 
 EngineFactory = Callable[..., Engine]
 

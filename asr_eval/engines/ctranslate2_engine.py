@@ -56,6 +56,10 @@ class CTranslate2Engine(EngineBase):
     def peak_memory_bytes(self) -> int | None:
         return None if self.device.startswith("cuda") else peak_process_memory("cpu")
 
+    def max_new_tokens_cap(self, recipe) -> int:
+        # CTranslate2 generates at most max_length // 2 tokens (see ``decode``)
+        return min(super().max_new_tokens_cap(recipe), self.files.config.max_target_positions // 2)
+
     def _prompt(self, request: DecodeRequest) -> list[int]:
         tok = self.files.processor.tokenizer
         lang = tok.convert_tokens_to_ids(f"<|{request.language}|>")

@@ -10,6 +10,18 @@
 - wrong_language: the reference is mostly Han but most hypothesis tokens are words of a
   spaced script (English translation instead of transcription);
 - empty: the hypothesis normalizes to nothing while the reference does not.
+
+Long-form flags, per recording (an item over 30 s; ``long_form_flags``):
+
+- dropped_window: at least ``DROP_MIN_CHARS`` reference characters deleted in one run (a run
+  may swallow stray 1-2 character matches): a window Whisper skipped (~10 s of Mandarin);
+- repeated_block: a block of at least ``BLOCK_MIN_CHARS`` characters occurs again later in the
+  hypothesis, more often than in the reference (a window transcribed twice, a looping decoder);
+- text_over_silence: a hypothesis segment with text lies mostly outside the reference's speech
+  (its segment times, padded by ``SPEECH_PAD_S``): text produced over silence or noise. Needs
+  both segment lists; items without reference segment times are not judged;
+- wrong_language_window: a window of ``WINDOW_TOKENS`` hypothesis tokens is mostly words of a
+  spaced script while the reference is Mandarin (a window translated, not transcribed).
 """
 
 from __future__ import annotations
@@ -23,7 +35,15 @@ from asr_eval.text import DEFAULT_PROFILE, NormalizerProfile, get_profile
 from asr_eval.text.chars import HAN_RE, WORD_LETTER
 from asr_eval.text.normalizer import opencc_t2s
 
-FLAGS = ("repetition", "insertion_heavy", "hallucination", "traditional_script", "wrong_language", "empty")
+LONG_FORM_FLAGS = ("dropped_window", "repeated_block", "text_over_silence", "wrong_language_window")
+FLAGS = ("repetition", "insertion_heavy", "hallucination", "traditional_script", "wrong_language", "empty",
+         *LONG_FORM_FLAGS)
+DROP_MIN_CHARS = 40
+DROP_BRIDGE_CHARS = 2  # stray matches / substitutions this short do not end a deletion run
+BLOCK_MIN_CHARS = 16
+SPEECH_PAD_S = 1.0
+SILENCE_MAX_OVERLAP = 0.1  # a hypothesis segment at most this share inside speech is over silence
+WINDOW_TOKENS = 40
 HALLUCINATIONS_FILE = "hallucinations_zh.txt"
 REPEAT_MIN_COPIES = 4
 REPEAT_MIN_SPAN = 8
@@ -105,4 +125,98 @@ def flags_for(hyp_raw: str | None, ref_norm: str, hyp_norm: str, ref_c: str, hyp
         out.append("wrong_language")
     if not hyp_c and ref_c:
         out.append("empty")
+    return out
+
+
+# ───────────────────────── long-form (per recording) ─────────────────────────
+
+Segments = list[tuple[float, float, str]] | list[list]
+
+
+def _dropped_window(ops) -> bool:
+    run = 0
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "delete":
+            run += i2 - i1
+        elif max(i2 - i1, j2 - j1) <= DROP_BRIDGE_CHARS:
+            continue  # a stray short match or substitution inside a gap
+        else:
+            run = 0
+        if run >= DROP_MIN_CHARS:
+            return True
+    return False
+
+
+def _repeated_block(hyp_c: str, ref_c: str, k: int = BLOCK_MIN_CHARS) -> bool:
+    first: dict[str, int] = {}
+    checked: set[str] = set()
+    for i in range(len(hyp_c) - k + 1):
+        block = hyp_c[i:i + k]
+        j = first.setdefault(block, i)
+        if i - j >= k and block not in checked:
+            checked.add(block)
+            if hyp_c.count(block) > ref_c.count(block):
+                return True
+    return False
+
+
+def _speech(segments: Segments, pad: float = SPEECH_PAD_S) -> list[tuple[float, float]]:
+    """Union of the (padded) reference segment spans, sorted."""
+    out: list[list[float]] = []
+    for a, b, *_ in sorted((float(s[0]), float(s[1])) for s in segments):
+        a, b = a - pad, b + pad
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _text_over_silence(hyp_segments: Segments, ref_segments: Segments) -> bool:
+    speech = _speech(ref_segments)
+    for seg in hyp_segments:
+        a, b, text = float(seg[0]), float(seg[1]), seg[2]
+        if len(skeleton(text or "")) < 2:
+            continue
+        if b <= a:  # no extent: judge its start point
+            if not any(x <= a <= y for x, y in speech):
+                return True
+            continue
+        inside = sum(max(0.0, min(b, y) - max(a, x)) for x, y in speech)
+        if inside <= SILENCE_MAX_OVERLAP * (b - a):
+            return True
+    return False
+
+
+def _wrong_language_window(ref_norm: str, ref_c: str, hyp_norm: str) -> bool:
+    if not _WORD.search(hyp_norm) or not ref_c:
+        return False
+    ref_toks = mer_tokens(ref_norm)
+    if 10 * sum(1 for t in ref_toks if _WORD.match(t)) > len(ref_toks):  # the reference itself mixes scripts
+        return False
+    toks = mer_tokens(hyp_norm)
+    foreign = [1 if _WORD.match(t) else 0 for t in toks]
+    w = min(WINDOW_TOKENS, len(toks))
+    run = sum(foreign[:w])
+    for i in range(len(toks) - w + 1):
+        if i:
+            run += foreign[i + w - 1] - foreign[i - 1]
+        if 2 * run > w and run >= 3:
+            return True
+    return False
+
+
+def long_form_flags(ref_norm: str, hyp_norm: str, ref_c: str, hyp_c: str, ops,
+                    ref_segments: Segments | None = None, hyp_segments: Segments | None = None) -> list[str]:
+    """Long-form flags (subset of ``LONG_FORM_FLAGS``, in that order) of one recording, from its
+    CER opcodes and, for text over silence, the reference's and the hypothesis's segment times."""
+    out = []
+    if len(ref_c) >= DROP_MIN_CHARS and _dropped_window(ops):
+        out.append("dropped_window")
+    if len(hyp_c) >= 2 * BLOCK_MIN_CHARS and _repeated_block(hyp_c, ref_c):
+        out.append("repeated_block")
+    if ref_segments and hyp_segments and _text_over_silence(hyp_segments, ref_segments):
+        out.append("text_over_silence")
+    if _wrong_language_window(ref_norm, ref_c, hyp_norm):
+        out.append("wrong_language_window")
     return out

@@ -41,7 +41,8 @@ class RunSpec:
     compute_type: str = "auto"
     preprocessing: str = "pad-audio"
     recipe: dict[str, Any] = field(default_factory=lambda: get_recipe("greedy").to_dict())
-    strategy: str = "short"  # long-form strategy (short: one 30 s window per utterance)
+    strategy: str = "short"  # long-form strategy for recordings > 30 s ('short': none; such items are an error)
+    strategy_params: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     batch_size: int | None = None
     threads: int = 0
@@ -55,6 +56,14 @@ class RunSpec:
     def recipe_obj(self) -> Recipe:
         return recipe_from_dict(self.recipe)
 
+    def strategy_obj(self):
+        """The long-form strategy object, or None for 'short'."""
+        if self.strategy == "short":
+            return None
+        from asr_eval.longform import make_strategy
+
+        return make_strategy(self.strategy, **self.strategy_params)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -65,9 +74,11 @@ def _csv(value: str) -> list[str]:
 
 def expand_specs(models: list[str], engines: str = "transformers", compute_types: str = "auto",
                  preprocessing: str = "pad-audio", recipes: str = "greedy", device: str = "auto",
-                 batch_size: int | None = None, threads: int = 0, **options: Any) -> list[RunSpec]:
-    """Every model × engine × compute type × preprocessing × recipe (comma-separated lists), in that
-    order; recipe ``options`` (max_new_tokens, …) apply to every recipe. Fails before any inference."""
+                 batch_size: int | None = None, threads: int = 0, strategies: str = "short",
+                 strategy_params: dict[str, Any] | None = None, **options: Any) -> list[RunSpec]:
+    """Every model × engine × compute type × preprocessing × recipe × long-form strategy
+    (comma-separated lists), in that order; recipe ``options`` (max_new_tokens, …) apply to every
+    recipe, ``strategy_params`` to each strategy that has them. Fails before any inference."""
     from asr_eval.engines.base import engine_entry
     from asr_eval.engines.preprocessing import check_mode
 
@@ -76,9 +87,32 @@ def expand_specs(models: list[str], engines: str = "transformers", compute_types
     for e in _csv(engines):
         engine_entry(e)
     recs = [get_recipe(r, **options) for r in _csv(recipes)]
-    return [RunSpec(model=m, engine=e, compute_type=c, preprocessing=p, recipe=r.to_dict(), device=device,
-                    batch_size=batch_size, threads=threads)
-            for m, e, c, p, r in itertools.product(models, _csv(engines), _csv(compute_types), _csv(preprocessing), recs)]
+    strats = _strategies(_csv(strategies) or ["short"], strategy_params or {})
+    return [RunSpec(model=m, engine=e, compute_type=c, preprocessing=p, recipe=r.to_dict(), strategy=st,
+                    strategy_params=sp, device=device, batch_size=batch_size, threads=threads)
+            for m, e, c, p, r, (st, sp) in itertools.product(models, _csv(engines), _csv(compute_types),
+                                                             _csv(preprocessing), recs, strats)]
+
+
+def _strategies(names: list[str], params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, its parameters) for each strategy; a parameter no chosen strategy has is an error."""
+    from dataclasses import fields
+
+    from asr_eval.longform import STRATEGIES, make_strategy
+
+    out, used = [], set()
+    for n in names:
+        if n == "short":
+            out.append(("short", {}))
+            continue
+        make_strategy(n)  # registers the built-ins, validates the name
+        own = {f.name for f in fields(STRATEGIES[n])} & set(params)
+        used |= own
+        out.append((n, make_strategy(n, **{k: params[k] for k in own}).params()))
+    if set(params) - used:
+        raise AsrEvalError(f"strategy parameter(s) {sorted(set(params) - used)}: no chosen strategy has them "
+                           f"(strategies: {', '.join(names)})")
+    return out
 
 
 @dataclass
@@ -94,6 +128,7 @@ class RunInfo:
     preprocessing: str = "pad-audio"
     recipe: dict[str, Any] = field(default_factory=dict)
     strategy: str = "short"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 0
     n_utts: int = 0
     audio_s: float = 0.0
@@ -119,11 +154,15 @@ class RunInfo:
 
 
 def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, engine_version: str,
-                compute_type: str, preprocessing: str, recipe: dict, strategy: str = "short") -> str:
+                compute_type: str, preprocessing: str, recipe: dict, strategy: str = "short",
+                strategy_params: dict | None = None) -> str:
     """Deterministic, so a restarted run finds its own finished parts; every axis that changes the
-    hypotheses is in it."""
+    hypotheses is in it (a long-form strategy also names the readable prefix)."""
     short = model_id.split("@")[0].rstrip("/").split("/")[-1].replace(":", "-")
     key = [model_id, corpus_id, split, engine, engine_version, compute_type, preprocessing, recipe, strategy]
+    if strategy != "short":
+        key.append(strategy_params or {})
+        short = f"{short}-{strategy}"
     return f"{short}-{stable_hash(key, 10)}"
 
 
@@ -174,28 +213,55 @@ def part_stats(path: Path) -> dict:
 def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 256,
                     on_batch: Callable[[int, float], None] | None = None) -> tuple[pa.Table, float, float]:
     """Transcribe shard rows (utt_id, audio, duration_s) in windows; returns (part table, audio_s, proc_s)."""
+    from asr_eval.audio import MAX_DURATION_S
+
     recipe = spec.recipe_obj
+    strategy = spec.strategy_obj()
     cols: dict[str, list] = {k: [] for k in ("utt_id", "hyp_raw", "n_tokens", "avg_logprob", "n_fallbacks",
-                                              "temperature", "cut_off")}
+                                              "temperature", "cut_off", "segments")}
     audio_s = proc_s = 0.0
+    if strategy is not None:
+        window = min(window, 8)  # long-form rows carry minutes of FLAC each
     it = iter(rows)
     while chunk := list(itertools.islice(it, window)):
-        audios = [decode_flac(r["audio"]) for r in chunk]
-        res = engine.transcribe(audios, recipe, spec.preprocessing, batch_size)
-        cols["utt_id"] += [r["utt_id"] for r in chunk]
+        long = [r for r in chunk if r["duration_s"] > MAX_DURATION_S]
+        if long and strategy is None:
+            raise AsrEvalError(f"{len(long)} recording(s) over 30 s (e.g. {long[0]['utt_id']!r}, "
+                               f"{long[0]['duration_s']:.0f} s): score them with a long-form strategy, "
+                               "--strategy sequential | chunked | vad")
+        utts = [r for r in chunk if r["duration_s"] <= MAX_DURATION_S]
+        res = engine.transcribe([decode_flac(r["audio"]) for r in utts], recipe, spec.preprocessing, batch_size)
+        cols["utt_id"] += [r["utt_id"] for r in utts]
         cols["hyp_raw"] += res.texts
         cols["n_tokens"] += res.n_tokens
         cols["avg_logprob"] += res.avg_logprob
         cols["n_fallbacks"] += res.n_fallbacks
         cols["temperature"] += res.temperatures
         cols["cut_off"] += res.cut_off
+        cols["segments"] += [None] * len(utts)
+        proc_s += res.proc_s
+        if long:
+            from asr_eval.longform import short_transcriber
+
+            short = short_transcriber(engine, recipe, spec.preprocessing, batch_size,
+                                      getattr(strategy, "piece_max_new_tokens", None))
+            for r in long:
+                out = strategy.transcribe(engine, decode_flac(r["audio"]), recipe, short)
+                cols["utt_id"].append(r["utt_id"])
+                cols["hyp_raw"].append(out.text)
+                cols["n_tokens"].append(out.n_tokens)
+                cols["avg_logprob"].append(None)
+                cols["n_fallbacks"].append(0)
+                cols["temperature"].append(None)
+                cols["cut_off"].append(False)
+                cols["segments"].append(json.dumps(out.segments, ensure_ascii=False))
+                proc_s += out.proc_s
         dur = sum(r["duration_s"] for r in chunk)
         audio_s += dur
-        proc_s += res.proc_s
         if on_batch:
             on_batch(len(chunk), dur)
     types = {"utt_id": pa.string(), "hyp_raw": pa.string(), "n_tokens": pa.int32(), "avg_logprob": pa.float64(),
-             "n_fallbacks": pa.int32(), "temperature": pa.float64(), "cut_off": pa.bool_()}
+             "n_fallbacks": pa.int32(), "temperature": pa.float64(), "cut_off": pa.bool_(), "segments": pa.string()}
     return pa.table({k: pa.array(v, types[k]) for k, v in cols.items()}), audio_s, proc_s
 
 
@@ -235,14 +301,14 @@ def start_run(engine, corpus: Corpus, split: str | None, spec: RunSpec, parts_ro
     """The run record of ``engine`` on ``corpus``/``split`` (its id, parts folder, provenance)."""
     recipe = spec.recipe_obj.to_dict()
     run_id = make_run_id(engine.files.model_id, corpus.corpus_id, split, engine.name, engine.version,
-                         engine.compute_type, spec.preprocessing, recipe, spec.strategy)
+                         engine.compute_type, spec.preprocessing, recipe, spec.strategy, spec.strategy_params)
     parts_dir = Path(parts_root) / run_id
     parts_dir.mkdir(parents=True, exist_ok=True)
     eng = {"name": engine.name, "version": engine.version, "compute_type": engine.compute_type,
            "device": engine.device, "identity": engine.identity()}
     return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir, engine=eng,
                    preprocessing=spec.preprocessing, recipe=recipe, strategy=spec.strategy,
-                   model=model_row(engine.files))
+                   strategy_params=dict(spec.strategy_params), model=model_row(engine.files))
 
 
 def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, spec: RunSpec,

@@ -16,25 +16,22 @@ import duckdb
 import pyarrow as pa
 
 from asr_eval.shards import INDEX_FILE, read_index, read_metadata
+from asr_eval.slices import DURATION_ATTR, DURATION_BUCKETS, duration_bucket  # noqa: F401  (the one slice definition)
 from asr_eval.store.tx import insert_arrow, transaction
-
-# Derived slice: duration buckets (upper bounds in seconds, label).
-DURATION_BUCKETS: tuple[tuple[float, str], ...] = (
-    (2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (20.0, "10-20s"), (30.0, "20-30s"), (float("inf"), ">30s"),
-)
-
-
-def duration_bucket(seconds: float) -> str:
-    for upper, label in DURATION_BUCKETS:
-        if seconds < upper:
-            return label
-    return DURATION_BUCKETS[-1][1]
 
 
 def corpus_id_for(corpus_dir: str | Path) -> str:
     idx_bytes = (Path(corpus_dir) / INDEX_FILE).read_bytes()
     idx = json.loads(idx_bytes)
     return f"{idx['corpus']}@{hashlib.sha256(idx_bytes).hexdigest()[:10]}"
+
+
+def _segments_json(meta: pa.Table) -> list[str | None]:
+    """Reference segments as JSON ``[[start, end, text], ...]`` (schema-1 shards have none)."""
+    if "segments" not in meta.column_names:
+        return [None] * meta.num_rows
+    return [None if not v else json.dumps([[s["start"], s["end"], s["text"]] for s in v], ensure_ascii=False)
+            for v in meta.column("segments").to_pylist()]
 
 
 def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
@@ -55,6 +52,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
         "text": meta.column("text"),
         "source_path": meta.column("source_path"),
         "audio_sha256": meta.column("audio_sha256"),
+        "segments": pa.array(_segments_json(meta), pa.string()),
     })
     attrs = list(idx["slice_columns"])
     long = {"corpus_id": [], "utt_id": [], "attr": [], "value": []}
@@ -67,7 +65,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
         long["value"] += vals
     long["corpus_id"] += [cid] * n
     long["utt_id"] += ids
-    long["attr"] += ["duration_bucket"] * n
+    long["attr"] += [DURATION_ATTR] * n
     long["value"] += [duration_bucket(d) for d in meta.column("duration_s").to_pylist()]
     with transaction(con):
         insert_arrow(con, "utterances", utt, "INSERT OR REPLACE")
@@ -76,7 +74,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
             "INSERT OR REPLACE INTO corpora (corpus_id, name, path, index_sha256, n_utts, hours, splits, slice_columns,"
             " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [cid, idx["corpus"], str(corpus_dir), cid.split("@")[1], idx["n_utterances"], idx["hours"],
-             json.dumps(idx["splits"]), json.dumps(attrs + ["duration_bucket"]), json.dumps(idx["source"])],
+             json.dumps(idx["splits"]), json.dumps(attrs + [DURATION_ATTR]), json.dumps(idx["source"])],
         )
     return cid
 

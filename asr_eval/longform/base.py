@@ -1,0 +1,130 @@
+"""Long-form strategies: how a recording longer than Whisper's 30 s window is transcribed.
+
+A strategy turns one 16 kHz recording into text plus time segments. Short-segment strategies
+(``chunked``, ``vad``) cut the audio and hand the pieces, as a batch of ≤ 30 s utterances, to a
+``ShortTranscriber`` — the same batched path that scores utterances, so whatever runs short
+items runs them. ``sequential`` needs a model's own long-form decoding loop.
+
+Strategies are a registry (``STRATEGIES``); each is a dataclass whose fields are its
+parameters, recorded with the run (and part of its run id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from asr_eval.errors import AsrEvalError
+
+SR = 16_000
+WINDOW_S = 30.0
+
+
+@dataclass
+class LongFormResult:
+    """One recording's transcription."""
+
+    text: str
+    segments: list[list]  # [[start_s, end_s, text], ...] in time order
+    proc_s: float  # everything the strategy did (VAD, features, decoding), audio decoding excluded
+    n_tokens: int = 0
+    n_pieces: int = 0  # windows / chunks / speech segments decoded
+
+
+@dataclass
+class ShortBatch:
+    texts: list[str]
+    n_tokens: list[int]
+    proc_s: float
+
+
+# transcribe ≤ 30 s arrays in a batch: (audios) -> ShortBatch
+ShortTranscriber = Callable[[Sequence[np.ndarray]], ShortBatch]
+
+
+class Strategy(Protocol):
+    name: ClassVar[str]
+
+    def params(self) -> dict[str, Any]: ...
+
+    def transcribe(self, engine: Any, audio: np.ndarray, recipe: Any, short: ShortTranscriber) -> LongFormResult: ...
+
+
+STRATEGIES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class StrategyBase:
+    name: ClassVar[str] = ""
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_strategy(name: str, **params: Any) -> Strategy:
+    """A strategy by name; ``params`` override its defaults (unknown keys are an error)."""
+    from asr_eval.longform import chunked, sequential, vad  # noqa: F401  (registration)
+
+    if name not in STRATEGIES:
+        raise AsrEvalError(f"unknown long-form strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    cls = STRATEGIES[name]
+    known = {f.name for f in fields(cls)}
+    bad = set(params) - known
+    if bad:
+        raise AsrEvalError(f"strategy {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(known)}")
+    return cls(**params)
+
+
+def parse_params(specs: Sequence[str]) -> dict[str, Any]:
+    """['stride_s=4', 'condition_on_prev=false'] → {'stride_s': 4.0, 'condition_on_prev': False}."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise AsrEvalError(f"strategy parameter {spec!r} must look like name=value")
+        k, v = (x.strip() for x in spec.split("=", 1))
+        low = v.lower()
+        if low in ("true", "false", "yes", "no", "on", "off"):
+            out[k] = low in ("true", "yes", "on")
+        else:
+            try:
+                out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+PIECE_MAX_NEW_TOKENS = 440  # a full 30 s piece of dense Mandarin needs ~150-300 tokens; 448 positions - prompt
+
+
+def short_transcriber(engine: Any, recipe: Any, preprocessing: str = "pad-audio", batch_size: int | None = None,
+                      max_new_tokens: int | None = None) -> ShortTranscriber:
+    """The engine's batched utterance path (``engine.transcribe``, the engine-neutral driver) as a
+    ShortTranscriber. ``max_new_tokens`` overrides the recipe's cap for the pieces (30 s pieces
+    hold far more text than a typical utterance, and the 128-token utterance cap would cut them
+    off); it is clamped to what the engine can generate after the prompt."""
+    if max_new_tokens is not None:
+        recipe = recipe.with_options(max_new_tokens=min(max_new_tokens, engine.max_new_tokens_cap(recipe)))
+
+    def run(audios: Sequence[np.ndarray]) -> ShortBatch:
+        if not audios:
+            return ShortBatch([], [], 0.0)
+        r = engine.transcribe(list(audios), recipe, preprocessing, batch_size)
+        return ShortBatch(list(r.texts), list(r.n_tokens), r.proc_s)
+
+    return run
+
+
+def join_texts(texts: Sequence[str]) -> str:
+    """Join pieces with a space (the normalizer drops it between Han characters; it keeps
+    Latin words apart)."""
+    return " ".join(t.strip() for t in texts if t and t.strip())
+
+
