@@ -191,6 +191,26 @@ def _segment_rows(segments) -> list[dict] | None:
     return [{"start": float(a), "end": float(b), "text": t} for a, b, t in sorted(segments, key=lambda s: (s[0], s[1]))]
 
 
+def _write_shard(path: Path, table: pa.Table) -> tuple[str, int]:
+    """Write a shard atomically, straight to disk (no second in-memory copy of its audio);
+    returns (sha256, bytes) of the file."""
+    import hashlib
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Row groups of at most ~64 MB (and 256 rows): readers stream a group at a time, so a shard of
+    # hour-long recordings is never read whole.
+    per_row = table.nbytes / max(1, table.num_rows)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, min(256, int(2**26 // max(per_row, 1)))))
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+        os.fsync(f.fileno())
+    size = tmp.stat().st_size
+    os.replace(tmp, path)
+    return h.hexdigest(), size
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -303,27 +323,14 @@ def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str])
     return row
 
 
-def _write_shard(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
+def _shard_entry(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
     """Write one shard atomically; its journal facts (name, hash, size, splits, audio seconds)."""
-    import hashlib
-
-    path = out / name
     table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    # Straight to disk (no second in-memory copy of the audio), row groups of at most ~64 MB (and
-    # 256 rows): readers stream a group at a time, so a shard of hour-long recordings is never read whole.
-    per_row = table.nbytes / max(1, table.num_rows)
-    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, min(256, int(2**26 // max(per_row, 1)))))
+    rows[:] = [{k: v for k, v in r.items() if k != "audio"} for r in rows]  # in place: one copy of the audio
+    digest, size = _write_shard(out / name, table)
     del table
-    h = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-        os.fsync(f.fileno())
-    size = tmp.stat().st_size
-    os.replace(tmp, path)
-    forget(path)
-    return {"shard": name, "sha256": h.hexdigest(), "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
+    forget(out / name)
+    return {"shard": name, "sha256": digest, "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
             "audio_s": round(sum(r["duration_s"] for r in rows), 3)}
 
 
@@ -360,7 +367,7 @@ def _repair(reader: CorpusReader, out: Path, journal: _Journal, opts: IngestOpti
             for k in ("shard", "sha256", "bytes", "splits", "audio_s"):
                 e.pop(k, None)
             if rows:
-                e.update(_write_shard(out, name, rows, schema))
+                e.update(_shard_entry(out, name, rows, schema))
             else:
                 (out / name).unlink(missing_ok=True)
             e.update(rows=len(rows), quarantine=qs)
@@ -415,11 +422,11 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
             nonlocal shard_no
             rows, qs = state["rows"], state["quarantine"]
             entry: dict = {"start": state["start"], "end": end, "rows": len(rows), "quarantine": qs}
+            state.update(rows=[], bytes=0, quarantine=[], start=end)
             if rows:
-                entry.update(_write_shard(out, f"shard-{shard_no:05d}.parquet", rows, schema))
+                entry.update(_shard_entry(out, f"shard-{shard_no:05d}.parquet", rows, schema))
                 shard_no += 1
             journal.append(entry)
-            state.update(rows=[], bytes=0, quarantine=[], start=end)
 
         bar = _progress_bar(progress, n_items, resume, corpus)
         # Every item passes through the window in source order, so a shard's journal entry

@@ -436,56 +436,6 @@ def test_eval_step_encodes_once_and_matches_seq2seq_trainer(corpus, tiny80, tmp_
     assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
 
 
-# ───────────────────────────── selection split (issue 12) ─────────────────────────────
-
-
-def test_carve_dev_is_seeded_by_speaker_and_capped():
-    from asr_eval.train.selection import carve_dev
-
-    rows = [(f"u{i:03d}", f"s{i % 20}") for i in range(200)]  # 20 speakers × 10 utterances
-    ids, by = carve_dev(rows, fraction=0.1, cap=500, seed=0)
-    assert by == "speaker" and len(ids) == 20 and ids == carve_dev(rows, 0.1, 500, 0)[0]
-    speakers = {f"s{int(u[1:]) % 20}" for u in ids}
-    assert len(speakers) == 2  # two whole speakers: no voice is in both train and dev
-    assert ids != carve_dev(rows, 0.1, 500, 1)[0]
-    assert len(carve_dev(rows, 0.5, 30, 0)[0]) == 30  # the cap
-    anon = [(f"u{i:03d}", None) for i in range(50)]
-    ids, by = carve_dev(anon, 0.1, 500, 0)
-    assert by == "utterance" and len(ids) == 5
-    with pytest.raises(AsrEvalError, match="too few to carve"):
-        carve_dev([("u0", None)])
-
-
-def test_finetune_without_a_dev_split_carves_one_and_never_trains_on_it(corpus, tiny80, tmp_path):
-    from asr_eval.train.selection import SELECTION_FILE, _split_rows, carve_dev
-
-    class Seen(TrainerCallback):
-        train_ids: list[str] = []
-        eval_ids: list[str] = []
-
-        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
-            Seen.train_ids = list(train_dataloader.dataset.utt_ids)
-
-    res = finetune(corpus, str(tiny80), tmp_path / "run", _cfg(eval_split="auto", max_steps=2, eval_steps=2),
-                   db=tmp_path / "s.duckdb", progress=False, callbacks=[Seen()])
-    want, by = carve_dev(_split_rows(corpus, "train"), 0.1, 500, 0)  # ceil(0.1 × 8) = 1 utterance
-    assert len(want) == 1 and by == "utterance"
-    saved = json.loads((res.out_dir / SELECTION_FILE).read_text())
-    assert saved["utt_ids"] == want and saved["label"] == "train:dev-carve" and saved["carved"] is True
-    assert res.selection["label"] == "train:dev-carve" and res.n_train == 7 and res.n_eval == 1
-    assert len(Seen.train_ids) == 7 and not set(Seen.train_ids) & set(want)
-    run = read_run(res.out_dir)
-    assert run["selection_split"] == "train:dev-carve" and run["eval_split"] == "train:dev-carve"
-    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
-    sel = {r[0] for r in con.execute("SELECT selection_split FROM models WHERE training_run_id IS NOT NULL").fetchall()}
-    con.close()
-    assert sel == {"train:dev-carve"}
-    lineage = json.loads((res.best_dir / "asr_eval_lineage.json").read_text())
-    assert lineage["selection_split"] == "train:dev-carve"
-    with pytest.raises(AsrEvalError, match="the training split"):
-        finetune(corpus, str(tiny80), tmp_path / "run2", _cfg(eval_split="train"), progress=False)
-
-
 def test_resume_from_a_damaged_checkpoint_is_a_clear_error(corpus, tiny80, tmp_path):
     from asr_eval.train.finetune import CHECKSUMS_FILE
 
@@ -535,3 +485,53 @@ def test_warmup_is_a_fraction_by_default_and_too_long_warmup_warns(corpus, tiny8
     with pytest.warns(WarmupWarning, match="warm-up is 4 steps but the run is 4 steps"):
         finetune(corpus, str(tiny80), tmp_path / "run", _cfg(warmup_steps=4, max_steps=4, eval_steps=4,
                                                               eval_on_start=False), progress=False)
+
+
+# ───────────────────────────── selection split (issue 12) ─────────────────────────────
+
+
+def test_carve_dev_is_seeded_by_speaker_and_capped():
+    from asr_eval.train.selection import carve_dev
+
+    rows = [(f"u{i:03d}", f"s{i % 20}") for i in range(200)]  # 20 speakers × 10 utterances
+    ids, by = carve_dev(rows, fraction=0.1, cap=500, seed=0)
+    assert by == "speaker" and len(ids) == 20 and ids == carve_dev(rows, 0.1, 500, 0)[0]
+    speakers = {f"s{int(u[1:]) % 20}" for u in ids}
+    assert len(speakers) == 2  # two whole speakers: no voice is in both train and dev
+    assert ids != carve_dev(rows, 0.1, 500, 1)[0]
+    assert len(carve_dev(rows, 0.5, 30, 0)[0]) == 30  # the cap
+    anon = [(f"u{i:03d}", None) for i in range(50)]
+    ids, by = carve_dev(anon, 0.1, 500, 0)
+    assert by == "utterance" and len(ids) == 5
+    with pytest.raises(AsrEvalError, match="too few to carve"):
+        carve_dev([("u0", None)])
+
+
+def test_finetune_without_a_dev_split_carves_one_and_never_trains_on_it(corpus, tiny80, tmp_path):
+    from asr_eval.train.selection import SELECTION_FILE, _split_rows, carve_dev
+
+    class Seen(TrainerCallback):
+        train_ids: list[str] = []
+        eval_ids: list[str] = []
+
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+            Seen.train_ids = list(train_dataloader.dataset.utt_ids)
+
+    res = finetune(corpus, str(tiny80), tmp_path / "run", _cfg(eval_split="auto", max_steps=2, eval_steps=2),
+                   db=tmp_path / "s.duckdb", progress=False, callbacks=[Seen()])
+    want, by = carve_dev(_split_rows(corpus, "train"), 0.1, 500, 0)  # ceil(0.1 × 8) = 1 utterance
+    assert len(want) == 1 and by == "utterance"
+    saved = json.loads((res.out_dir / SELECTION_FILE).read_text())
+    assert saved["utt_ids"] == want and saved["label"] == "train:dev-carve" and saved["carved"] is True
+    assert res.selection["label"] == "train:dev-carve" and res.n_train == 7 and res.n_eval == 1
+    assert len(Seen.train_ids) == 7 and not set(Seen.train_ids) & set(want)
+    run = read_run(res.out_dir)
+    assert run["selection_split"] == "train:dev-carve" and run["eval_split"] == "train:dev-carve"
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    sel = {r[0] for r in con.execute("SELECT selection_split FROM models WHERE training_run_id IS NOT NULL").fetchall()}
+    con.close()
+    assert sel == {"train:dev-carve"}
+    lineage = json.loads((res.best_dir / "asr_eval_lineage.json").read_text())
+    assert lineage["selection_split"] == "train:dev-carve"
+    with pytest.raises(AsrEvalError, match="the training split"):
+        finetune(corpus, str(tiny80), tmp_path / "run2", _cfg(eval_split="train"), progress=False)

@@ -55,10 +55,10 @@ class KaldiReader:
         self._split = self.split or split_from_name(self.root.name, "all")
 
     def describe(self) -> dict:
-        return {"layout": self.layout, "path": str(self.root),
-                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
-                **({"confine_to_root": True} if self.confine_to_root else {}),
-                **({"recording_level": True} if self.recording_level else {})}
+        d = {"layout": self.layout, "path": str(self.root),
+             "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
+             **({"confine_to_root": True} if self.confine_to_root else {})}
+        return {**d, "recording_level": True} if self.recording_level else d
 
     def items(self) -> Iterator[Item]:
         wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
@@ -151,7 +151,10 @@ class KaldiReader:
                 yield Rejection(Reason.BAD_ROW, f"segments {missing[:5]} of recording {rec!r} have no line in "
                                 f"{self.root / 'text'}; its reference would be incomplete", where, rec, entry)
                 continue
-            if entry.endswith("|") or " " in entry.strip():
+            if not entry:
+                yield Rejection(Reason.BAD_ROW, f"wav.scp line for {rec!r} has no audio path", where, rec)
+                continue
+            if entry.endswith("|") or len(entry.split()) > 1:
                 yield Rejection(Reason.UNSUPPORTED, f"wav.scp entry {entry!r} is a piped command; asr-eval reads "
                                 "plain paths only (materialise the audio first)", where, rec, entry)
                 continue

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.metrics.stats import MIN_SPEAKER_SHARE
-from asr_eval.shards import read_index, shard_paths
+from asr_eval.shards import read_index, require_shard, shard_paths
 
 DEV_SPLIT_NAMES = ("dev", "validation", "valid", "val")
 DEV_FRACTION = 0.10  # of the training utterances
@@ -55,7 +55,7 @@ class Selection:
 def _split_rows(corpus_dir: str | Path, split: str) -> list[tuple[str, str | None]]:
     rows: list[tuple[str, str | None]] = []
     for p in shard_paths(corpus_dir):
-        t = pq.read_table(p, columns=["utt_id", "split", "speaker"])
+        t = pq.read_table(require_shard(p, corpus_dir), columns=["utt_id", "split", "speaker"])
         for u, sp, spk in zip(*(t.column(c).to_pylist() for c in ("utt_id", "split", "speaker")), strict=True):
             if sp == split:
                 rows.append((u, spk or None))
