@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,20 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DEFAULT_IDS = "long_002,long_003,long_008,long_009"  # 6.6 min: every noise, both pause profiles, a silent stretch
 CONFIGS = [("transformers", "float32", "sequential"), ("transformers", "float32", "chunked"),
            ("transformers", "float32", "vad"), ("ctranslate2", "int8", "chunked"), ("ctranslate2", "int8", "vad")]
-
-
-def subset_manifest(src: Path, ids: list[str] | None, out: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (src / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
-    if ids:
-        missing = set(ids) - {r["id"] for r in rows}
-        if missing:
-            raise SystemExit(f"unknown recording ids {sorted(missing)}")
-        rows = [r for r in rows if r["id"] in ids]
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    for r in rows:  # ingest refuses paths outside the manifest's folder: copy the (small) FLACs
-        shutil.copyfile(src / r["audio_filepath"], out / r["audio_filepath"])
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    return rows
 
 
 def ingest_long(manifest_dir: Path, corpus: Path) -> None:
@@ -175,7 +160,7 @@ def main() -> None:
         return
 
     import torch
-    from make_longform import build
+    from make_longform import build, subset
 
     src = build()
     tmp = Path(tempfile.mkdtemp(prefix="bench_longform_"))
@@ -183,7 +168,9 @@ def main() -> None:
                              "load_avg_1m_start": round(os.getloadavg()[0], 2)}}
     if not args.skip_strategies:
         ids = None if args.ids == "all" else [x.strip() for x in args.ids.split(",") if x.strip()]
-        rows = subset_manifest(src, ids, tmp / "subset")
+        all_ids = [json.loads(x)["id"] for x in (src / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+        subset(ids or all_ids, tmp / "subset", src)
+        rows = [json.loads(x) for x in (tmp / "subset" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
         out["recordings"] = [r["id"] for r in rows]
         out["audio_min"] = round(sum(r["duration"] for r in rows) / 60, 2)
         ingest_long(tmp / "subset", tmp / "corpus")

@@ -20,8 +20,7 @@ from markupsafe import Markup
 
 from asr_eval import __version__
 from asr_eval.metrics.flags import FLAGS
-from asr_eval.report import charts, queries
-from asr_eval.report import windows
+from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
 from asr_eval.report.charts import OP_COLORS, SEVERITY_COLORS, CiItem, Marker, SeriesSpec
 from asr_eval.report.queries import ALL_ATTR, CLASSES, PairDiff, RunTotals, SliceRow
