@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from asr_eval.report.select import RunInfo, Selection, check_store, select
+from asr_eval.slices import COMPARISON_COLUMNS, SLICE_METRIC_COLUMNS
 from asr_eval.store import connect
 
 
@@ -87,10 +88,9 @@ def export_slice_metrics_csv(con: duckdb.DuckDBPyConnection, sel: Selection, pat
     """Stored per-slice metrics (incl. the '_all' row) of the selected runs as CSV."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sql = """
-    SELECT sm.run_id, r.model_id, coalesce(m.name, r.model_id) AS model_name, r.corpus_id, r.split, sm.normalizer,
-           sm.normalizer_hash, sm.slice_attr, sm.slice_value, sm.n, sm.hours, sm.cer, sm.cer_lo, sm.cer_hi, sm.mer,
-           sm.mer_lo, sm.mer_hi, sm.wer, sm.cer_s, sm.cer_d, sm.cer_i, sm.cer_n, sm.n_boot, sm.ci_method
+    cols = ", ".join(f"sm.{c}" for c in SLICE_METRIC_COLUMNS if c != "run_id")
+    sql = f"""
+    SELECT sm.run_id, r.model_id, coalesce(m.name, r.model_id) AS model_name, r.corpus_id, r.split, {cols}
     FROM slice_metrics sm JOIN eval_runs r USING (run_id) LEFT JOIN models m ON m.model_id = r.model_id
     WHERE sm.run_id IN (SELECT unnest($runs)) AND sm.normalizer = $norm
     ORDER BY r.corpus_id, sm.slice_attr, sm.slice_value, sm.run_id"""
@@ -100,11 +100,11 @@ def export_slice_metrics_csv(con: duckdb.DuckDBPyConnection, sel: Selection, pat
 
 
 def export_comparisons_csv(con: duckdb.DuckDBPyConnection, sel: Selection, path: str | Path) -> int:
-    """Stored paired comparisons between the selected runs as CSV."""
+    """Stored paired comparisons between the selected runs as CSV (raw and adjusted p, evidence, MDE)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sql = """
-    SELECT * FROM comparisons
+    sql = f"""
+    SELECT {', '.join(COMPARISON_COLUMNS)} FROM comparisons
     WHERE run_a IN (SELECT unnest($runs)) AND run_b IN (SELECT unnest($runs)) AND normalizer = $norm
     ORDER BY metric, slice_attr, slice_value, run_a, run_b"""
     con.execute(f"COPY ({sql}) TO {_sql_path(path)} (FORMAT csv, HEADER)",

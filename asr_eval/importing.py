@@ -495,11 +495,11 @@ def _now() -> datetime:
 def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: str | Path, split: str | None = "auto",
                       fmt: str = "auto", engine_notes: str | None = None, normalizer: str = "zh-v1",
                       slices: Sequence[str] | None = None, n_boot: int = 1000,
-                      block_by_speaker: bool = False) -> ImportResult:
+                      ci_method: str = "auto") -> ImportResult:
     """Parse, match, then (one writer) register the model and run, load the hypotheses, score the
     run per slice and compare it with every other finished run of the corpus split."""
     from asr_eval.provenance import package_versions
-    from asr_eval.scoring.analysis import analyse_with_stored
+    from asr_eval.scoring.analysis import analyse_with_stored, check_options
     from asr_eval.store import connect
     from asr_eval.store.load import (
         load_corpus,
@@ -509,6 +509,7 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
     )
     from asr_eval.text import get_profile
 
+    check_options(ci_method)  # fail before reading anything
     if not name or not name.strip():
         raise AsrEvalError("--name must name the system the hypotheses come from (e.g. sensevoice-small)")
     name = name.strip()
@@ -553,7 +554,7 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
             "preprocessing": None, "recipe": None, "strategy": None, "provenance": provenance,
             "n_missing": len(m.missing),
         })
-        others = analyse_with_stored(con, [run_id], normalizer, slices, n_boot, 0, block_by_speaker)
+        others = analyse_with_stored(con, [run_id], normalizer, slices, n_boot, 0, ci_method)
     finally:
         con.close()
     return ImportResult(run_id, model_id, corpus.corpus_id, split, hf.format, hf.sha256, len(hf.rows), n,

@@ -40,7 +40,7 @@ def finetune_flow(corpus: str = DEMO_CORPUS, base: str = BUNDLED, out: str = str
                   db: str = DEFAULT_DB, max_steps: int = 24, learning_rate: float = 2e-5, batch_size: int = 4,
                   grad_accum: int = 1, eval_steps: int = 12, warmup_steps: int = 4,
                   max_eval_samples: int | None = 40, max_new_tokens: int = 64, train_split: str = "train",
-                  eval_split: str = "test", baseline_run: str | None = None, device: str = "auto",
+                  eval_split: str = "auto", baseline_run: str | None = None, device: str = "auto",
                   seed: int = 0) -> dict:
     """Fine-tune BASE on CORPUS into OUT; best/final checkpoints registered with lineage.
     The defaults are a short demo run that fits 2 CPU cores in a few minutes."""

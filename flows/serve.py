@@ -3,6 +3,8 @@
 Deployments (name = FLOW/DEPLOYMENT):
   ingest/default, score/default, finetune/default, check-training/default, report/default,
   pipeline/default — offline defaults: the bundled demo corpus and bundled:whisper-base;
+  gate/default — the ship gate of the demo's fine-tuned checkpoint (runs/demo-ft/best) against
+  bundled:whisper-base, margin 0.5 points CER (pass other run ids or model names at run time);
   score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
   openai/whisper-large-v2 and -v3 on your own Common Voice folder (edit the paths, or pass
   --param corpus=… at run time).
@@ -14,9 +16,10 @@ import os
 
 from prefect import serve
 
-from flows._common import REPORTS
+from flows._common import BUNDLED, REPORTS, RUNS
 from flows.check_training import check_training_flow
 from flows.finetune import finetune_flow
+from flows.gate import gate_flow
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline_flow
 from flows.report import report_flow
@@ -39,6 +42,11 @@ def deployments() -> list:
         finetune_flow.to_deployment(name="default"),
         check_training_flow.to_deployment(name="default"),
         report_flow.to_deployment(name="default"),
+        gate_flow.to_deployment(
+            name="default",
+            parameters={"baseline": BUNDLED, "candidate": str(RUNS / "demo-ft" / "best"), "margin": 0.5},
+            description="Ship gate: the demo fine-tune against bundled:whisper-base (PASS / FAIL / INCONCLUSIVE)",
+        ),
         pipeline_flow.to_deployment(name="default"),
         pipeline_flow.to_deployment(
             name="commonvoice-large",

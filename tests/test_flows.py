@@ -201,3 +201,27 @@ def test_score_on_local_ray_cluster(harness, tiny, source, tmp_path):
     con.close()
     assert len(list((tmp_path / "parts" / runs[0]).glob("part-*.parquet"))) == 2  # test rows sit in 2 of 4 shards
     shutil.rmtree(tmp_path / "parts")
+
+
+def test_gate_flow_and_deployment(harness, tmp_path):
+    """The ship gate as a flow (decision returned, stored, and a FAIL fails the run on request)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from stat_fixtures import make_store
+
+    from flows.gate import gate_flow
+    from flows.serve import deployments
+
+    utts = [{"utt_id": f"u{i:02d}", "speaker": f"s{i % 12}"} for i in range(60)]
+    con = make_store(tmp_path / "g.duckdb", utts, {"base": {u["utt_id"]: 1 for u in utts},
+                                                   "cand": {u["utt_id"]: 3 for u in utts}})
+    con.close()
+    out = gate_flow(baseline="base", candidate="cand", margin=0.5, db=str(tmp_path / "g.duckdb"), n_boot=200)
+    assert (out["decision"], out["exit_code"]) == ("FAIL", 1) and out["slices"][0]["delta_pts"] == 20.0
+    with pytest.raises(RuntimeError, match="ship gate FAIL"):
+        gate_flow(baseline="base", candidate="cand", margin=0.5, db=str(tmp_path / "g.duckdb"), n_boot=200,
+                  fail_run=True)
+    con = duckdb.connect(str(tmp_path / "g.duckdb"), read_only=True)
+    assert con.execute("SELECT decision, count(*) FROM gates GROUP BY ALL").fetchall() == [("FAIL", 2)]
+    con.close()
+    gate = [d for d in deployments() if d.flow_name == "gate"]
+    assert [d.name for d in gate] == ["default"] and gate[0].parameters["margin"] == 0.5

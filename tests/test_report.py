@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import json
 import math
@@ -117,7 +119,12 @@ def test_computed_slices_and_pairs(tmp_path):
     assert (whole.run_a, whole.run_b, whole.n, whole.method) == ("A", "B", 4, "normal")
     assert (whole.delta, whole.lo, whole.hi) == (pytest.approx(dlt), pytest.approx(lo), pytest.approx(hi))
     assert (round(whole.lo, 4), round(whole.hi, 4)) == (-0.117, -0.0164)
-    assert significance(whole, "A", "B") == ("B is better (interval excludes 0)", "better-b")
+    # issue 12: 4 utterances / 30 characters is below the minimum evidence — never "better"
+    assert not whole.reliable and whole.ref_chars == 30
+    assert significance(whole, "A", "B") == ("insufficient data (n = 4)", "na")
+    assert whole.verdict.startswith("insufficient data (n = 4, 30 reference characters")
+    enough = dataclasses.replace(whole, reliable=True)
+    assert significance(enough, "A", "B") == ("B is better (interval excludes 0)", "better-b")
     assert diffs[("grp", "y")].delta == pytest.approx(-1 / 15)
 
 

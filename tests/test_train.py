@@ -68,7 +68,7 @@ def processor80(tiny80):
 def _cfg(**kw) -> FinetuneConfig:
     """A run small enough for CI: 4 steps of 4 utterances, evaluations at 0, 2, 4 on 3 utterances."""
     base = dict(max_steps=4, eval_steps=2, batch_size=4, warmup_steps=0, learning_rate=1e-3, max_new_tokens=6,
-                max_eval_samples=3, tensorboard=False, live_monitor=False)
+                max_eval_samples=3, tensorboard=False, live_monitor=False, eval_split="test")
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -415,3 +415,53 @@ def test_eval_step_encodes_once_and_matches_seq2seq_trainer(corpus, tiny80, tmp_
     assert (n_ref, n_got) == (2, 1)
     assert got[0].item() == pytest.approx(ref[0].item(), rel=1e-6)
     assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
+
+
+# ───────────────────────────── selection split (issue 12) ─────────────────────────────
+
+
+def test_carve_dev_is_seeded_by_speaker_and_capped():
+    from asr_eval.train.selection import carve_dev
+
+    rows = [(f"u{i:03d}", f"s{i % 20}") for i in range(200)]  # 20 speakers × 10 utterances
+    ids, by = carve_dev(rows, fraction=0.1, cap=500, seed=0)
+    assert by == "speaker" and len(ids) == 20 and ids == carve_dev(rows, 0.1, 500, 0)[0]
+    speakers = {f"s{int(u[1:]) % 20}" for u in ids}
+    assert len(speakers) == 2  # two whole speakers: no voice is in both train and dev
+    assert ids != carve_dev(rows, 0.1, 500, 1)[0]
+    assert len(carve_dev(rows, 0.5, 30, 0)[0]) == 30  # the cap
+    anon = [(f"u{i:03d}", None) for i in range(50)]
+    ids, by = carve_dev(anon, 0.1, 500, 0)
+    assert by == "utterance" and len(ids) == 5
+    with pytest.raises(AsrEvalError, match="too few to carve"):
+        carve_dev([("u0", None)])
+
+
+def test_finetune_without_a_dev_split_carves_one_and_never_trains_on_it(corpus, tiny80, tmp_path):
+    from asr_eval.train.selection import SELECTION_FILE, _split_rows, carve_dev
+
+    class Seen(TrainerCallback):
+        train_ids: list[str] = []
+        eval_ids: list[str] = []
+
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+            Seen.train_ids = list(train_dataloader.dataset.utt_ids)
+
+    res = finetune(corpus, str(tiny80), tmp_path / "run", _cfg(eval_split="auto", max_steps=2, eval_steps=2),
+                   db=tmp_path / "s.duckdb", progress=False, callbacks=[Seen()])
+    want, by = carve_dev(_split_rows(corpus, "train"), 0.1, 500, 0)  # ceil(0.1 × 8) = 1 utterance
+    assert len(want) == 1 and by == "utterance"
+    saved = json.loads((res.out_dir / SELECTION_FILE).read_text())
+    assert saved["utt_ids"] == want and saved["label"] == "train:dev-carve" and saved["carved"] is True
+    assert res.selection["label"] == "train:dev-carve" and res.n_train == 7 and res.n_eval == 1
+    assert len(Seen.train_ids) == 7 and not set(Seen.train_ids) & set(want)
+    run = read_run(res.out_dir)
+    assert run["selection_split"] == "train:dev-carve" and run["eval_split"] == "train:dev-carve"
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    sel = {r[0] for r in con.execute("SELECT selection_split FROM models WHERE training_run_id IS NOT NULL").fetchall()}
+    con.close()
+    assert sel == {"train:dev-carve"}
+    lineage = json.loads((res.best_dir / "asr_eval_lineage.json").read_text())
+    assert lineage["selection_split"] == "train:dev-carve"
+    with pytest.raises(AsrEvalError, match="the training split"):
+        finetune(corpus, str(tiny80), tmp_path / "run2", _cfg(eval_split="train"), progress=False)

@@ -22,7 +22,12 @@ def finetune_cmd(
     base: Annotated[str, typer.Option(help="Base model: hub id, local dir or bundled:whisper-base")],
     out: Annotated[Path, typer.Option(help="Run directory, e.g. runs/NAME (re-run to resume)")],
     train_split: Annotated[str, typer.Option(help="Split to train on")] = "train",
-    eval_split: Annotated[str, typer.Option(help="Split to evaluate CER on")] = "test",
+    eval_split: Annotated[str, typer.Option(help="Split to evaluate CER on and select the best checkpoint by. "
+                                                 "auto: the corpus's dev/validation split, else one carved from the "
+                                                 "training split (held out of training). Never the split you will "
+                                                 "score: that makes the score optimistic")] = "auto",
+    dev_fraction: Annotated[float, typer.Option(help="Carved dev set: share of the training split")] = 0.10,
+    dev_max: Annotated[int, typer.Option(help="Carved dev set: at most this many utterances")] = 500,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1000,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate")] = 1e-5,
     batch_size: Annotated[int, typer.Option(help="Per-device batch size")] = 8,
@@ -50,7 +55,8 @@ def finetune_cmd(
     from asr_eval.train import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(
-        train_split=train_split, eval_split=eval_split, max_steps=max_steps, learning_rate=lr,
+        train_split=train_split, eval_split=eval_split, dev_fraction=dev_fraction, dev_max=dev_max,
+        max_steps=max_steps, learning_rate=lr,
         batch_size=batch_size, grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
         gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder,
         max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
@@ -67,6 +73,10 @@ def finetune_cmd(
     console.print(t)
     if r.resumed_from:
         console.print(f"resumed from {r.resumed_from}")
+    sel = r.selection
+    console.print(f"best checkpoint selected on [bold]{sel.get('label')}[/]"
+                  + (f" ({sel.get('n')} utterances carved from {sel.get('split')} by {sel.get('by')}, held out of "
+                     "training)" if sel.get("carved") else ""))
     console.print(f"{r.n_train} training / {r.n_eval} eval utterances, {r.train_runtime_s:.0f} s"
                   + (f"; registered in {db}" if register else ""))
     console.print(f"check it: asr-eval check-training {r.out_dir}"

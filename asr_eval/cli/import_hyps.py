@@ -23,7 +23,8 @@ def import_hyps_cmd(
     normalizer: Annotated[str, typer.Option(help="Normalizer profile")] = "zh-v1",
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns (default: as `asr-eval score`)")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
-    block_by_speaker: Annotated[bool, typer.Option(help="Speaker-block bootstrap instead of utterance")] = False,
+    ci_method: Annotated[str, typer.Option(help="auto (speaker blocks when speakers are known for most utterances), "
+                                                "utterance or speaker-block")] = "auto",
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
 ) -> None:
     """Import external hypotheses as a run: scored per slice, compared with every stored run of the split."""
@@ -32,7 +33,7 @@ def import_hyps_cmd(
 
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     r = import_hypotheses(corpus, file, name, db, split=split, fmt=format, engine_notes=engine_notes,
-                          normalizer=normalizer, slices=sl, n_boot=n_boot, block_by_speaker=block_by_speaker)
+                          normalizer=normalizer, slices=sl, n_boot=n_boot, ci_method=ci_method)
     n_split = r.n_matched + r.n_missing
     console.print(f"imported [bold]{name}[/] ({r.format}, sha256 {r.sha256[:12]}) as run [bold]{r.run_id}[/]")
     console.print(f"matched {r.n_matched} of {n_split} utterances of split {r.split or 'all'}"

@@ -14,77 +14,142 @@ from asr_eval.store.labels import run_labels
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}"
+    return "—" if x is None or x != x else f"{100 * x:.2f}"
 
 
-def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[str] | None = None) -> None:
-    """Terminal tables: one per slice attribute (n, hours, CER ± CI per model) + A/B deltas."""
+def _pts(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:+.2f}"
+
+
+def _rate_cell(cer: float | None, lo: float | None, hi: float | None, reliable: bool | None) -> str:
+    if reliable is False:  # the point estimate, but its interval is not evidence
+        return f"{_pct(cer)} [dim][{_pct(lo)}–{_pct(hi)}]†[/]"
+    return f"{_pct(cer)} [{_pct(lo)}–{_pct(hi)}]"
+
+
+def selection_flags(con, run_ids: list[str]) -> dict[str, str]:
+    """Runs scored on the split their checkpoint was selected on (models.selection_split)."""
+    found = con.execute(
+        f"""SELECT r.run_id, m.selection_split FROM eval_runs r JOIN models m USING (model_id)
+            WHERE r.run_id IN ({', '.join('?' * len(run_ids))}) AND m.selection_split IS NOT NULL
+              AND m.selection_split = coalesce(r.split, 'all')""", run_ids).fetchall()
+    return {r: f"selected on this split ({split}): optimistic" for r, split in found}
+
+
+def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[str] | None = None,
+                  all_slices: bool = False) -> None:
+    """Terminal tables: one per slice attribute (n, hours, CER ± CI per model; † marks slices with
+    insufficient data) + paired A/B deltas with multiplicity-adjusted verdicts and the smallest
+    detectable difference. Only slices that differ after correction are listed unless ``all_slices``."""
+    from asr_eval.metrics.stats import ADJUSTMENTS
+    from asr_eval.slices import ALL_ATTR, stored_comparisons, stored_slice_metrics, value_key
+
     con = connect(db, read_only=True)
     try:
         names = run_labels(con, run_ids)
-        rows = con.execute(
-            f"""SELECT run_id, slice_attr, slice_value, n, hours, cer, cer_lo, cer_hi, mer, mer_lo, mer_hi
-                FROM slice_metrics WHERE normalizer = ? AND run_id IN ({', '.join('?' * len(run_ids))})""",
-            [normalizer, *run_ids]).fetchall()
-        rtfx = dict(con.execute(
-            f"SELECT run_id, rtfx FROM eval_runs WHERE run_id IN ({', '.join('?' * len(run_ids))})", run_ids).fetchall())
-        cmps = con.execute(
-            f"""SELECT run_a, run_b, metric, slice_attr, slice_value, n, delta, delta_lo, delta_hi, p_b_better, verdict
-                FROM comparisons WHERE normalizer = ? AND metric = 'cer' AND run_a IN ({', '.join('?' * len(run_ids))})
-                ORDER BY slice_attr = '_all' DESC, slice_attr, slice_value""", [normalizer, *run_ids]).fetchall()
+        rows = stored_slice_metrics(con, run_ids, normalizer)
+        cmps = stored_comparisons(con, run_ids, normalizer, metric="cer")
+        flags = selection_flags(con, run_ids)
     finally:
         con.close()
+    for r, words in flags.items():
+        console.print(f"[bold yellow]note:[/] {names.get(r, r)} (run {r}) was {words} — its score on this split is "
+                      "biased downwards; compare on a split it was not selected on")
     by_attr: dict[str, dict[str, dict]] = {}
-    for run_id, attr, value, n, hours, cer, lo, hi, mer, mlo, mhi in rows:
-        cell = by_attr.setdefault(attr, {}).setdefault(value, {"n": n, "hours": hours})
-        cell[run_id] = (cer, lo, hi, mer, mlo, mhi)
-    order = ["_all"] + sorted(a for a in by_attr if a != "_all")
+    methods: dict[str, set[str]] = {}
+    thin = 0
+    for row in rows:
+        cell = by_attr.setdefault(row["slice_attr"], {}).setdefault(row["slice_value"], {"n": row["n"], "hours": row["hours"]})
+        cell[row["run_id"]] = row
+        methods.setdefault(row["slice_attr"], set()).add(row["ci_method"] or "utterance")
+        thin += row["reliable"] is False
+    order = [ALL_ATTR] + sorted(a for a in by_attr if a != ALL_ATTR)
     for attr in order:
-        if attr not in by_attr or (slices and attr != "_all" and attr not in slices):
+        if attr not in by_attr or (slices and attr != ALL_ATTR and attr not in slices):
             continue
-        title = f"all utterances — normalizer {normalizer}" if attr == "_all" else f"by {attr}"
+        how = ", ".join(sorted(methods.get(attr, ())))
+        title = (f"all utterances — normalizer {normalizer}" if attr == ALL_ATTR else f"by {attr}") + f" ({how} resampling)"
         t = Table(title=title, title_justify="left", header_style="bold")
-        t.add_column(attr if attr != "_all" else "", style="cyan")
+        t.add_column(attr if attr != ALL_ATTR else "", style="cyan")
         t.add_column("n", justify="right")
         t.add_column("hours", justify="right")
         for r in run_ids:
-            t.add_column(f"{names.get(r, r)}\nCER % [95% CI]", justify="right")
-        if attr == "_all":
+            t.add_column(f"{names.get(r, r)}{' (selected here)' if r in flags else ''}\nCER % [95% CI]", justify="right")
+        if attr == ALL_ATTR:
             for r in run_ids:
                 t.add_column(f"{names.get(r, r)}\nMER %", justify="right")
-        for value, cell in by_attr[attr].items():
-            best = min((cell[r][0] for r in run_ids if r in cell and cell[r][0] is not None), default=None)
-            line = [value if attr != "_all" else "all", str(cell["n"]), f"{cell['hours']:.3f}"]
+        for value in sorted(by_attr[attr], key=value_key):
+            cell = by_attr[attr][value]
+            ok = [cell[r]["cer"] for r in run_ids if r in cell and cell[r]["cer"] is not None and cell[r]["reliable"] is not False]
+            best = min(ok, default=None)
+            line = [value if attr != ALL_ATTR else "all", str(cell["n"]), f"{cell['hours'] or 0:.3f}"]
             for r in run_ids:
                 if r not in cell:
                     line.append("—")
                     continue
-                cer, lo, hi = cell[r][:3]
-                txt = f"{_pct(cer)} [{_pct(lo)}–{_pct(hi)}]"
-                line.append(f"[bold green]{txt}[/]" if len(run_ids) > 1 and cer == best else txt)
-            if attr == "_all":
-                line += [f"{_pct(cell[r][3])} [{_pct(cell[r][4])}–{_pct(cell[r][5])}]" if r in cell else "—" for r in run_ids]
+                c = cell[r]
+                txt = _rate_cell(c["cer"], c["cer_lo"], c["cer_hi"], c["reliable"])
+                line.append(f"[bold green]{txt}[/]" if len(run_ids) > 1 and c["cer"] == best else txt)
+            if attr == ALL_ATTR:
+                line += [_rate_cell(cell[r]["mer"], cell[r]["mer_lo"], cell[r]["mer_hi"], cell[r]["reliable"])
+                         if r in cell else "—" for r in run_ids]
             t.add_row(*line)
         console.print(t)
-    if len(run_ids) > 1:
-        t = Table(title="paired A/B on CER (B − A, points; paired bootstrap 95% CI)", title_justify="left",
-                  header_style="bold")
-        for c in ("A", "B", "slice", "n", "Δ CER", "95% CI", "P(B better)", "verdict"):
-            t.add_column(c, justify="right" if c in ("n", "Δ CER", "95% CI", "P(B better)") else "left")
-        hidden = 0
-        for a, b, _m, attr, value, n, d, lo, hi, p, verdict in cmps:
-            significant = lo > 0 or hi < 0
-            if attr != "_all" and not significant:
+    if thin:
+        console.print("[dim]† insufficient data (fewer than the minimum utterances or reference characters): the point "
+                      "estimate is shown, its interval is not evidence and it gets no verdict[/]")
+    if len(run_ids) > 1 and cmps:
+        _print_pairs(cmps, names, slices, all_slices, ADJUSTMENTS)
+
+
+def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_slices: bool, adjustments: dict) -> None:
+    from asr_eval.metrics.stats import mde_text
+    from asr_eval.slices import ALL_ATTR, slice_label
+
+    t = Table(title="paired A/B on CER (B − A, points; paired bootstrap 95% CI; p adjusted per slice column)",
+              title_justify="left", header_style="bold")
+    for c in ("A", "B", "slice", "n", "Δ CER", "95% CI", "not detectable under", "p adj.", "verdict"):
+        t.add_column(c, justify="right" if c in ("n", "Δ CER", "95% CI", "not detectable under", "p adj.") else "left")
+    tested = differ = raw_hits = thin = hidden = 0
+    families: set[tuple] = set()
+    methods: set[str] = set()
+    for c in cmps:
+        attr = c["slice_attr"]
+        if slices and attr != ALL_ATTR and attr not in slices:
+            continue
+        reliable = c["reliable"] is not False
+        is_tested = reliable and c["p_adj"] is not None
+        sig = is_tested and c["p_adj"] < 0.05 and (c["delta_lo"] > 0 or c["delta_hi"] < 0)
+        if c["adj_method"]:
+            methods.add(c["adj_method"])
+        if attr != ALL_ATTR:
+            families.add((c["run_a"], c["run_b"], attr))
+            tested += is_tested
+            differ += sig
+            raw_hits += is_tested and c["p_raw"] is not None and c["p_raw"] < 0.05
+            thin += not reliable
+            if not (all_slices or sig):
                 hidden += 1
                 continue
-            style = "green" if hi < 0 else "red" if lo > 0 else ""
-            t.add_row(names.get(a, a), names.get(b, b), "all" if attr == "_all" else f"{attr}={value}", str(n),
-                      f"[{style}]{100 * d:+.2f}[/]" if style else f"{100 * d:+.2f}",
-                      f"{100 * lo:+.2f} … {100 * hi:+.2f}", f"{p:.3f}", verdict)
-        console.print(t)
-        if hidden:
-            console.print(f"[dim]{hidden} per-slice comparisons with no significant difference not shown "
-                          "(all are in the comparisons table and the report)[/]")
+        style = "" if not sig else ("green" if c["delta_hi"] < 0 else "red")
+        d = _pts(c["delta"])
+        t.add_row(names.get(c["run_a"], c["run_a"]), names.get(c["run_b"], c["run_b"]),
+                  slice_label(attr, c["slice_value"]), str(c["n"]), f"[{style}]{d}[/]" if style else d,
+                  f"{_pts(c['delta_lo'])} … {_pts(c['delta_hi'])}", _pct(c["mde"]),
+                  "—" if c["p_adj"] is None else f"{c['p_adj']:.3g}", c["verdict"] or "")
+    console.print(t)
+    for c in cmps:
+        if c["slice_attr"] == ALL_ATTR and c["mde"] is not None:
+            console.print(f"{names.get(c['run_a'], c['run_a'])} vs {names.get(c['run_b'], c['run_b'])}, all utterances: "
+                          f"{mde_text(c['mde'])} ({c['ci_method'] or 'utterance'} resampling)")
+    how = " / ".join(adjustments[m][1] for m in sorted(methods) if m in adjustments) or "Holm"
+    console.print(f"{tested} slice comparison{'s' if tested != 1 else ''} tested in {len(families)} famil"
+                  f"{'ies' if len(families) != 1 else 'y'} ({how} correction per pair × slice column): "
+                  f"[bold]{differ}[/] differ after correction ({raw_hits} at p < 0.05 before)"
+                  + (f"; {thin} with insufficient data not tested" if thin else "") + ".")
+    if hidden:
+        console.print(f"[dim]{hidden} per-slice comparisons without a difference after correction not shown — "
+                      "`--all-slices` lists them all (they are in the comparisons table and the report)[/]")
 
 
 @app.command("score")
@@ -111,7 +176,13 @@ def score_cmd(
     no_repeat_ngram_size: Annotated[int | None, typer.Option(help="Forbid repeating n-grams of this size")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="> 1 penalizes repeated tokens")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
-    block_by_speaker: Annotated[bool, typer.Option(help="Speaker-block bootstrap instead of utterance")] = False,
+    ci_method: Annotated[str, typer.Option(help="auto: resample speakers where speakers are known for ≥ 50% of a "
+                                                "slice (≥ 10 blocks), else utterances | utterance")] = "auto",
+    min_utts: Annotated[int, typer.Option(help="Slices with fewer utterances get no verdict")] = 20,
+    min_ref_chars: Annotated[int, typer.Option(help="Slices with fewer reference characters get no verdict")] = 200,
+    adjust: Annotated[str, typer.Option(help="Multiplicity adjustment per pair × slice column: holm | bh")] = "holm",
+    all_slices: Annotated[bool, typer.Option("--all-slices", help="List every slice comparison, not only "
+                                                                   "those that differ after correction")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
     parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
     strategy: Annotated[str, typer.Option(help="Long-form strategy for recordings over 30 s: sequential, chunked, "
@@ -129,8 +200,9 @@ def score_cmd(
                       repetition_penalty=repetition_penalty)
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     run_ids = score_models(corpus, specs, db, split=split, slices=sl, normalizer=normalizer, parts_root=parts,
-                           n_boot=n_boot, block_by_speaker=block_by_speaker)
-    print_results(db, run_ids, normalizer, sl)
+                           n_boot=n_boot, ci_method=ci_method, min_utts=min_utts, min_ref_chars=min_ref_chars,
+                           adjust=adjust)
+    print_results(db, run_ids, normalizer, sl, all_slices)
     print_parity(db, run_ids, normalizer)
     print_preprocessing_notes(db, run_ids)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join(run_ids)}")
@@ -142,9 +214,11 @@ def rescore_cmd(
     run: Annotated[list[str] | None, typer.Option("--run", help="Run ids (default: every run)")] = None,
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
+    all_slices: Annotated[bool, typer.Option("--all-slices", help="List every slice comparison")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
 ) -> None:
-    """Re-normalize and rescore stored hypotheses with another normalizer — no inference."""
+    """Re-normalize and rescore stored hypotheses with another normalizer — no inference. Each run keeps the
+    interval method (speaker-block / utterance) it was scored with."""
     from asr_eval.scoring import rescore
 
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
@@ -153,7 +227,7 @@ def rescore_cmd(
         ids = rescore(con, normalizer, run, sl, n_boot)
     finally:
         con.close()
-    print_results(db, ids, normalizer, sl)
+    print_results(db, ids, normalizer, sl, all_slices)
 
 
 def short_compute(compute_type: str) -> str:
@@ -179,8 +253,8 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
     con = connect(db, read_only=True)
     try:
         rows = con.execute(
-            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.device, r.rtfx, r.finished_at,
-                      s.cer
+            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.n_missing, r.device, r.rtfx,
+                      r.finished_at, s.cer
                FROM eval_runs r LEFT JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all'
                     AND s.normalizer = 'zh-v1'
                ORDER BY r.finished_at""").fetchall()
@@ -203,7 +277,7 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
              ("when", {"no_wrap": True})]
     for c, kw in cols:
         t.add_column(c, **kw)
-    for run_id, corpus, split, n, device, rtfx, finished, cer in rows:
+    for run_id, corpus, split, n, missing, device, rtfx, finished, cer in rows:
         x = axes[run_id]
         eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
         if x.kind != "import" and device and device != "cpu":
@@ -211,23 +285,15 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         recipe = "—" if x.kind == "import" else x.recipe if x.preprocessing == "pad-audio" \
             else f"{x.recipe} ({x.preprocessing})"
         where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
-        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, str(n or 0), _pct(cer),
+        count = f"{n or 0}" + (f" ({missing} missing)" if missing else "")
+        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, count, _pct(cer),
                   "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
     console.print(t)
 
 
-def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
-    """(run_id, trained with, scored with) for fine-tuned models scored under another preprocessing."""
-    if not run_ids:
-        return []
-    return con.execute(
-        f"""SELECT r.run_id, m.train_preprocessing, r.preprocessing FROM eval_runs r JOIN models m USING (model_id)
-            WHERE m.train_preprocessing IS NOT NULL AND r.preprocessing IS NOT NULL
-              AND m.train_preprocessing <> r.preprocessing AND r.run_id IN ({', '.join('?' * len(run_ids))})""",
-        run_ids).fetchall()
-
-
 def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
+    from asr_eval.scoring.parity import preprocessing_mismatches
+
     con = connect(db, read_only=True)
     try:
         rows = preprocessing_mismatches(con, run_ids)

@@ -1,4 +1,7 @@
-"""Pooled rates, bootstrap confidence intervals, paired bootstrap and sign test.
+"""Pooled rates, bootstrap confidence intervals, paired bootstrap and sign test, plus the
+rules that decide what a number may claim: minimum evidence, resampling units (speaker
+blocks), paired-test p-values, multiplicity adjustment (Holm / Benjamini–Hochberg) and the
+verdict in words.
 
 Everything works on numpy arrays of per-utterance counts (errors, reference length).
 
@@ -19,6 +22,28 @@ import numpy as np
 
 MAX_DRAW_CELLS = 20_000_000  # replicates x distinct units drawn at once (bounds memory to ~160 MB)
 
+# ── Minimum evidence (see docs/score.md "Minimum evidence"). ──
+# A percentile bootstrap interval needs enough resampling units to mean anything: with n = 1
+# every replicate is the point estimate (a zero-width "interval"), with n = 2 there are three
+# possible values, and below ~20 units the percentile interval under-covers badly.
+MIN_UTTS = 20
+# With fewer than ~200 reference characters one error moves CER by 0.5 points or more, and the
+# error count is a handful of events: the rate's granularity is coarser than the differences
+# anybody ships on, and the bootstrap distribution is lumpy.
+MIN_REF_CHARS = 200
+
+# ── Speaker-aware resampling (see docs/score.md "Speaker-aware intervals"). ──
+# Utterances of one speaker are not independent (voice, microphone, accent), so intervals
+# resample whole speakers when speakers are known for at least MIN_SPEAKER_SHARE of a slice's
+# utterances; utterances without a speaker are each their own block.
+MIN_SPEAKER_SHARE = 0.5
+# A cluster bootstrap with very few clusters is itself unreliable (a single speaker would give
+# a zero-width interval); below this many blocks a slice falls back to utterance resampling
+# and says so in its ci_method.
+MIN_SPEAKER_BLOCKS = 10
+
+CI_METHODS = ("utterance", "speaker-block")
+
 
 @dataclass
 class RateCI:
@@ -29,6 +54,8 @@ class RateCI:
     hi: float
     n_boot: int
     method: str  # 'utterance' | 'speaker-block'
+    n_nonfinite: int = 0  # replicates with no reference tokens (0/0): counted, left out of the interval
+    n_blocks: int = 0  # resampling units (utterances, or speaker blocks)
 
 
 @dataclass
@@ -47,6 +74,16 @@ class PairedResult:
     verdict: str
     n_boot: int = 0
     method: str = "utterance"
+    p_value: float = 1.0  # two-sided paired-bootstrap p of "no difference" (see ``bootstrap_p``)
+    n_nonfinite: int = 0  # replicates with no reference tokens (0/0): counted, left out
+    n_blocks: int = 0  # resampling units
+
+    @property
+    def mde(self) -> float:
+        """Minimum detectable effect: the half-width of the paired interval. A difference
+        smaller than this cannot be told from zero on this data (it is the smallest observed
+        difference that would reach significance at this precision)."""
+        return (self.hi - self.lo) / 2 if math.isfinite(self.hi - self.lo) else float("nan")
 
 
 def _ints(x, name: str) -> np.ndarray:
@@ -130,21 +167,61 @@ def _interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _nonfinite(values: np.ndarray) -> int:
+    return int((~np.isfinite(values)).sum())
+
+
+def bootstrap_p(replicates, null: float = 0.0) -> float:
+    """Two-sided bootstrap p-value of "the difference is ``null``", by inverting the percentile
+    interval: the smallest level at which the interval excludes ``null`` is twice the share of
+    replicates on the far side of it. Monte-Carlo corrected, p = min(1, 2 (k + 1) / (B + 1)) with
+    k = min(#{d* <= null}, #{d* >= null}) over the B finite replicates, so p is never 0 and a
+    test at level alpha is valid (Davison & Hinkley 1997, §4.2). Its smallest value is
+    2 / (B + 1): a family of m tests adjusted by Holm needs B >= 2m / alpha (``n_boot_for``)."""
+    d = np.asarray(replicates, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return float("nan")
+    k = min(int((d <= null).sum()), int((d >= null).sum()))
+    return float(min(1.0, 2 * (k + 1) / (d.size + 1)))
+
+
+def bootstrap_p_greater(replicates, bound: float) -> float:
+    """One-sided bootstrap p-value of H0 "difference <= bound" against "difference > bound":
+    (1 + #{d* <= bound}) / (B + 1) over the finite replicates."""
+    d = np.asarray(replicates, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return float("nan")
+    return float(min(1.0, (int((d <= bound).sum()) + 1) / (d.size + 1)))
+
+
+def n_boot_for(n_boot: int, family_size: int, alpha: float = 0.05, sides: int = 2) -> int:
+    """Replicates needed so the smallest attainable bootstrap p (sides / (B + 1)) is at most half
+    of Holm's strictest threshold alpha / m: B = max(n_boot, ceil(2 sides m / alpha)). With the
+    default 1000 replicates this only grows for families of more than 12 slices."""
+    need = math.ceil(2 * sides * max(1, family_size) / alpha)
+    return max(int(n_boot), need)
+
+
 def bootstrap_ci(errors, n, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, groups=None) -> RateCI:
     """Percentile bootstrap CI of the pooled rate Σerrors/Σn, resampling utterances (or whole
-    speakers when ``groups`` holds a speaker id per utterance: speaker-block bootstrap)."""
+    blocks when ``groups`` holds a block id per utterance — see ``speaker_blocks``). Replicates
+    whose resample has no reference tokens (0/0) are left out of the interval and counted in
+    ``n_nonfinite``."""
     e, m = _checked((errors, "errors"), (n, "n"))
     method = "utterance" if groups is None else "speaker-block"
     rate = pooled_rate(e, m)
-    if not len(e) or not m.sum():
-        return RateCI(rate, float("nan"), float("nan"), n_boot, method)
     if groups is not None:
         e, m = _group_totals(groups, e, m)
+    if not len(e) or not m.sum():
+        return RateCI(rate, float("nan"), float("nan"), n_boot, method, 0, len(e))
     (ue, um), counts = _distinct(e, m)
     se, sm = _replicate_sums([ue, um], counts, n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = _interval(se / sm, alpha)
-    return RateCI(rate, lo, hi, n_boot, method)
+        r = se / sm
+    lo, hi = _interval(r, alpha)
+    return RateCI(rate, lo, hi, n_boot, method, _nonfinite(r), len(e))
 
 
 def bootstrap_ci_by_slice(errors, n, slice_codes, n_slices: int, n_boot: int = 1000, alpha: float = 0.05,
@@ -180,19 +257,20 @@ def sign_test(err_a, err_b) -> float:
     return float(min(1.0, 2 * tail))
 
 
-def paired_bootstrap(err_a, err_b, n, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, groups=None,
-                     metric: str = "CER") -> PairedResult:
-    """Paired bootstrap of rate_b - rate_a on the same utterances (Bisani & Ney 2004): both
-    systems are resampled together, so utterance difficulty cancels out. Swapping A and B
-    gives exactly the negated difference and interval."""
+def paired_replicates(err_a, err_b, n, n_boot: int = 1000, seed: int = 0, groups=None) -> tuple[float, np.ndarray, int]:
+    """(delta, replicates of delta, resampling units) for rate_b - rate_a, both systems resampled
+    together. Replicates are drawn in a canonical orientation, so swapping A and B gives exactly
+    the negated replicates. Non-finite replicates (0/0) are kept as NaN for the caller to count."""
+    delta, d, units, flip = _paired(err_a, err_b, n, n_boot, seed, groups)
+    return delta, (-d if flip else d), units
+
+
+def _paired(err_a, err_b, n, n_boot: int, seed: int, groups) -> tuple[float, np.ndarray, int, bool]:
+    """Replicates in the canonical orientation and whether that is (B, A) — quantiles are taken
+    there and negated, so (A, B) and (B, A) give bit-identical, negated intervals."""
     a, b, m = _checked((err_a, "err_a"), (err_b, "err_b"), (n, "n"))
-    method = "utterance" if groups is None else "speaker-block"
-    rate_a, rate_b = pooled_rate(a, m), pooled_rate(b, m)
-    level = f"{100 * (1 - alpha):g}%"
     if not len(m) or not m.sum():
-        return PairedResult(rate_a, rate_b, float("nan"), float("nan"), float("nan"), float("nan"), 1.0, len(m),
-                            "no reference tokens to compare on", n_boot, method)
-    # Draw in a canonical orientation so that (A, B) and (B, A) see the same resamples.
+        return float("nan"), np.full(0, np.nan), 0, False
     flip = (int(a.sum()), a.tobytes()) > (int(b.sum()), b.tobytes())
     x, y = (b, a) if flip else (a, b)
     ux, uy, um_ = _group_totals(groups, x, y, m) if groups is not None else (x, y, m)
@@ -200,20 +278,193 @@ def paired_bootstrap(err_a, err_b, n, n_boot: int = 1000, alpha: float = 0.05, s
     sx, sy, sm = _replicate_sums([dx, dy, dm], counts, n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = (sy - sx) / sm
-    lo, hi = _interval(d, alpha)
-    better = float(np.mean(d[np.isfinite(d)] < 0)) if np.isfinite(d).any() else float("nan")
-    worse = float(np.mean(d[np.isfinite(d)] > 0)) if np.isfinite(d).any() else float("nan")
-    if flip:
-        lo, hi, better = -hi, -lo, worse
     delta = float((int(b.sum()) - int(a.sum())) / int(m.sum()))  # rounded like the replicates
+    return delta, d, len(um_), flip
+
+
+def paired_bootstrap(err_a, err_b, n, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, groups=None,
+                     metric: str = "CER") -> PairedResult:
+    """Paired bootstrap of rate_b - rate_a on the same utterances (Bisani & Ney 2004): both
+    systems are resampled together, so utterance difficulty cancels out. Swapping A and B
+    gives exactly the negated difference and interval. ``p_value`` is the two-sided bootstrap
+    p (``bootstrap_p``) that multiplicity adjustment works on; the verdict here is for a
+    single test (a family of one) — ``verdict`` re-derives it from an adjusted p."""
+    a, b, m = _checked((err_a, "err_a"), (err_b, "err_b"), (n, "n"))
+    method = "utterance" if groups is None else "speaker-block"
+    rate_a, rate_b = pooled_rate(a, m), pooled_rate(b, m)
+    level = f"{100 * (1 - alpha):g}%"
+    if not len(m) or not m.sum():
+        return PairedResult(rate_a, rate_b, float("nan"), float("nan"), float("nan"), float("nan"), 1.0, len(m),
+                            "no reference tokens to compare on", n_boot, method, float("nan"), 0, 0)
+    delta, d, units, flip = _paired(a, b, m, n_boot, seed, groups)
+    lo, hi = _interval(d, alpha)
+    ok = d[np.isfinite(d)]
+    better = float(np.mean(ok > 0 if flip else ok < 0)) if ok.size else float("nan")
+    if flip:
+        lo, hi = -hi, -lo
     return PairedResult(rate_a, rate_b, delta, lo, hi, better, sign_test(a, b), len(m),
-                        verdict(delta, lo, hi, level, metric), n_boot, method)
+                        verdict(delta, lo, hi, level, metric), n_boot, method, bootstrap_p(d), _nonfinite(d), units)
 
 
-def verdict(delta: float, lo: float, hi: float, level: str = "95%", metric: str = "CER") -> str:
-    """The comparison in words; differences in points (percentage points of the rate)."""
-    if not (lo > 0 or hi < 0):
-        return (f"no significant difference on this data ({level} CI of the difference includes 0: "
-                f"B - A = {100 * delta:+.2f} points {metric}, {level} CI {100 * lo:+.2f} to {100 * hi:+.2f})")
+# ───────────────────────── resampling units ─────────────────────────
+
+
+def speaker_blocks(speakers) -> np.ndarray:
+    """Block codes for a block bootstrap: one block per known speaker, and every utterance
+    without a speaker (None or '') its own block — never one shared "(none)" block, which would
+    glue unrelated utterances together (and, with no speakers known, collapse the interval)."""
+    spk = list(speakers)
+    known = sorted({s for s in spk if s not in (None, "")})
+    lut = {s: i for i, s in enumerate(known)}
+    nxt = len(known)
+    out = np.empty(len(spk), dtype=np.int64)
+    for i, s in enumerate(spk):
+        if s in (None, ""):
+            out[i] = nxt
+            nxt += 1
+        else:
+            out[i] = lut[s]
+    return out
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How a slice's interval resamples: ``groups`` (block code per utterance) or None for
+    utterances; ``method`` as stored in ci_method; ``n_blocks`` resampling units."""
+
+    groups: np.ndarray | None
+    method: str
+    n_blocks: int
+    speaker_share: float
+
+
+def resampling_for(speakers, mode: str = "auto", min_share: float = MIN_SPEAKER_SHARE,
+                   min_blocks: int = MIN_SPEAKER_BLOCKS) -> Resampling:
+    """Choose the resampling units of one slice. ``mode`` 'utterance' always resamples
+    utterances; 'auto' (the default everywhere) and 'speaker-block' resample speaker blocks
+    (``speaker_blocks``) when speakers are known for at least ``min_share`` of the utterances
+    and that gives at least ``min_blocks`` blocks, and fall back to utterances otherwise."""
+    if mode not in ("auto", *CI_METHODS):
+        raise ValueError(f"unknown resampling mode {mode!r}; use auto, utterance or speaker-block")
+    spk = list(speakers)
+    n = len(spk)
+    share = sum(s not in (None, "") for s in spk) / n if n else 0.0
+    if mode != "utterance" and n and share >= min_share:
+        g = speaker_blocks(spk)
+        k = int(g.max()) + 1
+        if k >= min_blocks:
+            return Resampling(g, "speaker-block", k, share)
+    return Resampling(None, "utterance", n, share)
+
+
+# ───────────────────────── minimum evidence ─────────────────────────
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Whether a slice carries enough data for an interval and a verdict."""
+
+    n: int
+    ref_chars: int
+    min_utts: int = MIN_UTTS
+    min_ref_chars: int = MIN_REF_CHARS
+
+    @property
+    def reliable(self) -> bool:
+        return self.n >= self.min_utts and self.ref_chars >= self.min_ref_chars
+
+    def describe(self) -> str:
+        """'insufficient data (n = 2, 11 reference characters; …)' — the verdict of a thin slice."""
+        return (f"insufficient data (n = {self.n}, {self.ref_chars} reference characters; a verdict needs "
+                f"≥ {self.min_utts} utterances and ≥ {self.min_ref_chars} characters)")
+
+
+# ───────────────────────── multiplicity ─────────────────────────
+
+
+def holm(p) -> np.ndarray:
+    """Holm–Bonferroni step-down adjusted p-values (controls the family-wise error rate):
+    sorted ascending, p_adj(i) = max_{j <= i} min(1, (m - j + 1) p(j))."""
+    p = np.asarray(p, dtype=np.float64)
+    m = len(p)
+    if not m:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini–Hochberg step-up adjusted p-values (controls the false discovery rate):
+    sorted ascending, p_adj(i) = min_{j >= i} min(1, m p(j) / j)."""
+    p = np.asarray(p, dtype=np.float64)
+    m = len(p)
+    if not m:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+# Registry of adjustments: name -> (function, words for the verdict).
+ADJUSTMENTS: dict[str, tuple] = {
+    "holm": (holm, "Holm"),
+    "bh": (benjamini_hochberg, "Benjamini–Hochberg"),
+}
+DEFAULT_ADJUSTMENT = "holm"
+
+
+def adjust_pvalues(p, method: str = DEFAULT_ADJUSTMENT) -> np.ndarray:
+    """Adjust one family's p-values; NaN entries (untested) stay NaN and do not count in m."""
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"unknown multiplicity adjustment {method!r}; choose one of {sorted(ADJUSTMENTS)}")
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    ok = np.isfinite(p)
+    out[ok] = ADJUSTMENTS[method][0](p[ok])
+    return out
+
+
+# ───────────────────────── words ─────────────────────────
+
+
+def verdict(delta: float, lo: float, hi: float, level: str = "95%", metric: str = "CER", *,
+            p_adj: float | None = None, adj_method: str | None = None, family_size: int | None = None,
+            alpha: float = 0.05, evidence: Evidence | None = None) -> str:
+    """The comparison in words; differences in points (percentage points of ``metric``).
+
+    A slice without enough evidence says "insufficient data (n = …)" whatever its numbers. With
+    an adjusted p (``p_adj``), a difference is claimed only when p_adj < alpha *and* the interval
+    excludes 0; otherwise the interval alone decides (a family of one)."""
+    if evidence is not None and not evidence.reliable:
+        return evidence.describe()
+    adj = ""
+    if p_adj is not None and math.isfinite(p_adj):
+        words = ADJUSTMENTS.get(adj_method or DEFAULT_ADJUSTMENT, (None, adj_method))[1]
+        over = f" over {family_size} slices" if family_size and family_size > 1 else ""
+        adj = f"; {words}-adjusted p = {_fmt_p(p_adj)}{over}" if family_size and family_size > 1 else \
+            f"; p = {_fmt_p(p_adj)}"
+    significant = (lo > 0 or hi < 0) and (p_adj is None or not math.isfinite(p_adj) or p_adj < alpha)
+    if not significant:
+        why = (f"{level} CI of the difference includes 0" if not (lo > 0 or hi < 0)
+               else f"not significant after correcting for {family_size} slices")
+        return (f"no significant difference on this data ({why}: "
+                f"B - A = {100 * delta:+.2f} points {metric}, {level} CI {100 * lo:+.2f} to {100 * hi:+.2f}{adj})")
     who, gain, g_lo, g_hi = ("B", -delta, -hi, -lo) if hi < 0 else ("A", delta, lo, hi)
-    return f"{who} is better by {100 * gain:.2f} points {metric} ({level} CI {100 * g_lo:.2f}–{100 * g_hi:.2f})"
+    return f"{who} is better by {100 * gain:.2f} points {metric} ({level} CI {100 * g_lo:.2f}–{100 * g_hi:.2f}{adj})"
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def mde_text(mde: float, metric: str = "CER") -> str:
+    """'differences under 1.23 points CER are not detectable here'."""
+    if mde is None or not math.isfinite(mde):
+        return "no interval: detectable difference unknown"
+    return f"differences under {100 * mde:.2f} points {metric} are not detectable here"

@@ -22,6 +22,7 @@ from asr_eval import __version__
 from asr_eval.metrics.flags import FLAGS
 from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
+from asr_eval.report.engines import engine_view
 from asr_eval.report.charts import OP_COLORS, SEVERITY_COLORS, CiItem, Marker, SeriesSpec
 from asr_eval.report.queries import ALL_ATTR, CLASSES, PairDiff, RunTotals, SliceRow
 from asr_eval.report.select import Selection, check_store, select
@@ -70,14 +71,28 @@ class ReportResult:
 
 
 def significance(d: PairDiff, label_a: str, label_b: str) -> tuple[str, str]:
-    """(words, css class) for a paired difference b − a with a 95% interval."""
+    """(words, css class) for a paired difference b − a with a 95% interval. Thin slices say
+    "insufficient data", and a difference is claimed only when it survives the multiplicity
+    correction of its family (``PairDiff.significant``)."""
     if d.lo is None or d.hi is None or any(math.isnan(v) for v in (d.lo, d.hi)):
         return "no interval (too few utterances)", "na"
+    if not d.reliable:
+        return f"insufficient data (n = {d.n})", "na"
     if d.lo <= 0 <= d.hi:
         return NO_DIFF, "nodiff"
+    if not d.significant:
+        return f"{NO_DIFF} after correcting for {d.family_size} slices", "nodiff"
+    adj = f", adjusted p = {d.p_adj:.2g}" if d.p_adj is not None and (d.family_size or 1) > 1 else ""
     if d.hi < 0:
-        return f"{label_b} is better (interval excludes 0)", "better-b"
-    return f"{label_a} is better (interval excludes 0)", "better-a"
+        return f"{label_b} is better (interval excludes 0{adj})", "better-b"
+    return f"{label_a} is better (interval excludes 0{adj})", "better-a"
+
+
+def mde(d: PairDiff | None) -> str:
+    """'0.84' — differences under this many points are not detectable on this slice."""
+    if d is None or d.mde is None or not math.isfinite(d.mde):
+        return "—"
+    return f"{100 * d.mde:.2f}"
 
 
 def pct(v: float | None, digits: int = 2) -> str:
@@ -160,9 +175,42 @@ def _verdicts(sel: Selection, totals: dict[str, RunTotals], diffs: list[PairDiff
                 continue
             words, cls = significance(d, best.label, other.label)
             lines.append({"other": other, "delta": pts(d.delta), "ci": ci(d.lo, d.hi, signed=True),
-                          "words": words, "cls": cls, "n": d.n, "method": d.method})
+                          "words": words, "cls": cls, "n": d.n, "method": d.method, "mde": mde(d),
+                          "ci_method": d.ci_method, "verdict": d.verdict})
         out.append({"corpus_name": cname, "best": best, "rate": totals[best.run_id].cer,
                     "n": totals[best.run_id].n, "lines": lines})
+    return out
+
+
+def _gates(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str, Any]]:
+    """The latest stored ship-gate decision for each (baseline, candidate) pair of selected runs."""
+    from asr_eval.gate import stored_gates
+
+    labels = {r.run_id: r for r in sel.runs}
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for g in stored_gates(con, sel.run_ids):
+        key = (g["baseline_run"], g["candidate_run"])
+        if key in seen or g["normalizer"] != sel.normalizer:
+            continue
+        seen.add(key)
+        sl = g["details"].get("slices", [])
+        out.append({**g, "baseline": labels[key[0]], "candidate": labels[key[1]], "cls": g["decision"].lower(),
+                    "slices": sl, "n_slices": len(sl)})
+    return out
+
+
+def _protocols(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str, Any]]:
+    """The protocol matrix (``asr-eval protocols``) of the selected runs, where more than one protocol is stored."""
+    from asr_eval.protocols import PROTOCOLS, REFERENCE, read_protocol_matrices
+
+    labels = {r.run_id: r for r in sel.runs}
+    out = []
+    for mx in read_protocol_matrices(con, sel.run_ids):
+        if len(mx.protocols) < 2:
+            continue
+        out.append({"mx": mx, "runs": [labels[r] for r in mx.runs], "about": PROTOCOLS, "reference": REFERENCE,
+                    "flips": mx.ranking_flips, "verdict_flips": mx.verdict_flips})
     return out
 
 
@@ -204,14 +252,23 @@ def _slices(sel: Selection, attrs: dict[str, list[str]], srows: list[SliceRow], 
                         d = got.get(v)
                         words, cls = significance(d, a.label, b.label) if d else ("not compared", "na")
                         prow.append({"value": v, "d": d, "words": words, "cls": cls})
+                    tested = [d for d in got.values() if d.reliable and d.p_adj is not None]
                     pairs.append({"a": a, "b": b, "rows": prow,
-                                  "method": next((d.method for d in got.values()), "")})
+                                  "method": next((d.method for d in got.values()), ""),
+                                  "ci_methods": sorted({d.ci_method for d in got.values() if d.ci_method}),
+                                  "adj_method": next((d.adj_method for d in tested if d.adj_method), None),
+                                  "n_tested": len(tested), "n_differ": sum(d.significant for d in tested),
+                                  "n_thin": sum(not d.reliable for d in got.values()),
+                                  "n_raw": sum(d.p_raw is not None and d.p_raw < 0.05 for d in tested)})
             plot_vals = set(by_size[: min(opt.plot_slice_values, opt.max_slice_values)])
             items = [CiItem(row["value"], r.label, r.color, c.cer.value, c.cer.lo, c.cer.hi, cell["best"])
                      for row in table if row["value"] in plot_vals
                      for r, cell in zip(runs, row["cells"], strict=True) if (c := cell["row"]) is not None]
             methods = {c.cer.method for m in per_run.values() for c in m.values() if c.cer.method}
-            tables.append({"attr": attr, "rows": table, "pairs": pairs, "n_values": len(values),
+            thin = sorted({v for m in per_run.values() for v, c in m.items() if not c.reliable}, key=_natural)
+            tables.append({"attr": attr, "rows": table, "pairs": pairs, "n_values": len(values), "thin": thin,
+                           "ci_methods": sorted({c.ci_method for m in per_run.values() for c in m.values()
+                                                 if c.ci_method}),
                            "n_shown": len(shown), "methods": sorted(methods),
                            "plot": charts.ci_plot(f"CER by {attr}", items) if items else None,
                            "plot_capped": len(plot_vals) < len(shown)})
@@ -373,7 +430,7 @@ def headline_markdown(sel: Selection, totals: dict[str, RunTotals]) -> str:
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("asr_eval.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=pct, pts=pts, ci=ci, num=num, size=size)
+    env.filters.update(pct=pct, pts=pts, ci=ci, num=num, size=size, mde=mde)
     env.globals.update(op_colors=OP_COLORS, severity_colors=SEVERITY_COLORS, no_diff=NO_DIFF)
     return env
 
@@ -404,7 +461,12 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
         "title": options.title, "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "db": db_label, "version": __version__, "sel": sel, "totals": totals, "options": options,
         "verdicts": _verdicts(sel, totals, diffs), "headline": _headline(sel, totals), "slices": slices_view,
+        "gates": _gates(con, sel) if sel.runs else [],
+        "protocols": _protocols(con, sel),
         "errors": errors, "worst": worst, "training": training,
+        "engines": engine_view(con, [r.run_id for r in sel.runs], sel.normalizer or "zh-v1",
+                               sorted({a for v in attrs.values() for a in v})),
+        "run_by_id": {r.run_id: r for r in sel.runs},
         "css": Markup(_static("report.css")), "js": Markup(js),
         # CSP: only our own script (by hash) may run, and nothing may be fetched from anywhere.
         "script_hash": base64.b64encode(hashlib.sha256(js.encode()).digest()).decode(),
@@ -444,4 +506,5 @@ def build_report(db: str | Path | duckdb.DuckDBPyConnection, out: str | Path,
 
 
 
-__all__ = ["NO_DIFF", "ReportOptions", "ReportResult", "build_report", "headline_markdown", "render", "significance"]
+__all__ = ["NO_DIFF", "ReportOptions", "ReportResult", "build_report", "headline_markdown", "mde", "render",
+           "significance"]

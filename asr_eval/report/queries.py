@@ -12,34 +12,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
 
 from asr_eval.report.select import Selection, as_dict, rows
+from asr_eval.metrics.stats import Evidence
+from asr_eval.slices import (  # noqa: F401  (the one slice definition)
+    ALL_ATTR, ALL_VALUE, MISSING_VALUE, available_slices, membership_sql, stored_comparisons, stored_slice_metrics,
+)
 
 Z95 = 1.959963984540054
-ALL_ATTR, ALL_VALUE = "_all", "all"
-MISSING_VALUE = "(none)"  # as the scorer labels a missing slice value
 CLASSES = (("zh", "Mandarin"), ("en", "English"), ("num", "Number"), ("other", "Other"))
 OPS = ("S", "D", "I")
 
 
 def _slices(attrs: Sequence[str] | None = None) -> str:
-    """Slice membership in long form (corpus_id, utt_id, attr, value): utterance_attrs, the speaker column
-    (a slice the scorer offers) and the whole corpus as the pseudo-slice _all/all. With ``attrs`` (bound
-    as ``$attrs`` by the caller) only the branches needed are read — the rest would cost a full scan each."""
-    want = None if attrs is None else set(attrs)
-    parts = []
-    if want is None or want - {"speaker", ALL_ATTR}:
-        parts.append(f"SELECT corpus_id, utt_id, attr, coalesce(value, '{MISSING_VALUE}') AS value FROM utterance_attrs"
-                     + ("" if want is None else " WHERE attr IN (SELECT unnest($attrs))"))
-    if want is None or "speaker" in want:
-        parts.append(f"SELECT corpus_id, utt_id, 'speaker', coalesce(speaker, '{MISSING_VALUE}') FROM utterances")
-    if want is None or ALL_ATTR in want:
-        parts.append(f"SELECT corpus_id, utt_id, '{ALL_ATTR}', '{ALL_VALUE}' FROM utterances")
-    return "(" + " UNION ALL ".join(parts) + ")"
+    """Slice membership in long form — the one definition in ``asr_eval.slices``."""
+    return membership_sql(attrs)
 
 
 @dataclass(frozen=True)
@@ -82,6 +73,11 @@ class SliceRow:
     cer: Rate
     mer: Rate
     wer: float | None
+    ref_chars: int = 0
+    reliable: bool = True  # enough evidence (min_utts, min_ref_chars) for its interval to mean something
+    ci_method: str = ""  # 'utterance' | 'speaker-block' (stored) | 'normal' (computed here)
+    n_blocks: int | None = None
+    n_nonfinite: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,15 +97,47 @@ class PairDiff:
     p_b_better: float | None
     sign_test_p: float | None
     stored_verdict: str | None
-    method: str
+    method: str  # 'bootstrap' (stored by the scorer) | 'normal' (computed here)
+    metric: str = "cer"
+    ref_chars: int = 0
+    reliable: bool = True
+    p_raw: float | None = None
+    p_adj: float | None = None
+    adj_method: str | None = None
+    family_size: int | None = None
+    mde: float | None = None  # half-width of the paired interval
+    ci_method: str = ""  # 'utterance' | 'speaker-block' | 'normal'
+    n_nonfinite: int | None = None
 
     def flipped(self) -> PairDiff:
-        """The same comparison seen as a − b."""
+        """The same comparison seen as a − b. Its verdict is re-derived from the numbers (``verdict``),
+        never copied, so A and B in the words name the right runs."""
         neg = (lambda v: None if v is None else -v)
-        return PairDiff(self.run_b, self.run_a, self.attr, self.value, self.n, self.rate_b, self.rate_a,
-                        neg(self.delta), neg(self.hi), neg(self.lo),
-                        None if self.p_b_better is None else 1.0 - self.p_b_better,
-                        self.sign_test_p, self.stored_verdict, self.method)
+        return replace(self, run_a=self.run_b, run_b=self.run_a, rate_a=self.rate_b, rate_b=self.rate_a,
+                       delta=neg(self.delta), lo=neg(self.hi), hi=neg(self.lo),
+                       p_b_better=None if self.p_b_better is None else 1.0 - self.p_b_better,
+                       stored_verdict=None)
+
+    @property
+    def significant(self) -> bool:
+        """A difference is claimed only with enough evidence, an interval excluding 0 and (when
+        stored) a multiplicity-adjusted p below 0.05."""
+        if not self.reliable or self.lo is None or self.hi is None:
+            return False
+        if any(math.isnan(v) for v in (self.lo, self.hi)) or self.lo <= 0 <= self.hi:
+            return False
+        return self.p_adj is None or not math.isfinite(self.p_adj) or self.p_adj < 0.05
+
+    @property
+    def verdict(self) -> str:
+        """The comparison in words (A = run_a, B = run_b), derived from this orientation's numbers."""
+        from asr_eval.metrics.stats import Evidence, verdict
+
+        if self.delta is None or self.lo is None or self.hi is None or math.isnan(self.delta):
+            return "no interval"
+        ev = Evidence(self.n, self.ref_chars) if not self.reliable else None
+        return verdict(self.delta, self.lo, self.hi, metric=self.metric.upper(), p_adj=self.p_adj,
+                       adj_method=self.adj_method, family_size=self.family_size, evidence=ev)
 
 
 @dataclass(frozen=True)
@@ -268,8 +296,6 @@ def run_totals(con: duckdb.DuckDBPyConnection, sel: Selection) -> dict[str, RunT
 
 def slice_attrs(con: duckdb.DuckDBPyConnection, sel: Selection) -> dict[str, list[str]]:
     """Slice columns per corpus: the scorer's default slices (same rule) plus any slice it stored."""
-    from asr_eval.scoring import available_slices  # the one rule for which columns make slice tables
-
     stored = rows(con, f"""
         SELECT DISTINCT r.corpus_id, sm.slice_attr AS attr FROM slice_metrics sm JOIN eval_runs r USING (run_id)
         WHERE sm.run_id IN (SELECT unnest($runs)) AND sm.normalizer = $norm AND sm.slice_attr <> '{ALL_ATTR}'""",
@@ -286,12 +312,11 @@ def slice_rows(con: duckdb.DuckDBPyConnection, sel: Selection,
     """Per-slice rates for every run and slice column; stored rows first, SQL-computed for the rest."""
     if not sel.runs:
         return []
-    stored = rows(con, f"""
-        SELECT run_id, slice_attr, slice_value, n, hours, cer, cer_lo, cer_hi, mer, mer_lo, mer_hi, wer
-        FROM slice_metrics WHERE normalizer = $norm AND run_id IN (SELECT unnest($runs))
-          AND slice_attr <> '{ALL_ATTR}'""", _params(sel))
+    stored = stored_slice_metrics(con, sel.run_ids, sel.normalizer, include_all=False)
     out = [SliceRow(r["run_id"], r["slice_attr"], r["slice_value"], int(r["n"] or 0), r["hours"],
-                    _rate(r, "cer", "bootstrap"), _rate(r, "mer", "bootstrap"), r["wer"]) for r in stored]
+                    _rate(r, "cer", "bootstrap"), _rate(r, "mer", "bootstrap"), r["wer"],
+                    int(r["ref_chars"] if r["ref_chars"] is not None else r["cer_n"] or 0),
+                    _reliable(r), r["ci_method"] or "", r["n_blocks"], r["n_nonfinite"]) for r in stored]
     have = {(r.run_id, r.attr) for r in out}
     for run in sel.runs:
         missing = [a for a in attrs.get(run.corpus_id, []) if (run.run_id, a) not in have]
@@ -315,7 +340,15 @@ def _computed_slices(con: duckdb.DuckDBPyConnection, sel: Selection, run_id: str
     SELECT *, {ratio_sql('cer')}, {ratio_sql('mer')} FROM agg"""
     found = rows(con, sql, {"run": run_id, "corpus": corpus_id, "norm": sel.normalizer, "attrs": attrs})
     return [SliceRow(run_id, r["attr"], r["value"], int(r["cnt"]), r["hours"], _rate(r, "cer", "normal"),
-                     _rate(r, "mer", "normal"), r["wer"]) for r in found]
+                     _rate(r, "mer", "normal"), r["wer"], int(r["cer_n"] or 0),
+                     Evidence(int(r["cnt"]), int(r["cer_n"] or 0)).reliable, "normal") for r in found]
+
+
+def _reliable(r: dict[str, Any]) -> bool:
+    """Stored verdict of the scorer; rows from before issue 12 (NULL) are judged by the default rule."""
+    if r.get("reliable") is not None:
+        return bool(r["reliable"])
+    return Evidence(int(r.get("n") or 0), int(r.get("ref_chars") or r.get("cer_n") or 0)).reliable
 
 
 # ───────────────────────────── paired differences ─────────────────────────────
@@ -326,17 +359,17 @@ def pair_diffs(con: duckdb.DuckDBPyConnection, sel: Selection,
     """CER differences for every pair of runs on the same corpus, oriented as (earlier run, later run)."""
     if len(sel.runs) < 2:
         return []
-    stored = rows(con, """
-        SELECT run_a, run_b, slice_attr, slice_value, n, rate_a, rate_b, delta, delta_lo, delta_hi,
-               p_b_better, sign_test_p, verdict
-        FROM comparisons WHERE normalizer = $norm AND metric = 'cer'
-          AND run_a IN (SELECT unnest($runs)) AND run_b IN (SELECT unnest($runs))""", _params(sel))
+    stored = stored_comparisons(con, sel.run_ids, sel.normalizer, metric="cer")
     order = {r.run_id: i for i, r in enumerate(sel.runs)}
     out: list[PairDiff] = []
     for r in stored:
+        ref_chars = int(r["ref_chars"] or 0)
         d = PairDiff(r["run_a"], r["run_b"], r["slice_attr"], r["slice_value"], int(r["n"] or 0), r["rate_a"],
                      r["rate_b"], r["delta"], r["delta_lo"], r["delta_hi"], r["p_b_better"], r["sign_test_p"],
-                     r["verdict"], "bootstrap")
+                     r["verdict"], "bootstrap", metric=r["metric"], ref_chars=ref_chars,
+                     reliable=True if r["reliable"] is None else bool(r["reliable"]), p_raw=r["p_raw"],
+                     p_adj=r["p_adj"], adj_method=r["adj_method"], family_size=r["family_size"], mde=r["mde"],
+                     ci_method=r["ci_method"] or "", n_nonfinite=r["n_nonfinite"])
         out.append(d if order[d.run_a] < order[d.run_b] else d.flipped())
     have = {(d.run_a, d.run_b, d.attr) for d in out}
     for corpus_id, _ in sel.corpora:
@@ -358,14 +391,17 @@ def _computed_pairs(con: duckdb.DuckDBPyConnection, sel: Selection, run_a: str, 
       JOIN utterance_scores b ON b.utt_id = a.utt_id AND b.run_id = $b AND b.normalizer = $norm
       WHERE a.run_id = $a AND a.normalizer = $norm),
     agg AS (
-      SELECT sl.attr, sl.value, count(*) AS cnt, sum(ea)::DOUBLE / nullif(sum(n), 0) AS rate_a,
+      SELECT sl.attr, sl.value, count(*) AS cnt, sum(n) AS ref_chars, sum(ea)::DOUBLE / nullif(sum(n), 0) AS rate_a,
              sum(eb)::DOUBLE / nullif(sum(n), 0) AS rate_b, {sums_sql('d', 'eb - ea', 'n')}
       FROM p JOIN {_slices(attrs)} sl ON sl.corpus_id = $corpus AND sl.utt_id = p.utt_id
       GROUP BY sl.attr, sl.value)
     SELECT *, {ratio_sql('d', clamp=False)} FROM agg"""
     found = rows(con, sql, {"a": run_a, "b": run_b, "corpus": corpus_id, "norm": sel.normalizer, "attrs": attrs})
     return [PairDiff(run_a, run_b, r["attr"], r["value"], int(r["cnt"]), r["rate_a"], r["rate_b"], r["d"],
-                     r["d_lo"], r["d_hi"], None, None, None, "normal") for r in found]
+                     r["d_lo"], r["d_hi"], None, None, None, "normal", ref_chars=int(r["ref_chars"] or 0),
+                     reliable=Evidence(int(r["cnt"]), int(r["ref_chars"] or 0)).reliable,
+                     mde=None if r["d_lo"] is None or r["d_hi"] is None else (r["d_hi"] - r["d_lo"]) / 2,
+                     ci_method="normal") for r in found]
 
 
 # ───────────────────────────── error analysis ─────────────────────────────

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.store.labels import run_labels
 from asr_eval.store.schema import TABLES
 
 # One colour per run, in selection order; chosen to stay distinguishable for common colour blindness.
@@ -54,12 +55,26 @@ class RunInfo:
     peak_gpu_mem_bytes: int | None
     started_at: str | None
     finished_at: str | None
+    kind: str | None = "model"
+    engine: str | None = None
+    engine_version: str | None = None
+    compute_type: str | None = None
+    preprocessing: str | None = None
+    recipe: str | None = None
+    strategy: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
     normalizer_hashes: tuple[str, ...] = ()
     n_scored: int = 0
+    selection_split: str | None = None  # the split a fine-tuned checkpoint was selected on
 
     @property
     def fine_tuned(self) -> bool:
         return self.base_model_id is not None
+
+    @property
+    def selected_here(self) -> bool:
+        """Scored on the split its checkpoint was selected on: the score is optimistic."""
+        return self.selection_split is not None and self.selection_split == (self.split or "all")
 
 
 @dataclass(frozen=True)
@@ -126,10 +141,11 @@ _RUNS_SQL = """
 SELECT r.run_id, r.corpus_id, r.split, r.model_id, r.status, r.device, r.dtype, r.batch_size,
        r.decode_params::VARCHAR AS decode_params, r.versions::VARCHAR AS versions, r.n_utts, r.audio_s,
        r.proc_s, r.rtfx, r.peak_gpu_mem_bytes, r.started_at::VARCHAR AS started_at,
-       r.finished_at::VARCHAR AS finished_at,
+       r.finished_at::VARCHAR AS finished_at, coalesce(r.kind, 'model') AS kind, r.engine, r.engine_version,
+       r.compute_type, r.preprocessing, r.recipe, r.strategy, r.provenance::VARCHAR AS provenance,
        coalesce(m.name, r.model_id) AS model_name, m.source AS model_source, m.revision, m.n_params,
        m.base_model_id, m.training_run_id, m.step AS train_step, m.corpus_id AS train_corpus_id,
-       coalesce(c.name, r.corpus_id) AS corpus_name, c.path AS corpus_path
+       m.selection_split, coalesce(c.name, r.corpus_id) AS corpus_name, c.path AS corpus_path
 FROM eval_runs r
 LEFT JOIN models m USING (model_id)
 LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
@@ -168,7 +184,8 @@ def select(con: duckdb.DuckDBPyConnection, runs: Sequence[str] = (), corpora: Se
     available = tuple(sorted(by_norm))
     notes: list[str] = []
     if normalizer is None and available:
-        normalizer = max(available, key=lambda k: (len(by_norm[k]), k))
+        # most runs; on a tie (e.g. after `asr-eval protocols`) the default profile, then by name
+        normalizer = max(available, key=lambda k: (len(by_norm[k]), k == "zh-v1", k))
         if len(available) > 1:
             notes.append(f"the store holds scores under several normalizers ({', '.join(available)}); "
                          f"this report uses {normalizer} (choose another with --normalizer)")
@@ -178,17 +195,16 @@ def select(con: duckdb.DuckDBPyConnection, runs: Sequence[str] = (), corpora: Se
     info = {(s["run_id"]): s for s in scored if s["normalizer"] == normalizer}
     out: list[RunInfo] = []
     unscored: list[RunInfo] = []
-    labels: dict[tuple[str, str], int] = {}
+    # Display names, plus only the axes (engine, recipe, …) on which the runs of a corpus differ.
+    labels: dict[str, str] = {}
+    for cid in dict.fromkeys(r["corpus_id"] for r in raw):
+        labels.update(run_labels(con, [r["run_id"] for r in raw if r["corpus_id"] == cid]))
     for r in raw:
-        labels[(r["corpus_id"], r["model_name"])] = labels.get((r["corpus_id"], r["model_name"]), 0) + 1
-    for r in raw:
-        label = r["model_name"]
-        if labels[(r["corpus_id"], label)] > 1:  # the same model twice on one corpus: tell the runs apart
-            label = f"{label} · {r['split'] or ''} {r['run_id'][:8]}".strip()
+        label = labels.get(r["run_id"], r["model_name"])
         s = info.get(r["run_id"])
         run = RunInfo(
             label=label, color="", decode_params=as_dict(r.pop("decode_params")),
-            versions=as_dict(r.pop("versions")),
+            versions=as_dict(r.pop("versions")), provenance=as_dict(r.pop("provenance")),
             normalizer_hashes=tuple(s["hashes"]) if s else (), n_scored=s["n"] if s else 0, **r,
         )
         (out if s else unscored).append(run)

@@ -5,16 +5,20 @@ rescoring under another normalizer. Reads the store, writes through ``store.tx``
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from asr_eval import slices as slices_mod
 from asr_eval.errors import AsrEvalError
+from asr_eval.metrics.stats import (
+    ADJUSTMENTS, CI_METHODS, DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS, Evidence, adjust_pvalues, bootstrap_ci, n_boot_for,
+    paired_bootstrap, resampling_for, verdict,
+)
+from asr_eval.slices import MAX_AUTO_SLICE_VALUES  # noqa: F401  (re-exported)
 from asr_eval.store.tx import replace_rows
-
-MAX_AUTO_SLICE_VALUES = 50  # columns with more distinct values (ids, sentences) are not default slices
 
 
 def score_run(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh-v1") -> int:
@@ -61,149 +65,165 @@ def _long_form(t: pa.Table) -> list:
 
 
 def available_slices(con: duckdb.DuckDBPyConnection, corpus_id: str) -> list[str]:
-    """Slice attributes worth a table by default: few distinct values."""
-    rows = con.execute(
-        "SELECT attr, count(DISTINCT value) FROM utterance_attrs WHERE corpus_id = ? GROUP BY attr ORDER BY attr",
-        [corpus_id]).fetchall()
-    return [a for a, k in rows if 1 <= k <= MAX_AUTO_SLICE_VALUES]
+    """Slice attributes worth a table by default (the rule lives in ``asr_eval.slices``)."""
+    return slices_mod.available_slices(con, corpus_id)
 
 
-def _run_arrays(con, run_id: str, normalizer: str, attr: str | None) -> pa.Table:
-    if attr is None or attr == "speaker":
-        val = "'all'" if attr is None else "coalesce(u.speaker, '(none)')"
-        return con.sql(
-            f"""SELECT s.utt_id, {val} AS value, u.duration_s, u.speaker,
-                   s.cer_s + s.cer_d + s.cer_i AS cer_e, s.cer_n, s.mer_s + s.mer_d + s.mer_i AS mer_e, s.mer_n,
-                   s.wer_s + s.wer_d + s.wer_i AS wer_e, s.wer_n, s.cer_s, s.cer_d, s.cer_i
-                FROM utterance_scores s JOIN eval_runs r ON r.run_id = s.run_id
-                JOIN utterances u ON u.corpus_id = r.corpus_id AND u.utt_id = s.utt_id
-                WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", params=[run_id, normalizer]).to_arrow_table()
-    return con.sql(
-        """SELECT s.utt_id, coalesce(a.value, '(none)') AS value, u.duration_s, u.speaker,
-               s.cer_s + s.cer_d + s.cer_i AS cer_e, s.cer_n, s.mer_s + s.mer_d + s.mer_i AS mer_e, s.mer_n,
-               s.wer_s + s.wer_d + s.wer_i AS wer_e, s.wer_n, s.cer_s, s.cer_d, s.cer_i
-            FROM utterance_scores s JOIN eval_runs r ON r.run_id = s.run_id
-            JOIN utterances u ON u.corpus_id = r.corpus_id AND u.utt_id = s.utt_id
-            LEFT JOIN utterance_attrs a ON a.corpus_id = r.corpus_id AND a.utt_id = s.utt_id AND a.attr = ?
-            WHERE s.run_id = ? AND s.normalizer = ? ORDER BY s.utt_id""", params=[attr, run_id, normalizer]).to_arrow_table()
+def _ints(t: pa.Table, name: str, idx: np.ndarray | None = None) -> np.ndarray:
+    a = np.asarray(t.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return a if idx is None else a[idx]
 
 
-def _codes(values: list) -> tuple[np.ndarray, list[str]]:
-    labels = sorted(set(values), key=lambda v: (_num_key(v), v))
-    lut = {v: i for i, v in enumerate(labels)}
-    return np.array([lut[v] for v in values], dtype=np.int64), labels
-
-
-def _num_key(v: str) -> float:
-    try:
-        return float(v.split("-")[0].rstrip("s").lstrip("<>"))
-    except (ValueError, AttributeError):
-        return float("inf")
-
-
-def _groups(speakers: list) -> np.ndarray:
-    codes, _ = _codes([s or "(none)" for s in speakers])
-    return codes
+def _attrs(con: duckdb.DuckDBPyConnection, corpus_id: str, slices: Sequence[str] | None) -> list[str | None]:
+    return [None] + [a for a in (slices if slices is not None else available_slices(con, corpus_id))
+                     if a != slices_mod.ALL_ATTR]
 
 
 def slice_metrics(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh-v1",
                   slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-                  block_by_speaker: bool = False) -> int:
-    """Pooled CER/MER/WER with bootstrap 95% CIs for the whole run ('_all') and every slice."""
-    from asr_eval.metrics import bootstrap_ci_by_slice
+                  ci_method: str = "auto", min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS) -> int:
+    """Pooled CER/MER/WER with bootstrap 95% CIs for the whole run ('_all') and every slice.
+
+    Each slice records its evidence (``ref_chars``, ``reliable`` against ``min_utts`` /
+    ``min_ref_chars``), how it was resampled (``ci_method``: speaker blocks where speakers are
+    known, see ``resampling_for``; ``n_blocks`` units) and how many bootstrap replicates were
+    non-finite (``n_nonfinite``, the larger count of the CER and MER intervals)."""
     from asr_eval.text import get_profile
 
     prof = get_profile(normalizer)
     cid = con.execute("SELECT corpus_id FROM eval_runs WHERE run_id = ?", [run_id]).fetchall()[0][0]
-    attrs: list[str | None] = [None] + list(slices if slices is not None else available_slices(con, cid))
     out = []
-    for attr in attrs:
-        t = _run_arrays(con, run_id, prof.name, attr)
+    for attr in _attrs(con, cid, slices):
+        t = slices_mod.run_slice_table(con, run_id, prof.name, attr)
         if t.num_rows == 0:
             continue
-        codes, labels = _codes(t.column("value").to_pylist())
-        groups = _groups(t.column("speaker").to_pylist()) if block_by_speaker else None
-        arr = {c: np.asarray(t.column(c).to_numpy(zero_copy_only=False), dtype=np.int64)
-               for c in ("cer_e", "cer_n", "mer_e", "mer_n", "wer_e", "wer_n", "cer_s", "cer_d", "cer_i")}
+        values = np.array(t.column("value").to_pylist(), dtype=object)
+        speakers = np.array(t.column("speaker").to_pylist(), dtype=object)
+        arr = {c: _ints(t, c) for c in ("cer_e", "cer_n", "mer_e", "mer_n", "wer_e", "wer_n", "cer_s", "cer_d", "cer_i")}
         dur = np.asarray(t.column("duration_s").to_numpy(zero_copy_only=False), dtype=np.float64)
-        cer = bootstrap_ci_by_slice(arr["cer_e"], arr["cer_n"], codes, len(labels), n_boot=n_boot, seed=seed, groups=groups)
-        mer = bootstrap_ci_by_slice(arr["mer_e"], arr["mer_n"], codes, len(labels), n_boot=n_boot, seed=seed, groups=groups)
-        for k, label in enumerate(labels):
-            m = codes == k
+        for label in slices_mod.sort_values(values):
+            m = values == label
+            rs = resampling_for(list(speakers[m]), ci_method)
+            cer = bootstrap_ci(arr["cer_e"][m], arr["cer_n"][m], n_boot=n_boot, seed=seed, groups=rs.groups)
+            mer = bootstrap_ci(arr["mer_e"][m], arr["mer_n"][m], n_boot=n_boot, seed=seed, groups=rs.groups)
             wer_n = int(arr["wer_n"][m].sum())
+            ref_chars = int(arr["cer_n"][m].sum())
             out.append({
                 "run_id": run_id, "normalizer": prof.name, "normalizer_hash": prof.rules_hash,
-                "slice_attr": attr or "_all", "slice_value": str(label), "n": int(m.sum()),
-                "hours": float(dur[m].sum() / 3600),
-                "cer": cer[k].rate, "cer_lo": cer[k].lo, "cer_hi": cer[k].hi,
-                "mer": mer[k].rate, "mer_lo": mer[k].lo, "mer_hi": mer[k].hi,
+                "slice_attr": attr or slices_mod.ALL_ATTR, "slice_value": str(label), "n": int(m.sum()),
+                "hours": float(np.nansum(dur[m]) / 3600),
+                "cer": cer.rate, "cer_lo": cer.lo, "cer_hi": cer.hi,
+                "mer": mer.rate, "mer_lo": mer.lo, "mer_hi": mer.hi,
                 "wer": float(arr["wer_e"][m].sum() / wer_n) if wer_n else None,
                 "cer_s": int(arr["cer_s"][m].sum()), "cer_d": int(arr["cer_d"][m].sum()),
-                "cer_i": int(arr["cer_i"][m].sum()), "cer_n": int(arr["cer_n"][m].sum()),
-                "n_boot": n_boot, "ci_method": "speaker-block" if block_by_speaker else "utterance",
+                "cer_i": int(arr["cer_i"][m].sum()), "cer_n": ref_chars,
+                "n_boot": n_boot, "ci_method": rs.method, "ref_chars": ref_chars,
+                "reliable": Evidence(int(m.sum()), ref_chars, min_utts, min_ref_chars).reliable,
+                "n_blocks": rs.n_blocks, "n_nonfinite": max(cer.n_nonfinite, mer.n_nonfinite),
             })
     return replace_rows(con, "slice_metrics", "run_id = ? AND normalizer = ?", [run_id, prof.name], out)
 
 
 def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normalizer: str = "zh-v1",
                  slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-                 block_by_speaker: bool = False) -> int:
+                 ci_method: str = "auto", min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
+                 adjust: str = DEFAULT_ADJUSTMENT, alpha: float = 0.05) -> int:
     """Paired bootstrap (Bisani & Ney 2004) + sign test of run_b against run_a, on the
-    utterances both scored, for the whole run and every slice; CER and MER."""
-    from asr_eval.metrics import paired_bootstrap
+    utterances both scored, for the whole run and every slice; CER and MER.
+
+    One family per (pair, metric, slice attribute): the slices with enough evidence are tested
+    (two-sided paired-bootstrap p, ``p_raw``) and their p-values adjusted together (``adjust``:
+    Holm by default, or Benjamini–Hochberg; ``p_adj``, ``family_size``); the verdict comes from
+    the adjusted decision. Slices below the minimum evidence are not tested: their verdict is
+    "insufficient data (n = …)". ``mde`` is the half-width of the paired interval. Replicates are
+    raised when a family needs finer p-values (``n_boot_for``)."""
     from asr_eval.text import get_profile
 
+    if adjust not in ADJUSTMENTS:
+        raise AsrEvalError(f"unknown multiplicity adjustment {adjust!r}; choose one of {', '.join(ADJUSTMENTS)}")
     prof = get_profile(normalizer)
     cids = {r[0] for r in con.execute("SELECT corpus_id FROM eval_runs WHERE run_id IN (?, ?)", [run_a, run_b]).fetchall()}
     if len(cids) != 1:
         raise AsrEvalError(f"runs {run_a} and {run_b} are on different corpora; a paired test needs the same utterances")
     cid = cids.pop()
-    attrs: list[str | None] = [None] + list(slices if slices is not None else available_slices(con, cid))
     out = []
-    for attr in attrs:
-        ta = _run_arrays(con, run_a, prof.name, attr)
-        tb = _run_arrays(con, run_b, prof.name, attr)
-        common = sorted(set(ta.column("utt_id").to_pylist()) & set(tb.column("utt_id").to_pylist()))
-        if not common:
-            continue
-        ia = {u: i for i, u in enumerate(ta.column("utt_id").to_pylist())}
-        ib = {u: i for i, u in enumerate(tb.column("utt_id").to_pylist())}
-        sel_a = np.array([ia[u] for u in common])
-        sel_b = np.array([ib[u] for u in common])
-        values = np.array(ta.column("value").to_pylist(), dtype=object)[sel_a]
-        speakers = np.array(ta.column("speaker").to_pylist(), dtype=object)[sel_a]
+    for attr in _attrs(con, cid, slices):
         for metric in ("cer", "mer"):
-            ea = np.asarray(ta.column(f"{metric}_e").to_numpy(zero_copy_only=False), np.int64)[sel_a]
-            eb = np.asarray(tb.column(f"{metric}_e").to_numpy(zero_copy_only=False), np.int64)[sel_b]
-            n = np.asarray(ta.column(f"{metric}_n").to_numpy(zero_copy_only=False), np.int64)[sel_a]
-            for label in sorted(set(values), key=lambda v: (_num_key(v), v)):
-                m = values == label
-                groups = _groups(list(speakers[m])) if block_by_speaker else None
-                r = paired_bootstrap(ea[m], eb[m], n[m], n_boot=n_boot, seed=seed, groups=groups)
+            groups = slices_mod.paired_slices(con, run_a, run_b, prof.name, attr, metric)
+            ev = [Evidence(len(g.utt_ids), int(g.n_ref.sum()), min_utts, min_ref_chars) for g in groups]
+            family = sum(e.reliable for e in ev)
+            boots = n_boot_for(n_boot, family, alpha)
+            results = []
+            for g in groups:
+                rs = resampling_for(g.speakers, ci_method)
+                results.append(paired_bootstrap(g.err_a, g.err_b, g.n_ref, n_boot=boots, alpha=alpha, seed=seed,
+                                                 groups=rs.groups, metric=metric.upper()))
+            raw = np.array([r.p_value if e.reliable else np.nan for r, e in zip(results, ev, strict=True)])
+            adj = adjust_pvalues(raw, adjust)
+            for g, e, r, p_adj in zip(groups, ev, results, adj, strict=True):
+                tested = e.reliable and np.isfinite(p_adj)
                 out.append({
                     "run_a": run_a, "run_b": run_b, "normalizer": prof.name, "metric": metric,
-                    "slice_attr": attr or "_all", "slice_value": str(label), "n": int(m.sum()),
+                    "slice_attr": g.attr, "slice_value": g.value, "n": e.n,
                     "rate_a": r.rate_a, "rate_b": r.rate_b, "delta": r.delta, "delta_lo": r.lo, "delta_hi": r.hi,
-                    "p_b_better": r.p_b_better, "sign_test_p": r.sign_test_p, "verdict": r.verdict,
+                    "p_b_better": r.p_b_better, "sign_test_p": r.sign_test_p,
+                    "verdict": verdict(r.delta, r.lo, r.hi, f"{100 * (1 - alpha):g}%", metric.upper(),
+                                       p_adj=float(p_adj) if tested else None, adj_method=adjust,
+                                       family_size=family, alpha=alpha, evidence=e),
+                    "p_raw": r.p_value, "p_adj": float(p_adj) if tested else None,
+                    "adj_method": adjust if tested else None, "family_size": family if tested else None,
+                    "reliable": e.reliable, "mde": r.mde, "ci_method": r.method, "n_nonfinite": r.n_nonfinite,
+                    "ref_chars": e.ref_chars,
                 })
     return replace_rows(con, "comparisons", "run_a = ? AND run_b = ? AND normalizer = ?",
-                         [run_a, run_b, prof.name], out)
+                        [run_a, run_b, prof.name], out)
+
+
+def check_options(ci_method: str | Mapping[str, str] = "auto", adjust: str = DEFAULT_ADJUSTMENT) -> None:
+    """Fail fast (before any inference) on an unknown interval method or adjustment."""
+    modes = ci_method.values() if isinstance(ci_method, Mapping) else [ci_method]
+    bad = [m for m in modes if m not in ("auto", *CI_METHODS)]
+    if bad:
+        raise AsrEvalError(f"--ci-method {bad[0]!r}: use auto, utterance or speaker-block")
+    if adjust not in ADJUSTMENTS:
+        raise AsrEvalError(f"--adjust {adjust!r}: use one of {', '.join(ADJUSTMENTS)}")
+
+
+def _mode(ci_method: str | Mapping[str, str], run_id: str) -> str:
+    return ci_method.get(run_id, "auto") if isinstance(ci_method, Mapping) else ci_method
 
 
 def analyse(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
             slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-            block_by_speaker: bool = False) -> None:
-    """Score, slice and compare a set of runs of one corpus (every pair, first run as A)."""
+            ci_method: str | Mapping[str, str] = "auto", min_utts: int = MIN_UTTS,
+            min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> None:
+    """Score, slice and compare a set of runs of one corpus (every pair, first run as A).
+    ``ci_method`` ('auto' | 'utterance' | 'speaker-block', or one per run id): a pair resamples
+    utterances when either of its runs does."""
+    check_options(ci_method, adjust)
     for r in run_ids:
         score_run(con, r, normalizer)
-        slice_metrics(con, r, normalizer, slices, n_boot, seed, block_by_speaker)
+        slice_metrics(con, r, normalizer, slices, n_boot, seed, _mode(ci_method, r), min_utts, min_ref_chars)
     for a, b in itertools.combinations(run_ids, 2):
-        compare_runs(con, a, b, normalizer, slices, n_boot, seed, block_by_speaker)
+        pair = "utterance" if "utterance" in (_mode(ci_method, a), _mode(ci_method, b)) else _mode(ci_method, a)
+        compare_runs(con, a, b, normalizer, slices, n_boot, seed, pair, min_utts, min_ref_chars, adjust)
+
+
+def stored_ci_method(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The resampling mode a run was analysed with, read back from its stored slice rows: any
+    speaker-block interval means speaker-aware ('auto'); only utterance intervals mean
+    'utterance' (chosen, or what 'auto' fell back to everywhere — the same on the same data);
+    nothing stored means the default 'auto'."""
+    found = {r[0] for r in con.execute("SELECT DISTINCT ci_method FROM slice_metrics WHERE run_id = ?",
+                                       [run_id]).fetchall()}
+    if "speaker-block" in found:
+        return "auto"
+    return "utterance" if found else "auto"
 
 
 def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str], normalizer: str = "zh-v1",
                         slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
-                        block_by_speaker: bool = False) -> list[str]:
+                        ci_method: str = "auto") -> list[str]:
     """Score and slice ``new_runs`` and compare each with every other finished run of its corpus
     split (stored run as A, new run as B). Stored runs keep their rows; one not yet scored under
     ``normalizer`` is scored first (no inference). Returns the stored runs compared with."""
@@ -213,25 +233,26 @@ def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str],
     compared: list[str] = []
     for new in new_runs:
         cid, split = con.execute("SELECT corpus_id, split FROM eval_runs WHERE run_id = ?", [new]).fetchall()[0]
-        analyse(con, [new], normalizer, slices, n_boot, seed, block_by_speaker)
+        analyse(con, [new], normalizer, slices, n_boot, seed, ci_method)
         others = [r for (r,) in con.execute(
             "SELECT run_id FROM eval_runs WHERE corpus_id = ? AND split IS NOT DISTINCT FROM ? AND status = 'done' "
             "AND run_id <> ? ORDER BY started_at, run_id", [cid, split, new]).fetchall() if r not in new_runs]
         for other in others:
             if not con.execute("SELECT 1 FROM slice_metrics WHERE run_id = ? AND normalizer = ? LIMIT 1",
                                [other, prof.name]).fetchall():
-                analyse(con, [other], normalizer, slices, n_boot, seed, block_by_speaker)
-            compare_runs(con, other, new, normalizer, slices, n_boot, seed, block_by_speaker)
+                analyse(con, [other], normalizer, slices, n_boot, seed, ci_method)
+            compare_runs(con, other, new, normalizer, slices, n_boot, seed, ci_method)
             compared.append(other)
     for a, b in itertools.combinations(new_runs, 2):
-        compare_runs(con, a, b, normalizer, slices, n_boot, seed, block_by_speaker)
+        compare_runs(con, a, b, normalizer, slices, n_boot, seed, ci_method)
     return list(dict.fromkeys(compared))
 
 
 def rescore(con: duckdb.DuckDBPyConnection, normalizer: str, run_ids: Sequence[str] | None = None,
             slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0) -> list[str]:
     """Re-normalize and rescore stored hypotheses — no inference. Runs are grouped by corpus
-    and split so comparisons stay paired."""
+    and split so comparisons stay paired; each run keeps the interval method it was analysed
+    with (``stored_ci_method``), so a rescore never silently switches speaker-block to utterance."""
     rows = con.execute("SELECT run_id, corpus_id, split FROM eval_runs WHERE status = 'done' ORDER BY started_at").fetchall()
     if run_ids:
         missing = set(run_ids) - {r[0] for r in rows}
@@ -242,5 +263,6 @@ def rescore(con: duckdb.DuckDBPyConnection, normalizer: str, run_ids: Sequence[s
     for run_id, cid, split in rows:
         groups.setdefault((cid, split), []).append(run_id)
     for ids in groups.values():
-        analyse(con, ids, normalizer, slices, n_boot, seed)
+        modes = {r: stored_ci_method(con, r) for r in ids}
+        analyse(con, ids, normalizer, slices, n_boot, seed, modes)
     return [r[0] for r in rows]

@@ -90,3 +90,14 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
         p.divergent = [Divergent(*r) for r in div]
         out.append(p)
     return out
+
+
+def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(run_id, trained with, scored with) for fine-tuned models scored under another preprocessing."""
+    if not run_ids:
+        return []
+    return con.execute(
+        f"""SELECT r.run_id, m.train_preprocessing, r.preprocessing FROM eval_runs r JOIN models m USING (model_id)
+            WHERE m.train_preprocessing IS NOT NULL AND r.preprocessing IS NOT NULL
+              AND m.train_preprocessing <> r.preprocessing AND r.run_id IN ({', '.join('?' * len(run_ids))})""",
+        run_ids).fetchall()

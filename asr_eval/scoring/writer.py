@@ -12,7 +12,8 @@ import duckdb
 
 from asr_eval.corpus_handle import open_corpus
 from asr_eval.provenance import package_versions
-from asr_eval.scoring.analysis import analyse
+from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
+from asr_eval.scoring.analysis import analyse, check_options
 from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 
@@ -47,13 +48,15 @@ def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: dateti
 
 def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str | Path, split: str | None = "auto",
                  slices: Sequence[str] | None = None, normalizer: str = "zh-v1", parts_root: str | Path | None = None,
-                 n_boot: int = 1000, block_by_speaker: bool | None = None, progress: bool = True) -> list[str]:
+                 n_boot: int = 1000, ci_method: str = "auto", progress: bool = True, min_utts: int = MIN_UTTS,
+                 min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
     """End to end for ``asr-eval score``: transcribe each run spec (parts, resumable), then load,
     score, slice and compare in one writer step. Returns the run ids in spec order."""
     from asr_eval.engines import create_engine
     from asr_eval.text import get_profile
 
     get_profile(normalizer)  # fail fast on an unknown profile, before any inference
+    check_options(ci_method, adjust)
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
     parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
@@ -67,13 +70,15 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
         info.extra["wall_s"] = round(time.perf_counter() - t0, 3)
         runs.append((info, started))
         del engine  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
-    return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, block_by_speaker,
-                      started={r.run_id: s for r, s in runs})
+    return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, ci_method,
+                      started={r.run_id: s for r, s in runs}, min_utts=min_utts, min_ref_chars=min_ref_chars,
+                      adjust=adjust)
 
 
 def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], normalizer: str = "zh-v1",
-               slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool | None = None,
-               started: dict[str, datetime] | None = None) -> list[str]:
+               slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
+               started: dict[str, datetime] | None = None, min_utts: int = MIN_UTTS,
+               min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
     """The single writer for a set of runs on one corpus: load, record, analyse."""
     from asr_eval.store import connect
 
@@ -85,15 +90,16 @@ def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], 
                 raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {cid}")
             record_run(con, info, (started or {}).get(info.run_id))
         ids = list(dict.fromkeys(r.run_id for r in runs))
-        analyse(con, ids, normalizer, slices, n_boot, 0, bool(block_by_speaker))
+        analyse(con, ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
     finally:
         con.close()
     return ids
 
 
 def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
-                  slices: Sequence[str] | None = None, n_boot: int = 1000, block_by_speaker: bool | None = None,
-                  started_at: datetime | None = None) -> list[str]:
+                  slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
+                  started_at: datetime | None = None, min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
+                  adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
     """The single writer after distributed inference: per-shard results (``transcribe_shard_part``)
     are summed into runs, then written like ``score_models`` does."""
     runs: dict[str, RunInfo] = {}
@@ -110,5 +116,6 @@ def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequenc
         agg.shards_skipped += part.shards_skipped
         if part.peak_mem:
             agg.peak_mem = max(agg.peak_mem or 0, part.peak_mem)
-    return write_runs(corpus_dir, db, list(runs.values()), normalizer, slices, n_boot, block_by_speaker,
-                      started={k: started_at or _now() for k in runs})
+    return write_runs(corpus_dir, db, list(runs.values()), normalizer, slices, n_boot, ci_method,
+                      started={k: started_at or _now() for k in runs}, min_utts=min_utts,
+                      min_ref_chars=min_ref_chars, adjust=adjust)

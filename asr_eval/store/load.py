@@ -16,21 +16,8 @@ import duckdb
 import pyarrow as pa
 
 from asr_eval.shards import INDEX_FILE, read_index, read_metadata
+from asr_eval.slices import DURATION_ATTR, DURATION_BUCKETS, duration_bucket  # noqa: F401  (the one slice definition)
 from asr_eval.store.tx import insert_arrow, transaction
-
-# Derived slice: duration buckets (upper bounds in seconds, label).
-# Recordings kept by ``ingest --long-form`` fall in the last four.
-DURATION_BUCKETS: tuple[tuple[float, str], ...] = (
-    (2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (20.0, "10-20s"), (30.0, "20-30s"),
-    (120.0, "30s-2min"), (600.0, "2-10min"), (3600.0, "10-60min"), (float("inf"), ">1h"),
-)
-
-
-def duration_bucket(seconds: float) -> str:
-    for upper, label in DURATION_BUCKETS:
-        if seconds < upper:
-            return label
-    return DURATION_BUCKETS[-1][1]
 
 
 def corpus_id_for(corpus_dir: str | Path) -> str:
@@ -78,7 +65,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
         long["value"] += vals
     long["corpus_id"] += [cid] * n
     long["utt_id"] += ids
-    long["attr"] += ["duration_bucket"] * n
+    long["attr"] += [DURATION_ATTR] * n
     long["value"] += [duration_bucket(d) for d in meta.column("duration_s").to_pylist()]
     with transaction(con):
         insert_arrow(con, "utterances", utt, "INSERT OR REPLACE")
@@ -87,7 +74,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
             "INSERT OR REPLACE INTO corpora (corpus_id, name, path, index_sha256, n_utts, hours, splits, slice_columns,"
             " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [cid, idx["corpus"], str(corpus_dir), cid.split("@")[1], idx["n_utterances"], idx["hours"],
-             json.dumps(idx["splits"]), json.dumps(attrs + ["duration_bucket"]), json.dumps(idx["source"])],
+             json.dumps(idx["splits"]), json.dumps(attrs + [DURATION_ATTR]), json.dumps(idx["source"])],
         )
     return cid
 

@@ -33,6 +33,38 @@ RULE_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 RULE_CHOICES = {"numbers": ("keep", "to_chinese", "to_digits"), "punct": ("remove", "keep"),
                 "spaces": ("canonical", "strip")}
+# Rules a profile may leave out (absent = off), so adding one never changes existing profiles' hashes.
+OPTIONAL_RULES: dict[str, type | tuple[type, ...]] = {"external": str}
+
+
+def _whisper_basic() -> Callable[[str], str]:
+    """OpenAI Whisper's BasicTextNormalizer, from the ``whisper-normalizer`` package (PyPI): NFKC,
+    lower-case, bracketed/parenthesised spans removed, marks/symbols/punctuation → spaces,
+    whitespace collapsed."""
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
+# Registry of normalizers from other packages a profile can name with the rule "external";
+# name -> (factory of a str -> str function, distribution whose version joins the rules hash).
+EXTERNAL_NORMALIZERS: dict[str, tuple[Callable[[], Callable[[str], str]], str]] = {
+    "whisper-basic": (_whisper_basic, "whisper-normalizer"),
+}
+
+
+def _external_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(EXTERNAL_NORMALIZERS[name][1])
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _per_line(fn: Callable[[str], str]) -> Step:
+    """An external normalizer may touch newlines (whitespace collapsing): run it line by line."""
+    return lambda joined: "\n".join(fn(line).replace("\n", " ") for line in joined.split("\n"))
 
 Step = Callable[[str], str]
 
@@ -166,7 +198,7 @@ def _space_step(extra: str) -> Step:
 def validate_rules(rules: dict[str, Any], where: str) -> None:
     """Raise AsrEvalError naming the profile and key when the rules are not what the code reads."""
     missing = set(RULE_TYPES) - set(rules)
-    unknown = set(rules) - set(RULE_TYPES)
+    unknown = set(rules) - set(RULE_TYPES) - set(OPTIONAL_RULES)
     if missing or unknown:
         raise AsrEvalError(f"normalizer profile {where}: missing rules {sorted(missing)}, unknown rules "
                            f"{sorted(unknown)}; the rule keys are {sorted(RULE_TYPES)}")
@@ -178,6 +210,10 @@ def validate_rules(rules: dict[str, Any], where: str) -> None:
             raise AsrEvalError(f"normalizer profile {where}: rule {key!r} = {rules[key]!r}; use one of {choices}")
     if any(len(b) != 2 for b in rules["tag_brackets"]):
         raise AsrEvalError(f"normalizer profile {where}: tag_brackets entries are two characters like '[]'")
+    ext = rules.get("external")
+    if ext is not None and ext not in EXTERNAL_NORMALIZERS:
+        raise AsrEvalError(f"normalizer profile {where}: external normalizer {ext!r} is unknown; "
+                           f"known: {', '.join(sorted(EXTERNAL_NORMALIZERS))}")
     if rules["erhua"] is not None and set(rules["erhua"]) != {"keep_before", "keep_after"}:
         raise AsrEvalError(f"normalizer profile {where}: erhua must be null or {{keep_before, keep_after}}")
 
@@ -203,13 +239,17 @@ class NormalizerProfile:
     @cached_property
     def rules_hash(self) -> str:
         """12 hex chars identifying the resolved rules and the code that interprets them."""
-        return stable_hash({"code_version": _profiles_file()["code_version"], "rules": self.rules}, 12)
+        ext = self.rules.get("external")
+        extra = {"external_version": _external_version(ext)} if ext else {}
+        return stable_hash({"code_version": _profiles_file()["code_version"], "rules": self.rules, **extra}, 12)
 
     @cached_property
     def steps(self) -> list[Step]:
         """The rules compiled into string steps, in the order they run."""
         r = self.rules
         steps: list[Step] = []
+        if r.get("external"):  # first: the other package's rules, then whatever this profile adds
+            steps.append(_per_line(EXTERNAL_NORMALIZERS[r["external"]][0]()))
         if r["invisible"]:
             steps.append(_sub(_INVISIBLE, ""))
         if r["nfkc"]:

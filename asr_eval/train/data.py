@@ -9,7 +9,7 @@ utterance; 1000 h of speech would have been ~700 GB of features.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,8 @@ class ShardSpeechDataset(torch.utils.data.Dataset):
 
     def __init__(self, corpus_dir: str | Path, split: str, labels: LabelEncoder, *,
                  max_samples: int | None = None, seed: int = 0, max_label_tokens: int = 448,
-                 max_duration_s: float = MAX_DURATION_S, cache_row_groups: int = 8):
+                 max_duration_s: float = MAX_DURATION_S, cache_row_groups: int = 8,
+                 include: Collection[str] | None = None, exclude: Collection[str] | None = None):
         self.corpus_dir = Path(corpus_dir)
         self.split = split
         splits = read_index(corpus_dir)["splits"]
@@ -99,11 +100,14 @@ class ShardSpeechDataset(torch.utils.data.Dataset):
                 t = pf.read_row_group(rg, columns=["utt_id", "split", "text", "duration_s"])
                 for ri, (u, sp, tx, d) in enumerate(zip(*(t.column(c).to_pylist() for c in t.column_names),
                                                         strict=True)):
-                    if sp == split:
+                    if sp == split and (include is None or u in include) and (exclude is None or u not in exclude):
                         loc.append((si, rg, ri))
                         ids.append(u)
                         texts.append(tx or "")
                         durs.append(d)
+        if not ids:
+            raise AsrEvalError(f"split {split!r} of {corpus_dir} has no utterances left after the held-out dev "
+                               "utterances were set aside")
         if max_samples is not None and max_samples < len(ids):
             # A fixed, seeded subset in corpus order: the same utterances at every evaluation.
             keep = np.sort(np.random.default_rng(seed).choice(len(ids), max_samples, replace=False))

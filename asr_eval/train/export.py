@@ -22,7 +22,8 @@ LINEAGE_FILE = "asr_eval_lineage.json"
 
 
 def export_checkpoint(ckpt: Path, dst: Path, processor: Any, *, step: int, cer: float | None,
-                      base_model_id: str, corpus_id: str, training_run_id: str) -> dict[str, Any]:
+                      base_model_id: str, corpus_id: str, training_run_id: str,
+                      selection_split: str | None = None) -> dict[str, Any]:
     """Copy a checkpoint's model files to ``dst`` (replacing it), save the processor beside
     them, and return the ``models`` row with lineage (model id from the exported weights)."""
     from asr_eval import models
@@ -40,12 +41,13 @@ def export_checkpoint(ckpt: Path, dst: Path, processor: Any, *, step: int, cer: 
     processor.save_pretrained(tmp)  # the checkpoint has it too; this makes the export self-sufficient
     _drop_trainer_max_length(tmp / "generation_config.json")
     lineage = {"base_model_id": base_model_id, "corpus_id": corpus_id, "training_run_id": training_run_id,
-               "step": step, "eval_cer": cer, "checkpoint": str(ckpt)}
+               "step": step, "eval_cer": cer, "checkpoint": str(ckpt), "selection_split": selection_split}
     (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     lm = models.load(str(dst), device="cpu", dtype="float32")
-    row = model_row(lm, base_model_id=base_model_id, corpus_id=corpus_id, training_run_id=training_run_id, step=step)
+    row = model_row(lm, base_model_id=base_model_id, corpus_id=corpus_id, training_run_id=training_run_id, step=step,
+                    selection_split=selection_split)
     del lm
     return row
 

@@ -28,6 +28,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallba
 from asr_eval.errors import AsrEvalError
 from asr_eval.provenance import package_versions, stable_hash
 from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
+from asr_eval.train.selection import resolve_selection, write_selection
 
 RUN_FILE = "training_run.json"
 PREDICTIONS_DIR = "eval_predictions"
@@ -38,7 +39,9 @@ class FinetuneConfig:
     """Hyper-parameters and choices of one fine-tuning run (all recorded in training_run.json)."""
 
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = "auto"             # checkpoint selection: auto = dev split, else carved from train
+    dev_fraction: float = 0.10           # carved dev: share of the training split …
+    dev_max: int = 500                   # … capped at this many utterances
     max_steps: int = 1000
     learning_rate: float = 1e-5
     batch_size: int = 8                  # per device, per forward pass
@@ -91,6 +94,7 @@ class FinetuneResult:
     n_eval: int
     train_runtime_s: float
     eval_history: list[dict[str, Any]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # where the best checkpoint was selected
 
 
 # ───────────────────────────── pieces ─────────────────────────────
@@ -340,8 +344,9 @@ def _live_callbacks(run_id: str, out_dir: Path, baseline: Any, resume_step: int 
 def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: FinetuneConfig | None = None,
              db: str | Path | None = None, progress: bool = True,
              callbacks: Sequence[TrainerCallback] = ()) -> FinetuneResult:
-    """Fine-tune ``base`` on ``config.train_split`` of ``corpus_dir``, evaluating CER on
-    ``config.eval_split``; export best/final into ``out_dir`` and, with ``db``, register them
+    """Fine-tune ``base`` on ``config.train_split`` of ``corpus_dir``, evaluating CER (and selecting
+    the best checkpoint) on ``config.eval_split`` — by default a dev split, or one carved from the
+    training split and held out of training (``asr_eval.train.selection``); export best/final into ``out_dir`` and, with ``db``, register them
     (``db=None`` leaves that to a later ``register_finetune``, e.g. a flow's writer step).
 
     Re-running with the same ``out_dir`` resumes from the last complete checkpoint.
@@ -375,10 +380,15 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
 
     labels = LabelEncoder(processor.tokenizer, get_profile(cfg.label_profile), cfg.language, cfg.task)
     max_label = int(model.config.max_target_positions)
+    # Checkpoints are selected on a held-out set, never on the split that will be scored.
+    sel = resolve_selection(corpus_dir, cfg.train_split, cfg.eval_split, cfg.dev_fraction, cfg.dev_max, cfg.seed)
+    held_out = set(sel.utt_ids) if sel.carved else None
     train_ds = ShardSpeechDataset(corpus_dir, cfg.train_split, labels, max_samples=cfg.max_train_samples,
-                                  seed=cfg.seed, max_label_tokens=max_label)
-    eval_ds = ShardSpeechDataset(corpus_dir, cfg.eval_split, labels, max_samples=cfg.max_eval_samples,
-                                 seed=cfg.seed, max_label_tokens=max_label)
+                                  seed=cfg.seed, max_label_tokens=max_label, exclude=held_out)
+    eval_ds = ShardSpeechDataset(corpus_dir, sel.split, labels, max_samples=cfg.max_eval_samples,
+                                 seed=cfg.seed, max_label_tokens=max_label, include=held_out)
+    if sel.carved:
+        write_selection(out_dir, sel)
     prepare_model(model, cfg)
 
     baseline = _baseline_curve(cfg.baseline_run, db)
@@ -390,7 +400,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         "started_at": (prev or {}).get("started_at") or _now(), "finished_at": None,
         "base": base, "base_model_id": lm.model_id, "base_model_row": model_row(lm),
         "corpus_dir": str(corpus_dir), "corpus_id": corpus_id,
-        "train_split": cfg.train_split, "eval_split": cfg.eval_split, "baseline_run_id": baseline_id,
+        "train_split": cfg.train_split, "eval_split": sel.label, "selection_split": sel.label,
+        "selection": sel.record(), "baseline_run_id": baseline_id,
         "params": params, "versions": package_versions(),
         "n_train": len(train_ds), "n_eval": len(eval_ds),
         "dropped": {"train": asdict(train_ds.dropped), "eval": asdict(eval_ds.dropped)},
@@ -443,7 +454,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     stopped_by = (None if live is None or live.stopped_by is None else
                   {k: getattr(live.stopped_by, k) for k in ("rule", "severity", "step", "message")})
 
-    base_lineage = {"base_model_id": lm.model_id, "corpus_id": corpus_id, "training_run_id": run_id}
+    base_lineage = {"base_model_id": lm.model_id, "corpus_id": corpus_id, "training_run_id": run_id,
+                    "selection_split": sel.label}
     exported: dict[str, dict[str, Any]] = {}
     for kind, ckpt, step in (("best", best_ckpt, best_step), ("final", final_ckpt, final_step)):
         exported[kind] = export_checkpoint(ckpt, out_dir / kind, processor, step=step, cer=_cer_at(history, step),
@@ -476,6 +488,6 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         zero_shot_cer=zero_shot, model_ids={k: v["model_id"] for k, v in exported.items()},
         base_model_id=lm.model_id, corpus_id=corpus_id, status=status,
         resumed_from=str(resume_ckpt) if resume_ckpt else None, n_train=len(train_ds), n_eval=len(eval_ds),
-        train_runtime_s=runtime, eval_history=history,
+        train_runtime_s=runtime, eval_history=history, selection=sel.record(),
     )
 
