@@ -70,7 +70,7 @@ def strategies_table(corpus: Path, db: Path, threads: int) -> dict:
             flags = dict(con.execute("""SELECT f, count(*) FROM (SELECT unnest(flags) AS f FROM utterance_scores
                                         WHERE run_id = ? AND normalizer = 'zh-v1') GROUP BY f ORDER BY f""",
                                      [run_id]).fetchall())
-            per_rec = dict(con.execute("""SELECT utt_id, round(100.0 * cer_errors / cer_n, 2) FROM utterance_scores
+            per_rec = dict(con.execute("""SELECT utt_id, round(100.0 * (cer_s + cer_d + cer_i) / cer_n, 2) FROM utterance_scores
                                           WHERE run_id = ? AND normalizer = 'zh-v1' ORDER BY utt_id""",
                                        [run_id]).fetchall())
         finally:
@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--rss-limit-s", type=float, default=0.0, help="stop the ≥ 1 h scoring after this (0: never)")
     ap.add_argument("--skip-strategies", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--workdir", type=Path, help="reuse this folder (finished transcription parts are kept: "
+                                                 "a rerun resumes instead of transcribing again)")
     ap.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -163,7 +165,8 @@ def main() -> None:
     from make_longform import build, subset
 
     src = build()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_longform_"))
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix="bench_longform_"))
+    tmp.mkdir(parents=True, exist_ok=True)
     out: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
                              "load_avg_1m_start": round(os.getloadavg()[0], 2)}}
     if not args.skip_strategies:
@@ -173,7 +176,8 @@ def main() -> None:
         rows = [json.loads(x) for x in (tmp / "subset" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
         out["recordings"] = [r["id"] for r in rows]
         out["audio_min"] = round(sum(r["duration"] for r in rows) / 60, 2)
-        ingest_long(tmp / "subset", tmp / "corpus")
+        if not (tmp / "corpus").is_dir():
+            ingest_long(tmp / "subset", tmp / "corpus")
         print(f"strategies on {len(rows)} recordings ({out['audio_min']} min)", flush=True)
         out["strategies"] = strategies_table(tmp / "corpus", tmp / "s.duckdb", args.threads)
     if args.rss_hours > 0:

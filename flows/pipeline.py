@@ -22,7 +22,7 @@ from flows.report import report_flow
 from flows.score import score_flow
 
 
-DEMO_LONG_IDS = ["long_003", "long_006", "long_008"]  # 4.2 min: pink / white noise, short / long pauses, 45 s silent
+DEMO_LONG_IDS = ["long_006", "long_008"]  # 2.8 min: a 39 s silent stretch, pink / white noise, long pauses
 
 
 @flow(name="long-form-demo", log_prints=True)
