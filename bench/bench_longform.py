@@ -51,12 +51,12 @@ def ingest_long(manifest_dir: Path, corpus: Path) -> None:
         raise SystemExit(f"ingest quarantined {s.n_quarantined}: {s.quarantine_by_reason}")
 
 
-def strategies_table(corpus: Path, db: Path, threads: int) -> dict:
+def strategies_table(corpus: Path, db: Path, threads: int, configs=CONFIGS) -> dict:
     from asr_eval.scoring import RunSpec, score_models
     from asr_eval.store import connect
 
     out = {}
-    for engine, ct, strategy in CONFIGS:
+    for engine, ct, strategy in configs:
         spec = RunSpec.make("bundled:whisper-base", engine=engine, compute_type=ct, device="cpu", threads=threads,
                             strategy=strategy)
         t0 = time.perf_counter()
@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--rss-engine", default="transformers")
     ap.add_argument("--rss-limit-s", type=float, default=0.0, help="stop the ≥ 1 h scoring after this (0: never)")
     ap.add_argument("--skip-strategies", action="store_true")
+    ap.add_argument("--configs", help="only these engine/strategy pairs, e.g. ctranslate2/chunked,transformers/vad")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="reuse this folder (finished transcription parts are kept: "
                                                  "a rerun resumes instead of transcribing again)")
@@ -179,7 +180,9 @@ def main() -> None:
         if not (tmp / "corpus").is_dir():
             ingest_long(tmp / "subset", tmp / "corpus")
         print(f"strategies on {len(rows)} recordings ({out['audio_min']} min)", flush=True)
-        out["strategies"] = strategies_table(tmp / "corpus", tmp / "s.duckdb", args.threads)
+        want = {tuple(c.strip().split("/")) for c in args.configs.split(",")} if args.configs else None
+        configs = [c for c in CONFIGS if want is None or (c[0], c[2]) in want]
+        out["strategies"] = strategies_table(tmp / "corpus", tmp / "s.duckdb", args.threads, configs)
     if args.rss_hours > 0:
         total = long_recording(src, args.rss_hours, tmp / "hour_src")
         ingest_long(tmp / "hour_src", tmp / "hour_corpus")

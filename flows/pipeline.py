@@ -37,7 +37,7 @@ def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = 
     from make_longform import subset
 
     manifest = subset(ids, Path(corpus).with_name(Path(corpus).name + "_src"))
-    ingest_flow(source=str(manifest), out=corpus, long_form=True)
+    ingest_flow(source=str(manifest), out=corpus, long_form=True, workers=1)  # a few files: no process pool
     return score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
 
 
