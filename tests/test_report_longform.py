@@ -120,6 +120,18 @@ def test_long_recording_is_windowed_with_excerpts(planted):
     item = item[:item.index('<div class="utt">')] if '<div class="utt">' in item else item
     assert item.count('<span class="tok ') == 180
     assert "characters omitted" in item and "located by reference segment times" in item
+    # its long-form flag is counted per slice like any other (the whole run and its speaker slice)
+    con = connect(fx.db, read_only=True)
+    try:
+        from asr_eval.report import queries
+        from asr_eval.report.select import select
+
+        fc = queries.flag_counts(con, select(con))
+    finally:
+        con.close()
+    assert [(r["attr"], r["value"], r["n"]) for r in fc
+            if r["flag"] == "dropped_window" and r["run_id"] == fx.run_ids["large-v3"]] == [("_all", "all", 1),
+                                                                                     ("speaker", "spk00", 1)]
     # a short item is still drawn whole with its whole audio
     short = next(u for pr in ctx["worst"]["per_run"] for u in pr["utts"] if u["windows"] is None)
     assert short["tokens"] and short["audio"] in ctx["worst"]["audio"].uris
