@@ -42,6 +42,43 @@ class Reason(StrEnum):
     UNSUPPORTED = "unsupported"
 
 
+# What to do about each quarantine reason: the one table the ingest summary quotes when most
+# items of a run were kept out for the same reason.
+REASON_FIX: dict[Reason, str] = {
+    Reason.MISSING_FILE: "the audio files are not where the source says: check the audio column, and that "
+                         "relative paths are relative to the manifest's folder",
+    Reason.UNREADABLE: "the files are not audio soundfile can decode (WAV, FLAC, MP3, OGG/Opus): re-export them",
+    Reason.TRUNCATED: "the files are cut short: copy or download them again",
+    Reason.ZERO_LENGTH: "the files hold no samples: check the source files",
+    Reason.NON_FINITE: "the files hold NaN/Inf samples: re-export them",
+    Reason.SILENT: "the clips are silent (peak below −80 dBFS): check the source files or their channel layout",
+    Reason.TOO_SHORT: f"clips under {MIN_DURATION_S} s are kept out: check offsets/durations in the source",
+    Reason.TOO_LONG: f"clips over {MAX_DURATION_S:.0f} s are kept out: pass --keep-long to keep them "
+                     "(flagged 'too_long'), or segment them first",
+    Reason.EMPTY_TRANSCRIPT: "the transcripts are empty: point --text-column at the transcript column",
+    Reason.DUPLICATE_ID: "utterance ids repeat: pass --id-column naming a unique column "
+                         "(the default id is the audio file's path without extension)",
+    Reason.BAD_ENCODING: "the lines are not UTF-8: re-save the file as UTF-8",
+    Reason.PATH_ESCAPE: "relative audio paths must stay inside the manifest's folder: write absolute paths, "
+                        "or drop --confine-to-root to accept absolute paths elsewhere",
+    Reason.BAD_ROW: "the rows are malformed (field count, JSON syntax, empty audio field): fix the lines "
+                    "named in quarantine.jsonl",
+    Reason.UNSUPPORTED: "wav.scp holds piped commands: materialise the audio into files first "
+                        "(e.g. `wav-copy scp:wav.scp ark,scp:…`)",
+}
+
+
+def dominant_reason(by_reason: dict[str, int], n_items: int, share: float = 0.5) -> tuple[str, int, str] | None:
+    """(reason, count, fix) when one reason kept out more than ``share`` of a run's items."""
+    if not by_reason or n_items <= 0:
+        return None
+    reason, n = max(by_reason.items(), key=lambda kv: kv[1])
+    if n <= share * n_items:
+        return None
+    fix = next((f for r, f in REASON_FIX.items() if r.value == reason), "see quarantine.jsonl")
+    return reason, n, fix
+
+
 class AudioError(Exception):
     """An audio item that cannot be used; ``reason`` is a ``Reason`` code."""
 

@@ -29,6 +29,7 @@ import duckdb
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.slices import ALL_ATTR
+from asr_eval.store.labels import run_labels
 
 PROTOCOLS: dict[str, str] = {
     "zh-v1": "ours: NFKC, T→S, punctuation/tags removed, numbers read as Chinese numerals",
@@ -158,6 +159,7 @@ def read_protocol_matrices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str
         FROM eval_runs r LEFT JOIN models m USING (model_id) WHERE r.run_id IN (SELECT unnest($runs))""",
                        {"runs": list(run_ids)}).fetchall()
     order = {r: i for i, r in enumerate(run_ids)}
+    labels = run_labels(con, list(run_ids))  # "model · int8", "NAME (imported)": tells runs of one model apart
     sm = con.execute("""
         SELECT run_id, normalizer, cer, cer_lo, cer_hi FROM slice_metrics
         WHERE run_id IN (SELECT unnest($runs)) AND normalizer IN (SELECT unnest($p)) AND slice_attr = '_all'""",
@@ -175,7 +177,7 @@ def read_protocol_matrices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str
         groups.setdefault((row[1], row[2]), []).append(row)
     for (cid, split), rows in groups.items():
         ids = [r[0] for r in rows]
-        names = {r[0]: r[3] for r in rows}
+        names = {r[0]: labels.get(r[0], r[3]) for r in rows}
         present = [p for p in protocols if any((r, p) in rates for r in ids)]
         mx = ProtocolMatrix(cid, split, ids, names, present)
         for p in present:

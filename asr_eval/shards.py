@@ -32,6 +32,10 @@ segments       list<struct>  [{start, end, text}] in time order: the reference's
 
 Shards open as they are in DuckDB (``SELECT … FROM 'DIR/*.parquet'``) and with
 ``datasets.load_dataset("parquet", data_files=…)``.
+
+Every reader here checks a shard against ``index.json`` (size and SHA-256, cached by
+size/mtime in ``.verified.json``) before using a row of it: corrupt data is never scored,
+trained on or embedded. ``verify_corpus`` checks a whole corpus (``asr-eval verify``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -54,8 +58,9 @@ from asr_eval import __version__
 from asr_eval.audio import (
     MAX_DURATION_S, MAX_LONG_FORM_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, decode_flac, probe_duration,
 )
-from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name
+from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name, unencodable
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import forget, hashed
 from asr_eval.provenance import stable_hash
 
 SCHEMA_VERSION = 2
@@ -119,6 +124,7 @@ class IngestSummary:
     shards_skipped: int
     elapsed_s: float
     audio_s_per_s: float
+    shards_repaired: int = 0  # finished shards found missing/corrupt on resume and rewritten
 
 
 def parse_split_map(specs: Sequence[str]) -> dict[str, str]:
@@ -185,26 +191,6 @@ def _segment_rows(segments) -> list[dict] | None:
     return [{"start": float(a), "end": float(b), "text": t} for a, b, t in sorted(segments, key=lambda s: (s[0], s[1]))]
 
 
-def _write_shard(path: Path, table: pa.Table) -> tuple[str, int]:
-    """Write a shard atomically, straight to disk (no second in-memory copy of its audio);
-    returns (sha256, bytes) of the file."""
-    import hashlib
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    # Row groups of at most ~64 MB (and 256 rows): readers stream a group at a time, so a shard of
-    # hour-long recordings is never read whole.
-    per_row = table.nbytes / max(1, table.num_rows)
-    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, min(256, int(2**26 // max(per_row, 1)))))
-    h = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-        os.fsync(f.fileno())
-    size = tmp.stat().st_size
-    os.replace(tmp, path)
-    return h.hexdigest(), size
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -229,7 +215,11 @@ class _Journal:
         self.path = out / PROGRESS_FILE
         self.entries: list[dict] = []
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            # split on '\n' only: str.splitlines() also breaks at U+2028/U+0085, which
+            # json.dumps(ensure_ascii=False) leaves raw inside strings.
+            for line in self.path.read_text().split("\n"):
+                if not line.strip():
+                    continue
                 try:
                     e = json.loads(line)
                 except json.JSONDecodeError:
@@ -242,13 +232,8 @@ class _Journal:
                     "use another --out directory or delete it (or pass --overwrite)"
                 )
             self.entries = [e for e in self.entries if "end" in e]
-            # Drop journal entries whose shard file vanished: they are redone.
-            ok = []
-            for e in self.entries:
-                if e.get("shard") and not (out / e["shard"]).exists():
-                    break
-                ok.append(e)
-            self.entries = ok
+            # A finished shard that is now missing or corrupt is rewritten by ``_repair``:
+            # the journal alone is not trusted.
         self._fh = None
         self._fingerprint = fingerprint
         self._rewrite()
@@ -267,6 +252,126 @@ class _Journal:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _unique_slice_names(meta_keys: dict[str, str]) -> dict[str, str]:
+    """Metadata keys (in first-seen order) → distinct column names: 'Accent' and 'accent' both
+    lower-case to 'accent', so the later one becomes 'accent_2' (deterministic for a source)."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for key, name in meta_keys.items():
+        cand, k = name, 1
+        while cand in taken:
+            k += 1
+            cand = f"{name}_{k}"
+        taken.add(cand)
+        out[key] = cand
+    return out
+
+
+def _admit(it: Utterance | Rejection, opts: IngestOptions, seen: set[str]) -> tuple[str, str] | None:
+    """The checks made before decoding: (reason, detail) to quarantine, or None to decode."""
+    if isinstance(it, Rejection):
+        return (str(it.reason), it.detail)
+    bad = unencodable(it.utt_id, it.text, it.split, it.speaker, it.source_path, *it.metadata.values())
+    if bad is not None:
+        return (str(Reason.BAD_ENCODING), f"{bad[:80]!r} is not valid Unicode (a lone surrogate, e.g. from a "
+                                          "JSON '\\ud800' escape); fix the source line")
+    it.split = opts.split_map.get(it.split, it.split)
+    if it.utt_id in seen:
+        return (str(Reason.DUPLICATE_ID), f"utt_id {it.utt_id!r} already used by an earlier item")
+    seen.add(it.utt_id)
+    if not has_content(it.text):
+        return (str(Reason.EMPTY_TRANSCRIPT), f"transcript {it.text!r} is empty or punctuation only")
+    return None
+
+
+def _decode_all(todo: list[Utterance], opts: IngestOptions, pool, workers: int) -> list[dict | tuple[str, str]]:
+    args = (opts.min_duration_s, opts.max_duration_s, opts.keep_long, opts.long_form, opts.max_long_s)
+    if pool and todo:
+        return list(pool.map(_process, todo, *[[a] * len(todo) for a in args],
+                             chunksize=max(1, len(todo) // (workers * 2))))
+    return [_process(u, *args) for u in todo]
+
+
+def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str]) -> dict:
+    row = {"utt_id": it.utt_id, "split": it.split, "sample_rate": TARGET_SR, "text": it.text,
+           "speaker": it.speaker, "corpus": corpus, "source_path": it.source_path,
+           "segments": _segment_rows(it.segments), **res}
+    for k, v in it.metadata.items():
+        row[meta_keys[k]] = v
+    return row
+
+
+def _write_shard(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
+    """Write one shard atomically; its journal facts (name, hash, size, splits, audio seconds)."""
+    import hashlib
+
+    path = out / name
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # Straight to disk (no second in-memory copy of the audio), row groups of at most ~64 MB (and
+    # 256 rows): readers stream a group at a time, so a shard of hour-long recordings is never read whole.
+    per_row = table.nbytes / max(1, table.num_rows)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, min(256, int(2**26 // max(per_row, 1)))))
+    del table
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+        os.fsync(f.fileno())
+    size = tmp.stat().st_size
+    os.replace(tmp, path)
+    forget(path)
+    return {"shard": name, "sha256": h.hexdigest(), "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
+            "audio_s": round(sum(r["duration_s"] for r in rows), 3)}
+
+
+def _shard_no(name: str) -> int:
+    return int(name.removeprefix("shard-").removesuffix(".parquet"))
+
+
+def _repair(reader: CorpusReader, out: Path, journal: _Journal, opts: IngestOptions, schema: pa.Schema,
+            corpus: str, meta_keys: dict[str, str], pool, workers: int) -> tuple[set[str], int]:
+    """Check every finished shard against its journal entry (size + SHA-256) and rewrite the
+    missing or corrupt ones from the source, each from exactly the items it held. Returns the
+    utterance ids already taken (for duplicate detection) and the number of shards rewritten."""
+    bad = {i for i, e in enumerate(journal.entries)
+           if e.get("shard") and not _check_file(out, e["shard"], e.get("bytes"), e.get("sha256"), "shard").ok}
+    items: dict[int, Utterance | Rejection] = {}
+    if bad:
+        ranges = [(journal.entries[i]["start"], journal.entries[i]["end"]) for i in sorted(bad)]
+        for pos, it in enumerate(reader.items()):
+            if any(a <= pos < b for a, b in ranges):
+                items[pos] = it
+    seen: set[str] = set()
+    for i, e in enumerate(journal.entries):
+        if i in bad:
+            window = [(it, _admit(it, opts, seen)) for pos, it in sorted(items.items()) if e["start"] <= pos < e["end"]]
+            done = iter(_decode_all([it for it, pre in window if pre is None], opts, pool, workers))
+            rows, qs = [], []
+            for it, pre in window:
+                res = pre if pre is not None else next(done)
+                if isinstance(res, tuple):
+                    qs.append(_q_record(it, *res))
+                else:
+                    rows.append(_shard_row(it, res, corpus, meta_keys))
+            name = e["shard"]
+            for k in ("shard", "sha256", "bytes", "splits", "audio_s"):
+                e.pop(k, None)
+            if rows:
+                e.update(_write_shard(out, name, rows, schema))
+            else:
+                (out / name).unlink(missing_ok=True)
+            e.update(rows=len(rows), quarantine=qs)
+        elif e.get("shard"):
+            seen.update(pq.read_table(out / e["shard"], columns=["utt_id"]).column(0).to_pylist())
+        # Ids of utterances quarantined after decoding were taken too (first occurrence wins).
+        seen.update(q["utt_id"] for q in e["quarantine"]
+                    if "split" in q and q["reason"] != Reason.DUPLICATE_ID and q["utt_id"])
+    if bad:
+        journal._rewrite()
+    return seen, len(bad)
 
 
 def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None = None,
@@ -290,72 +395,45 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
         if isinstance(it, Utterance):
             for k in it.metadata:
                 meta_keys.setdefault(k, slice_name(k))
-    slice_cols = sorted(set(meta_keys.values()))
-    if len(slice_cols) != len(meta_keys):
-        clash = Counter(meta_keys.values())
-        raise AsrEvalError(f"metadata columns collide after renaming: "
-                           f"{[k for k, v in meta_keys.items() if clash[v] > 1]}")
+    meta_keys = _unique_slice_names(meta_keys)
+    slice_cols = sorted(meta_keys.values())
     schema = shard_schema(slice_cols)
     params = {k: v for k, v in asdict(opts).items() if k not in ("workers", "window", "window_audio_s")}
     fingerprint = stable_hash({"source": reader.describe(), "params": params, "columns": slice_cols,
                                "n_items": n_items, "schema": SCHEMA_VERSION})
     journal = _Journal(out, fingerprint)
     resume = journal.resume_at
-    seen: set[str] = set()
-    for e in journal.entries:
-        if e.get("shard"):
-            seen.update(pq.read_table(out / e["shard"], columns=["utt_id"]).column(0).to_pylist())
-        # Ids of utterances quarantined after decoding were taken too (first occurrence wins).
-        seen.update(q["utt_id"] for q in e["quarantine"]
-                    if "split" in q and q["reason"] != Reason.DUPLICATE_ID and q["utt_id"])
-
-    state = {"rows": [], "bytes": 0, "quarantine": [], "start": resume}
-    shard_no = sum(1 for e in journal.entries if e.get("shard"))
-
-    def flush(end: int) -> None:
-        nonlocal shard_no
-        rows, qs = state["rows"], state["quarantine"]
-        entry: dict = {"start": state["start"], "end": end, "rows": len(rows), "quarantine": qs}
-        if rows:
-            name = f"shard-{shard_no:05d}.parquet"
-            table = pa.Table.from_pylist(rows, schema=schema)
-            state["rows"] = rows = [{k: v for k, v in r.items() if k != "audio"} for r in rows]  # one copy of the audio
-            digest, size = _write_shard(out / name, table)
-            del table
-            entry.update(shard=name, sha256=digest, bytes=size,
-                         splits=dict(Counter(r["split"] for r in rows)),
-                         audio_s=round(sum(r["duration_s"] for r in rows), 3))
-            shard_no += 1
-        journal.append(entry)
-        state.update(rows=[], bytes=0, quarantine=[], start=end)
-
     workers = opts.workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
-    bar = _progress_bar(progress, n_items, resume, corpus)
+    bar = None
     try:
+        seen, repaired = _repair(reader, out, journal, opts, schema, corpus, meta_keys, pool, workers)
+        state = {"rows": [], "bytes": 0, "quarantine": [], "start": resume}
+        shard_no = max((_shard_no(e["shard"]) + 1 for e in journal.entries if e.get("shard")), default=0)
+
+        def flush(end: int) -> None:
+            nonlocal shard_no
+            rows, qs = state["rows"], state["quarantine"]
+            entry: dict = {"start": state["start"], "end": end, "rows": len(rows), "quarantine": qs}
+            if rows:
+                entry.update(_write_shard(out, f"shard-{shard_no:05d}.parquet", rows, schema))
+                shard_no += 1
+            journal.append(entry)
+            state.update(rows=[], bytes=0, quarantine=[], start=end)
+
+        bar = _progress_bar(progress, n_items, resume, corpus)
         # Every item passes through the window in source order, so a shard's journal entry
         # covers exactly the positions [start, end) and a resume never repeats a record.
         window: list[tuple[int, Utterance | Rejection, tuple[str, str] | None]] = []
 
         def drain() -> None:
-            todo = [it for _, it, pre in window if pre is None]
-            args = (opts.min_duration_s, opts.max_duration_s, opts.keep_long, opts.long_form, opts.max_long_s)
-            if pool and todo:
-                done = iter(pool.map(_process, todo, *[[a] * len(todo) for a in args],
-                                     chunksize=max(1, len(todo) // (workers * 2))))
-            else:
-                done = iter([_process(u, *args) for u in todo])
+            done = iter(_decode_all([it for _, it, pre in window if pre is None], opts, pool, workers))
             for pos, it, pre in window:
                 res = pre if pre is not None else next(done)
                 if isinstance(res, tuple):
                     state["quarantine"].append(_q_record(it, *res))
                 else:
-                    row = {"utt_id": it.utt_id, "split": it.split, "sample_rate": TARGET_SR, "text": it.text,
-                           "speaker": it.speaker, "corpus": corpus, "source_path": it.source_path,
-                           "segments": _segment_rows(it.segments), **res}
-                    for k, v in it.metadata.items():
-                        row[meta_keys[k]] = v
-                    state["rows"].append(row)
+                    state["rows"].append(_shard_row(it, res, corpus, meta_keys))
                     state["bytes"] += len(res["audio"])
                 if bar:
                     bar[0].update(bar[1], advance=1)
@@ -368,17 +446,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
         for pos, it in enumerate(reader.items()):
             if pos < resume:
                 continue
-            pre: tuple[str, str] | None = None
-            if isinstance(it, Rejection):
-                pre = (str(it.reason), it.detail)
-            else:
-                it.split = opts.split_map.get(it.split, it.split)
-                if it.utt_id in seen:
-                    pre = (str(Reason.DUPLICATE_ID), f"utt_id {it.utt_id!r} already used by an earlier item")
-                else:
-                    seen.add(it.utt_id)
-                    if not has_content(it.text):
-                        pre = (str(Reason.EMPTY_TRANSCRIPT), f"transcript {it.text!r} is empty or punctuation only")
+            pre = _admit(it, opts, seen)
             window.append((pos, it, pre))
             if opts.long_form and pre is None:
                 # a window of recordings is bounded by audio seconds too (their FLAC bytes come back at once)
@@ -395,7 +463,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
         if bar:
             bar[0].stop()
 
-    return _finish(reader, out, corpus, journal, schema, slice_cols, params, n_items, t0)
+    return _finish(reader, out, corpus, journal, schema, slice_cols, params, n_items, t0, repaired)
 
 
 def _progress_bar(enabled: bool, total: int, done: int, corpus: str):
@@ -409,7 +477,8 @@ def _progress_bar(enabled: bool, total: int, done: int, corpus: str):
     return p, p.add_task("ingest", total=total, completed=done)
 
 
-def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, params, n_items, t0) -> IngestSummary:
+def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, params, n_items, t0,
+            repaired: int = 0) -> IngestSummary:
     shards = [e for e in journal.entries if e.get("shard")]
     quarantine = [q for e in journal.entries for q in e["quarantine"]]
     _atomic_write(out / QUARANTINE_FILE,
@@ -442,8 +511,139 @@ def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, pa
         corpus=corpus, out_dir=str(out), n_items=n_items, n_ingested=index["n_utterances"],
         n_quarantined=len(quarantine), quarantine_by_reason=index["quarantine_by_reason"],
         by_split=index["splits"], hours=index["hours"], shards=len(shards),
-        shards_skipped=0, elapsed_s=round(elapsed, 3), audio_s_per_s=round(audio_s / max(elapsed, 1e-9), 1),
+        shards_skipped=0, shards_repaired=repaired, elapsed_s=round(elapsed, 3), audio_s_per_s=round(audio_s / max(elapsed, 1e-9), 1),
     )
+
+
+# ───────────────────────────── verification ─────────────────────────────
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """One corpus file checked: a shard against its recorded size and SHA-256, or a JSON-lines
+    file (quarantine, journal) line by line. ``problem`` is '' when the file is sound."""
+
+    file: str
+    kind: str  # 'shard' | 'index' | 'quarantine' | 'journal'
+    problem: str = ""  # '' | 'missing' | 'size' | 'sha256' | 'unreadable' | 'not_in_index' | 'bad_lines'
+    detail: str = ""
+    expected_bytes: int | None = None
+    actual_bytes: int | None = None
+    expected_sha256: str | None = None
+    actual_sha256: str | None = None
+    rows: int | None = None
+    cached: bool = False  # the hash came from the verification cache
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def _check_file(out: Path, name: str, exp_bytes: int | None, exp_sha: str | None, kind: str) -> ShardCheck:
+    """Size, then SHA-256 (cached by size/mtime/inode), then the Parquet footer."""
+    path = out / name
+    base = dict(file=name, kind=kind, expected_bytes=exp_bytes, expected_sha256=exp_sha)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return ShardCheck(**base, problem="missing", detail="the file does not exist")
+    except OSError as e:
+        return ShardCheck(**base, problem="unreadable", detail=f"{type(e).__name__}: {e}")
+    if exp_bytes is not None and size != exp_bytes:
+        return ShardCheck(**base, actual_bytes=size, problem="size",
+                          detail=f"{size} bytes but index.json records {exp_bytes}")
+    try:
+        facts = hashed(path)
+    except OSError as e:
+        return ShardCheck(**base, actual_bytes=size, problem="unreadable", detail=f"{type(e).__name__}: {e}")
+    if exp_sha is not None and facts.sha256 != exp_sha:
+        return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, problem="sha256",
+                          detail=f"SHA-256 {facts.sha256[:16]}… but index.json records {exp_sha[:16]}…")
+    rows = None
+    if not facts.cached:
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, problem="unreadable",
+                              detail=f"not readable as Parquet: {e}")
+    return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, rows=rows, cached=facts.cached)
+
+
+def verify_shard(corpus_dir: str | Path, shard: str | Path, index: dict | None = None) -> ShardCheck:
+    """Check one shard (a file name or path inside ``corpus_dir``) against ``index.json``."""
+    corpus_dir = Path(corpus_dir)
+    name = Path(shard).name
+    idx = index if index is not None else read_index(corpus_dir)
+    entry = next((s for s in idx.get("shards", []) if s.get("file") == name), None)
+    if entry is None:
+        return ShardCheck(file=name, kind="shard", problem="not_in_index",
+                          detail="index.json does not list this shard (left over from an interrupted ingest?)")
+    check = _check_file(corpus_dir, name, entry.get("bytes"), entry.get("sha256"), "shard")
+    if check.ok and check.rows is not None and check.rows != entry.get("rows"):
+        return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
+    return replace(check, rows=entry.get("rows")) if check.ok else check
+
+
+def _check_jsonl(path: Path, kind: str) -> ShardCheck:
+    if not path.exists():
+        return ShardCheck(file=path.name, kind=kind, problem="missing", detail="the file does not exist")
+    bad, n = [], 0
+    for i, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        n += 1
+        try:
+            if not isinstance(json.loads(line), dict):
+                bad.append(i)
+        except ValueError:
+            bad.append(i)
+    if bad:
+        return ShardCheck(file=path.name, kind=kind, rows=n, problem="bad_lines",
+                          detail=f"{len(bad)} unparseable line(s): {', '.join(map(str, bad[:5]))}"
+                                 + ("…" if len(bad) > 5 else ""))
+    return ShardCheck(file=path.name, kind=kind, rows=n)
+
+
+def verify_corpus(corpus_dir: str | Path) -> list[ShardCheck]:
+    """Every shard of a corpus against ``index.json``, plus stray shards and the quarantine and
+    journal files (each line must parse). Uses and refreshes the verification cache."""
+    corpus_dir = Path(corpus_dir)
+    try:
+        idx = read_index(corpus_dir)
+    except AsrEvalError as e:
+        return [ShardCheck(file=INDEX_FILE, kind="index", problem="unreadable", detail=str(e))]
+    checks = [ShardCheck(file=INDEX_FILE, kind="index", rows=idx.get("n_utterances"))]
+    checks += [verify_shard(corpus_dir, s["file"], idx) for s in idx.get("shards", [])]
+    listed = {s["file"] for s in idx.get("shards", [])}
+    checks += [ShardCheck(file=p.name, kind="shard", problem="not_in_index",
+                          detail="index.json does not list it; readers of 'DIR/*.parquet' would include it")
+               for p in sorted(corpus_dir.glob("shard-*.parquet")) if p.name not in listed]
+    checks.append(_check_jsonl(corpus_dir / QUARANTINE_FILE, "quarantine"))
+    if (corpus_dir / PROGRESS_FILE).exists():
+        checks.append(_check_jsonl(corpus_dir / PROGRESS_FILE, "journal"))
+    return checks
+
+
+def fix_hint(corpus_dir: str | Path, index: dict | None = None) -> str:
+    """How to repair a corpus: the ingest command that made it, run again."""
+    src = (index or {}).get("source") or {}
+    where = src.get("path") or src.get("source") or "SOURCE"
+    return (f"re-run `asr-eval ingest {where} --out {corpus_dir}` with the same arguments as the first "
+            "time: it checks every finished shard and rewrites the corrupt ones "
+            f"(`asr-eval verify {corpus_dir}` lists every problem)")
+
+
+def require_shard(shard: str | Path, corpus_dir: str | Path | None = None) -> Path:
+    """The shard's path once it matches ``index.json``; else an ``AsrEvalError`` naming the shard,
+    what is wrong and the fix. Every shard reader calls this before using a row."""
+    shard = Path(shard)
+    corpus_dir = Path(corpus_dir) if corpus_dir is not None else shard.parent
+    idx = read_index(corpus_dir)
+    check = verify_shard(corpus_dir, shard.name, idx)
+    if not check.ok:
+        raise AsrEvalError(f"corpus {corpus_dir}: shard {check.file} is {'missing' if check.problem == 'missing' else 'corrupt'}"
+                           f" — {check.detail}; nothing from it is used. Fix: {fix_hint(corpus_dir, idx)}")
+    return corpus_dir / check.file
 
 
 # ───────────────────────────── reader ─────────────────────────────
@@ -455,7 +655,14 @@ def read_index(corpus_dir: str | Path) -> dict:
     if not p.is_file():
         raise AsrEvalError(f"{corpus_dir} is not an ingested corpus (no {INDEX_FILE}); "
                            f"run `asr-eval ingest SOURCE --out {corpus_dir}` first")
-    return json.loads(p.read_text())
+    try:
+        idx = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise AsrEvalError(f"{p} is unreadable ({e}); re-run `asr-eval ingest` with the same arguments "
+                           f"to rebuild it") from None
+    if not isinstance(idx, dict) or not isinstance(idx.get("shards"), list):
+        raise AsrEvalError(f"{p} is not a corpus index (no 'shards' list); re-run `asr-eval ingest` to rebuild it")
+    return idx
 
 
 def shard_paths(corpus_dir: str | Path) -> list[Path]:
@@ -465,13 +672,14 @@ def shard_paths(corpus_dir: str | Path) -> list[Path]:
 
 def read_quarantine(corpus_dir: str | Path) -> list[dict]:
     p = Path(corpus_dir) / QUARANTINE_FILE
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+    return [json.loads(ln) for ln in p.read_text().split("\n") if ln.strip()] if p.exists() else []
 
 
 def read_metadata(corpus_dir: str | Path, split: str | None = None) -> pa.Table:
     """All columns but the audio bytes, for every utterance (optionally of one split)."""
     tables = []
     for p in shard_paths(corpus_dir):
+        require_shard(p, corpus_dir)
         cols = [c for c in pq.read_schema(p).names if c != "audio"]
         t = pq.read_table(p, columns=cols, filters=[("split", "=", split)] if split else None)
         tables.append(t)
@@ -483,7 +691,7 @@ def read_metadata(corpus_dir: str | Path, split: str | None = None) -> pa.Table:
 def iter_shard_rows(shard: str | Path, split: str | None = None, columns: Sequence[str] | None = None,
                     batch_rows: int = 64) -> Iterator[dict]:
     """Rows of one shard as dicts (audio still FLAC bytes), streaming by record batch."""
-    f = pq.ParquetFile(shard)
+    f = pq.ParquetFile(require_shard(shard))
     for rb in f.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
         for row in rb.to_pylist():
             if split is None or row.get("split") == split:
@@ -512,6 +720,7 @@ def load_audio(corpus_dir: str | Path, utt_ids: Sequence[str]) -> dict[str, np.n
     """Decoded audio of a few utterances by id."""
     want, out = set(utt_ids), {}
     for p in shard_paths(corpus_dir):
+        require_shard(p, corpus_dir)
         t = pq.read_table(p, columns=["utt_id", "audio"], filters=[("utt_id", "in", list(want))])
         for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
             out[uid] = decode_flac(data)

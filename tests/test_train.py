@@ -287,6 +287,7 @@ def test_finetune_registers_models_with_lineage(run80):
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("SELECT model_id, base_model_id, corpus_id, training_run_id, step FROM models "
                        "WHERE training_run_id IS NOT NULL ORDER BY step").fetchall()
+    names = con.execute("SELECT step, display_name, path FROM models WHERE training_run_id IS NOT NULL").fetchall()
     base = con.execute("SELECT model_id FROM models WHERE model_id = ?", [res.base_model_id]).fetchall()
     runs = con.execute("SELECT base_model_id, corpus_id, status FROM training_runs WHERE training_run_id = ?",
                        [res.training_run_id]).fetchall()
@@ -300,6 +301,9 @@ def test_finetune_registers_models_with_lineage(run80):
     assert base and corpora == [(res.corpus_id,)]
     assert runs == [(res.base_model_id, res.corpus_id, "finished")]
     assert log == [("eval", 3), ("train", 4)]
+    # Readable names (run dir / best|final + step); the full path stays in `path`.
+    for step, disp, path in names:
+        assert disp in (f"run/best (step {step})", f"run/final (step {step})") and path.endswith(disp.split(" ")[0])
 
 
 def test_exported_models_load_in_a_transformers_pipeline(run80):
@@ -337,12 +341,27 @@ def test_exported_model_scores_on_both_engines_and_keeps_lineage(run80, corpus, 
                     ("transformers", "pad-audio"), ("transformers", "pad-features")]
 
 
-def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path):
+def test_resume_after_a_crash_continues_from_the_last_checkpoint(corpus, tiny80, run80, tmp_path, monkeypatch):
+    import transformers.trainer
+
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         finetune(corpus, str(tiny80), out, _cfg(), progress=False, callbacks=[CrashAt(3)])
     assert read_run(out)["status"] == "failed" and last_complete_checkpoint(out).name == "checkpoint-2"
-    res = finetune(corpus, str(tiny80), out, _cfg(), progress=False)
+    logged: list[str] = []
+    real_warning = transformers.trainer.logger.warning
+    monkeypatch.setattr(transformers.trainer.logger, "warning", lambda msg, *a, **k: (logged.append(str(msg)),
+                                                                                       real_warning(msg, *a, **k)))
+    tied: list[bool] = []
+
+    class TiedAfterResume(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            tied.append(model.proj_out.weight is model.model.decoder.embed_tokens.weight)
+
+    res = finetune(corpus, str(tiny80), out, _cfg(), progress=False, callbacks=[TiedAfterResume()])
+    # The tied output projection is not reported as a missing key, and is tied after loading.
+    assert not [m for m in logged if "missing keys" in m], logged
+    assert tied and all(tied)
     assert res.status == "finished" and res.resumed_from == str(out / "checkpoint-2")
     assert res.training_run_id == read_run(out)["training_run_id"]
     # Same seed, same data order, restored optimizer/RNG: the resumed steps match an uninterrupted run.
@@ -465,3 +484,54 @@ def test_finetune_without_a_dev_split_carves_one_and_never_trains_on_it(corpus, 
     assert lineage["selection_split"] == "train:dev-carve"
     with pytest.raises(AsrEvalError, match="the training split"):
         finetune(corpus, str(tiny80), tmp_path / "run2", _cfg(eval_split="train"), progress=False)
+
+
+def test_resume_from_a_damaged_checkpoint_is_a_clear_error(corpus, tiny80, tmp_path):
+    from asr_eval.train.finetune import CHECKSUMS_FILE
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False, callbacks=[CrashAt(3)])
+    ckpt = out / "checkpoint-2"
+    sums = json.loads((ckpt / CHECKSUMS_FILE).read_text())
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(sums)
+    weights = ckpt / "model.safetensors"
+    good = weights.read_bytes()
+    # Truncated: safetensors refuses to open it.
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(AsrEvalError) as e:
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    msg = str(e.value)
+    assert f"checkpoint {ckpt} is damaged: model.safetensors does not open" in msg
+    assert f"delete {ckpt} to resume from the start" in msg
+    # One byte flipped inside a tensor (the header still parses): the saved SHA-256 catches it.
+    flipped = bytearray(good)
+    flipped[-10] ^= 0xFF
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(AsrEvalError, match=r"model.safetensors has SHA-256 .* but was saved with"):
+        finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    # The fix the message names works: without the damaged checkpoint the run starts over and finishes.
+    import shutil
+
+    shutil.rmtree(ckpt)
+    res = finetune(corpus, str(tiny80), out, _cfg(eval_on_start=False), progress=False)
+    assert res.status == "finished" and res.resumed_from is None and res.final_step == 4
+
+
+def test_warmup_is_a_fraction_by_default_and_too_long_warmup_warns(corpus, tiny80, tmp_path):
+    from asr_eval.train.finetune import WarmupWarning, training_args, warmup_step_count, warmup_warning
+
+    assert FinetuneConfig().warmup_steps == 0.05
+    assert warmup_step_count(FinetuneConfig(max_steps=1000)) == 50
+    assert warmup_step_count(FinetuneConfig(max_steps=12)) == 1  # ceil(0.6)
+    assert warmup_step_count(FinetuneConfig(max_steps=12, warmup_steps=4)) == 4
+    assert warmup_warning(FinetuneConfig(max_steps=1000)) is None
+    msg = warmup_warning(FinetuneConfig(max_steps=12, warmup_steps=50, learning_rate=1e-5))
+    assert msg.startswith("warm-up is 50 steps but the run is 12 steps") and "2.4e-06" in msg
+    args = training_args(FinetuneConfig(max_steps=12), tmp_path, False, "fp32", False, eval_on_start=False)
+    assert args.warmup_steps == 1
+    with pytest.raises(AsrEvalError, match="must be ≥ 0"):
+        warmup_step_count(FinetuneConfig(warmup_steps=-1))
+    with pytest.warns(WarmupWarning, match="warm-up is 4 steps but the run is 4 steps"):
+        finetune(corpus, str(tiny80), tmp_path / "run", _cfg(warmup_steps=4, max_steps=4, eval_steps=4,
+                                                              eval_on_start=False), progress=False)

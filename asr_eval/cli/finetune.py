@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, err_console
 from asr_eval.store import DEFAULT_DB
 
 
@@ -33,7 +34,8 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(help="Per-device batch size")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps")] = 1,
     eval_steps: Annotated[int, typer.Option(help="Evaluate (and checkpoint) every N steps")] = 200,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps")] = 50,
+    warmup_steps: Annotated[float, typer.Option(
+        help="Linear warm-up: steps when ≥ 1, a fraction of --max-steps when below 1")] = 0.05,
     gradient_checkpointing: Annotated[bool, typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Activation checkpointing: less memory, ~30% slower")] = False,
@@ -53,6 +55,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune Whisper; best (by CER) and final models are exported to OUT/best, OUT/final."""
     from asr_eval.train import FinetuneConfig, finetune
+    from asr_eval.train.finetune import WarmupWarning, warmup_warning
 
     cfg = FinetuneConfig(
         train_split=train_split, eval_split=eval_split, dev_fraction=dev_fraction, dev_max=dev_max,
@@ -62,7 +65,11 @@ def finetune_cmd(
         max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
         precision=precision, device=device, seed=seed, baseline_run=baseline_run, live_monitor=live_monitor,
     )
-    r = finetune(corpus, base, out, cfg, db=db if register else None, progress=True)
+    if msg := warmup_warning(cfg):
+        err_console.print(f"[yellow]warning:[/] {msg}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WarmupWarning)  # printed above
+        r = finetune(corpus, base, out, cfg, db=db if register else None, progress=True)
     t = Table(title=f"training run {r.training_run_id} — {r.status}", title_justify="left", header_style="bold")
     for c in ("model", "step", "CER %"):
         t.add_column(c, justify="left" if c == "model" else "right")

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.audio import MAX_LONG_FORM_S
-from asr_eval.cli import app, console
+from asr_eval.audio import MAX_LONG_FORM_S, dominant_reason
+from asr_eval.cli import app, console, err_console
 from asr_eval.corpus import LAYOUTS, open_source
 from asr_eval.errors import AsrEvalError
 from asr_eval.shards import IngestOptions, ingest, parse_split_map
@@ -38,13 +38,19 @@ def ingest_cmd(
     max_rows: Annotated[int, typer.Option(help="Max rows per shard")] = 2000,
     max_mb: Annotated[int, typer.Option(help="Max MB of audio per shard")] = 128,
     workers: Annotated[int, typer.Option(help="Decoder processes (0 = one per core)")] = 0,
-    allow_outside_root: Annotated[bool, typer.Option(help="Accept audio paths outside the corpus root")] = False,
+    confine_to_root: Annotated[bool, typer.Option(
+        help="Reject every audio path outside the manifest's folder (absolute paths elsewhere included); "
+             "by default absolute paths are accepted and only relative paths climbing out with '..' are rejected")] = False,
+    allow_outside_root: Annotated[bool, typer.Option(hidden=True, help="Deprecated: now the default")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier ingest in --out")] = False,
 ) -> None:
     """Ingest a corpus into 16 kHz FLAC Parquet shards; bad items go to quarantine.jsonl."""
+    if allow_outside_root:
+        err_console.print("note: --allow-outside-root is deprecated and has no effect: absolute audio paths "
+                          "are accepted by default now (--confine-to-root rejects them)")
     reader = open_source(source, layout, audio_column=audio_column, text_column=text_column,
                          id_column=id_column, split=split, hf_config=hf_config,
-                         cv_tsvs=tuple(cv_tsv) if cv_tsv else None, allow_outside_root=allow_outside_root,
+                         cv_tsvs=tuple(cv_tsv) if cv_tsv else None, confine_to_root=confine_to_root,
                          recording_level=recording_level)
     if max_long_hours <= 0:
         raise AsrEvalError(f"--max-long-hours {max_long_hours}: must be > 0")
@@ -64,9 +70,16 @@ def ingest_cmd(
         t.add_row(f"split {sp}", str(n))
     t.add_row("hours", f"{s.hours:.3f}")
     t.add_row("shards", str(s.shards))
+    if s.shards_repaired:
+        t.add_row("  rewritten (were missing/corrupt)", f"[yellow]{s.shards_repaired}[/]")
     t.add_row("speed", f"{s.audio_s_per_s:.0f}× real time")
     console.print(t)
     if s.n_quarantined:
         console.print(f"reasons per item: {Path(s.out_dir) / 'quarantine.jsonl'}")
+    top = dominant_reason(s.quarantine_by_reason, s.n_items)
+    hint = f"; most items ({top[1]} of {s.n_items}) were quarantined as {top[0]}: {top[2]}" if top else ""
     if s.n_ingested == 0:
-        raise AsrEvalError(f"nothing could be ingested from {source} ({s.n_quarantined} items quarantined)")
+        raise AsrEvalError(f"nothing could be ingested from {source} ({s.n_quarantined} items quarantined){hint}")
+    if top:
+        err_console.print(f"[yellow]warning:[/] most items ({top[1]} of {s.n_items}) were quarantined as "
+                          f"[bold]{top[0]}[/]: {top[2]}")

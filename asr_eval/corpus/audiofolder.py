@@ -34,7 +34,7 @@ class AudioFolderReader:
     audio_column: str | None = None
     text_column: str | None = None
     split: str | None = None
-    allow_outside_root: bool = False
+    confine_to_root: bool = False
     layout: str = "audiofolder"
 
     def __post_init__(self) -> None:
@@ -47,13 +47,13 @@ class AudioFolderReader:
             ManifestReader(f, audio_column=self.audio_column, text_column=self.text_column,
                            split=self.split or sub or "all",
                            root=f.parent if sub else self.root,
-                           allow_outside_root=self.allow_outside_root)
+                           confine_to_root=self.confine_to_root)
             for f, sub in self._files
         ]
 
     def describe(self) -> dict:
         return {"layout": self.layout, "path": str(self.root),
-                "metadata": [str(f.relative_to(self.root)) for f, _ in self._files]}
+                "metadata": [str(f.relative_to(self.root)) for f, _ in self._files], **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         for r in self._readers:

@@ -7,6 +7,7 @@ escapes the corpus root, piped wav.scp command). Nothing is dropped silently.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -79,18 +80,36 @@ def pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], wh
     return None
 
 
-def resolve_audio(root: Path, raw: str, allow_outside: bool) -> Path | Rejection:
-    """Resolve an audio path against the corpus root; refuse paths that escape it."""
-    p = Path(raw)
-    full = (p if p.is_absolute() else root / p).resolve()
+def resolve_audio(root: Path, raw: str, confine_to_root: bool = False) -> Path | Rejection:
+    """Resolve an audio path as manifests, NeMo manifests and Kaldi ``wav.scp`` write them.
+
+    An absolute path is taken as written (that is those formats' convention). A relative path
+    resolves against ``root`` (the manifest's folder) and is refused when it climbs out of it
+    (``../../etc/passwd``); symlinks inside the root are followed. ``confine_to_root`` refuses
+    every path whose real location (symlinks resolved) is outside the root.
+    """
+    try:
+        p = Path(raw)
+        full = (p if p.is_absolute() else root / p).resolve()
+    except (ValueError, OSError) as e:  # NUL byte, name too long, symlink loop
+        return Rejection(Reason.BAD_ROW, f"audio path {raw[:200]!r} is not a usable path ({e})",
+                         where="", source_path=raw[:1000])
     root_r = root.resolve()
-    if not allow_outside and not full.is_relative_to(root_r):
+    if confine_to_root:
+        if not full.is_relative_to(root_r):
+            return Rejection(
+                Reason.PATH_ESCAPE,
+                f"audio path {raw!r} resolves to {full}, outside the corpus root {root_r} "
+                "(--confine-to-root is on; drop it to accept paths elsewhere)",
+                where="", source_path=raw,
+            )
+        return full
+    if not p.is_absolute() and not Path(os.path.normpath(root_r / p)).is_relative_to(root_r):
         return Rejection(
             Reason.PATH_ESCAPE,
-            f"audio path {raw!r} resolves to {full}, outside the corpus root {root_r} "
-            "(pass --allow-outside-root to accept it)",
-            where="",
-            source_path=raw,
+            f"relative audio path {raw!r} climbs out of the manifest's folder {root_r}; "
+            "write it as an absolute path, or relative to the manifest's folder without '..'",
+            where="", source_path=raw,
         )
     return full
 
@@ -125,10 +144,58 @@ def split_from_name(name: str, default: str) -> str:
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
-    """Yield (line number, decoded text or None when not UTF-8, raw bytes)."""
+    """Yield (line number, decoded text or None when not UTF-8, raw bytes).
+
+    UTF-8 with or without a byte-order mark; a file starting with a UTF-16 byte-order mark
+    (what some Windows tools save as "Unicode") is decoded as UTF-16 as a whole."""
     with path.open("rb") as f:
+        head = f.read(2)
+        f.seek(0)
+        if head in (b"\xff\xfe", b"\xfe\xff"):
+            yield from _utf16_lines(f.read())
+            return
         for i, raw in enumerate(f, start=1):
             try:
                 yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8").rstrip("\r\n"), raw
             except UnicodeDecodeError:
                 yield i, None, raw
+
+
+def _utf16_lines(data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError:
+        # Decode line by line in the file's byte order, so only the damaged lines are lost.
+        enc = "utf-16-le" if data[:2] == b"\xff\xfe" else "utf-16-be"
+        nl = "\n".encode(enc)
+        body = data[2:]
+        chunks: list[bytes] = []
+        start = 0
+        for k in range(0, len(body) - 1, 2):
+            if body[k:k + 2] == nl:
+                chunks.append(body[start:k])
+                start = k + 2
+        if start < len(body):
+            chunks.append(body[start:])
+        for i, raw in enumerate(chunks, start=1):
+            try:
+                yield i, raw.decode(enc).rstrip("\r"), raw
+            except UnicodeDecodeError:
+                yield i, None, raw
+        return
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for i, line in enumerate(lines, start=1):
+        yield i, line.rstrip("\r"), line.encode("utf-8", "surrogatepass")
+
+
+def unencodable(*values: object) -> str | None:
+    """The first string that cannot be stored as UTF-8 (a lone surrogate from a JSON escape), or None."""
+    for v in values:
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return v
+    return None

@@ -22,6 +22,7 @@ DEFAULT_TSVS = ("train", "dev", "test")
 class CommonVoiceReader:
     root: Path
     tsvs: tuple[str, ...] = field(default=DEFAULT_TSVS)
+    confine_to_root: bool = False
     layout: str = "commonvoice"
 
     def __post_init__(self) -> None:
@@ -37,7 +38,7 @@ class CommonVoiceReader:
         self.name = self.root.name
 
     def describe(self) -> dict:
-        return {"layout": self.layout, "path": str(self.root), "tsvs": [p.name for p in self._files]}
+        return {"layout": self.layout, "path": str(self.root), "tsvs": [p.name for p in self._files], **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         clips = self.root / "clips"
@@ -52,9 +53,9 @@ class CommonVoiceReader:
                 if not rel:
                     yield Rejection(Reason.BAD_ROW, "empty 'path' field", where)
                     continue
-                resolved = resolve_audio(clips, rel, allow_outside=False)
+                resolved = resolve_audio(clips, rel, self.confine_to_root)
                 if isinstance(resolved, Rejection):
-                    resolved.where = where
+                    resolved.where, resolved.utt_id = where, stem_id(rel)
                     yield resolved
                     continue
                 meta = {k: (v or None) for k, v in row.items() if k not in ("path", "sentence", "client_id", "sentence_id")}

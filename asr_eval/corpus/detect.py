@@ -60,10 +60,13 @@ def open_source(
     split: str | None = None,
     hf_config: str | None = None,
     cv_tsvs: tuple[str, ...] | None = None,
-    allow_outside_root: bool = False,
+    confine_to_root: bool = False,
+    allow_outside_root: bool | None = None,
     recording_level: bool = False,
 ) -> CorpusReader:
-    """Open ``source`` with its reader. ``split`` names the split of a single-split source."""
+    """Open ``source`` with its reader. ``split`` names the split of a single-split source.
+    Absolute audio paths are accepted unless ``confine_to_root``; ``allow_outside_root`` is the
+    deprecated spelling of the old opt-in (accepting them is the default now) and is ignored."""
     layout = layout or detect_layout(source)
     if layout not in LAYOUTS:
         raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -72,12 +75,13 @@ def open_source(
                            f"{layout} source (its rows are already recordings: use --long-form)")
     if layout == "manifest":
         return ManifestReader(Path(source), audio_column, text_column, id_column, split,
-                              allow_outside_root=allow_outside_root)
+                              confine_to_root=confine_to_root)
     if layout == "kaldi":
-        return KaldiReader(Path(source), split, allow_outside_root, recording_level)
+        return KaldiReader(Path(source), split, confine_to_root, recording_level)
     if layout == "audiofolder":
-        return AudioFolderReader(Path(source), audio_column, text_column, split, allow_outside_root)
+        return AudioFolderReader(Path(source), audio_column, text_column, split, confine_to_root)
     if layout == "commonvoice":
-        return CommonVoiceReader(Path(source), **({"tsvs": tuple(cv_tsvs)} if cv_tsvs else {}))
+        return CommonVoiceReader(Path(source), **({"tsvs": tuple(cv_tsvs)} if cv_tsvs else {}),
+                                 confine_to_root=confine_to_root)
     kind = layout.split("-", 1)[1]
     return HFDatasetReader(source, kind, hf_config, split, audio_column, text_column, id_column)

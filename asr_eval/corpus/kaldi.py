@@ -29,8 +29,12 @@ def _table(path: Path, what: str) -> tuple[dict[str, str], list[Rejection]]:
             continue
         if not line.strip():
             continue
-        key, _, rest = line.strip().partition(" ")
-        out[key] = rest.strip()
+        key, *rest = line.strip().split(maxsplit=1)  # Kaldi separates the key by any whitespace
+        if key in out:
+            bad.append(Rejection(Reason.DUPLICATE_ID, f"{what} has {key!r} again (the first line wins)", where,
+                                 key if what in ("wav.scp", "text") else None))
+            continue
+        out[key] = rest[0].strip() if rest else ""
     return out, bad
 
 
@@ -38,7 +42,7 @@ def _table(path: Path, what: str) -> tuple[dict[str, str], list[Rejection]]:
 class KaldiReader:
     root: Path
     split: str | None = None
-    allow_outside_root: bool = False
+    confine_to_root: bool = False
     recording_level: bool = False
     layout: str = "kaldi"
 
@@ -51,9 +55,10 @@ class KaldiReader:
         self._split = self.split or split_from_name(self.root.name, "all")
 
     def describe(self) -> dict:
-        d = {"layout": self.layout, "path": str(self.root),
-             "files": sorted(p.name for p in self.root.iterdir() if p.is_file())}
-        return {**d, "recording_level": True} if self.recording_level else d
+        return {"layout": self.layout, "path": str(self.root),
+                "files": sorted(p.name for p in self.root.iterdir() if p.is_file()),
+                **({"confine_to_root": True} if self.confine_to_root else {}),
+                **({"recording_level": True} if self.recording_level else {})}
 
     def items(self) -> Iterator[Item]:
         wav, bad_w = _table(self.root / "wav.scp", "wav.scp")
@@ -74,8 +79,10 @@ class KaldiReader:
                 try:
                     start, end = float(parts[1]), float(parts[2])
                 except ValueError:
-                    yield Rejection(Reason.BAD_ROW, f"segments times {parts[1:]} are not numbers",
-                                    f"{self.root / 'segments'}", utt)
+                    start = end = float("nan")
+                if not 0 <= start < end < float("inf"):
+                    yield Rejection(Reason.BAD_ROW, f"segments times {parts[1:]} are not 'start end' seconds "
+                                    "with 0 ≤ start < end", f"{self.root / 'segments'}", utt)
                     continue
                 units.append((utt, parts[0], start, end - start))
         else:
@@ -92,7 +99,10 @@ class KaldiReader:
             if entry is None:
                 yield Rejection(Reason.MISSING_FILE, f"recording {rec!r} is not in wav.scp", where, utt)
                 continue
-            if entry.endswith("|") or " " in entry.strip():
+            if not entry:
+                yield Rejection(Reason.BAD_ROW, f"wav.scp line for {rec!r} has no audio path", where, utt)
+                continue
+            if entry.endswith("|") or len(entry.split()) > 1:
                 yield Rejection(
                     Reason.UNSUPPORTED,
                     f"wav.scp entry {entry!r} is a piped command; asr-eval reads plain paths only "
@@ -100,7 +110,7 @@ class KaldiReader:
                     where, utt, entry,
                 )
                 continue
-            resolved = resolve_audio(self.root, entry, self.allow_outside_root)
+            resolved = resolve_audio(self.root, entry, self.confine_to_root)
             if isinstance(resolved, Rejection):
                 resolved.where, resolved.utt_id = where, utt
                 yield resolved
@@ -113,9 +123,11 @@ class KaldiReader:
                 utt_id=utt, text=text[utt], split=self._split, audio_path=resolved, source_path=entry,
                 speaker=spk, offset_s=start, duration_s=dur, metadata=meta, where=where,
             )
+        listed = {u[0] for u in units} | set(segments)
         for utt in text:
-            if utt not in wav and not segments:
-                yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in wav.scp",
+            if utt not in listed:
+                where_ = "segments" if segments else "wav.scp"
+                yield Rejection(Reason.MISSING_FILE, f"utterance {utt!r} is in text but not in {where_}",
                                 text_where, utt)
 
     def _recordings(self, units: list, wav: dict, text: dict, utt2spk: dict, spk2gender: dict) -> Iterator[Item]:
@@ -143,7 +155,7 @@ class KaldiReader:
                 yield Rejection(Reason.UNSUPPORTED, f"wav.scp entry {entry!r} is a piped command; asr-eval reads "
                                 "plain paths only (materialise the audio first)", where, rec, entry)
                 continue
-            resolved = resolve_audio(self.root, entry, self.allow_outside_root)
+            resolved = resolve_audio(self.root, entry, self.confine_to_root)
             if isinstance(resolved, Rejection):
                 resolved.where, resolved.utt_id = where, rec
                 yield resolved

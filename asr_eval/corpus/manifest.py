@@ -22,6 +22,7 @@ from asr_eval.corpus.base import (
 from asr_eval.errors import AsrEvalError
 
 MANIFEST_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+MAX_FIELD_CHARS = 1 << 24  # csv's default limit (128 KiB) would stop the whole file at one long field
 
 
 def iter_rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
@@ -46,6 +47,7 @@ def iter_rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
                 yield where, row, ""
         return
     delimiter = "\t" if kind == "tsv" else ","
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     header: list[str] | None = None
     good: list[tuple[int, str]] = []
     bad: list[int] = []
@@ -58,26 +60,40 @@ def iter_rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
         yield f"{path}:{i}", None, "bad_encoding"
     # Common Voice TSVs contain bare quotes inside sentences: TSV is read without quoting.
     quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
-    state: dict[str, int] = {}
-    reader = csv.reader(_track(good, state), delimiter=delimiter, quoting=quoting)
-    for fields in reader:
-        lineno = state.get("i", 0)
-        where = f"{path}:{lineno}"
+    consumed: list[int] = []  # line numbers the csv reader has pulled for the current record
+    reader = csv.reader(_track(good, consumed), delimiter=delimiter, quoting=quoting)
+    while True:
+        try:
+            fields = next(reader)
+            problem = ""
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a NUL or a bare carriage return inside a field
+            fields, problem = None, f"unparseable {kind.upper()} line: {exc}"
+        lines, consumed[:] = consumed[:], []
+        if not lines:
+            continue
+        where = f"{path}:{lines[0]}" + (f"-{lines[-1]}" if len(lines) > 1 else "")
+        if fields is None:
+            yield where, None, problem
+            continue
+        if not any(f.strip() for f in fields):
+            continue  # a blank line, or one of only delimiters (spreadsheet exports end with ',,,')
         if header is None:
             header = [h.strip() for h in fields]
             continue
-        if not any(f.strip() for f in fields):
-            continue
         if len(fields) != len(header):
-            yield where, None, f"{len(fields)} fields, header has {len(header)}"
+            joined = (f" (an unclosed quote joined lines {lines[0]}–{lines[-1]} into one record)"
+                      if len(lines) > 1 and kind == "csv" else "")
+            yield where, None, f"{len(fields)} fields, header has {len(header)}{joined}"
             continue
         yield where, dict(zip(header, fields, strict=True)), ""
 
 
-def _track(lines: list[tuple[int, str]], state: dict[str, int]) -> Iterator[str]:
-    """Feed lines to csv.reader while remembering the current line number for messages."""
+def _track(lines: list[tuple[int, str]], consumed: list[int]) -> Iterator[str]:
+    """Feed lines to csv.reader while remembering which lines each record came from."""
     for i, ln in lines:
-        state["i"] = i
+        consumed.append(i)
         yield ln
 
 
@@ -98,7 +114,7 @@ class ManifestReader:
     id_column: str | None = None
     split: str | None = None  # used when the manifest has no 'split' column
     root: Path = field(default=None)  # type: ignore[assignment]
-    allow_outside_root: bool = False
+    confine_to_root: bool = False
     layout: str = "manifest"
 
     def __post_init__(self) -> None:
@@ -123,7 +139,7 @@ class ManifestReader:
 
     def describe(self) -> dict:
         return {"layout": self.layout, "path": str(self.path), "audio_column": self._audio,
-                "text_column": self._text, "id_column": self._id}
+                "text_column": self._text, "id_column": self._id, **({"confine_to_root": True} if self.confine_to_root else {})}
 
     def items(self) -> Iterator[Item]:
         # Columns that fill core shard fields (or are per-utterance numbers) are not slices.
@@ -143,10 +159,14 @@ class ManifestReader:
             text = "" if text is None else str(text)
             offset = _num(row.get("offset"))
             duration = _num(row.get("duration")) if "offset" in row else None
+            if any(v is not None and not (0 <= v < MAX_SECONDS) for v in (offset, duration)):
+                yield Rejection(Reason.BAD_ROW, f"offset {row.get('offset')!r} / duration {row.get('duration')!r} "
+                                f"is not a time in seconds (0 to {MAX_SECONDS:.0f})", where)
+                continue
             utt_id = str(row[self._id]) if self._id and row.get(self._id) not in (None, "") else stem_id(raw_audio)
             if "offset" in row and offset:
                 utt_id = f"{utt_id}_{int(round(offset * 1000)):08d}"
-            resolved = resolve_audio(self.root, raw_audio, self.allow_outside_root)
+            resolved = resolve_audio(self.root, raw_audio, self.confine_to_root)
             if isinstance(resolved, Rejection):
                 resolved.where, resolved.utt_id = where, utt_id
                 yield resolved
@@ -164,12 +184,16 @@ class ManifestReader:
             )
 
 
+MAX_SECONDS = 1e7  # ~4 months: anything longer is not an offset into one recording
+
+
 def _num(v) -> float | None:
-    if v in (None, ""):
+    """A number from a manifest field; None when empty or not a number. NaN stays NaN (and is rejected)."""
+    if v is None or v == "" or isinstance(v, bool):
         return None
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from asr_eval.models.naming import display_name
+
 LINEAGE_FILE = "asr_eval_lineage.json"
 LINEAGE_KEYS = ("base_model_id", "corpus_id", "training_run_id", "step", "selection_split", "train_preprocessing")
 
@@ -58,4 +60,5 @@ def model_row(m: Any, **lineage: Any) -> dict:
         n_params = count_params(getattr(m, "folder", None) or Path(m.spec.path or ""))
     return {"model_id": m.model_id, "name": m.spec.name, "source": m.spec.source, "path": m.spec.path,
             "revision": m.revision, "num_mel_bins": config.num_mel_bins, "n_params": n_params,
-            "config": config_dict(config), **lineage}
+            "config": config_dict(config),
+            "display_name": display_name(m.spec.name, m.spec.source, m.spec.path, lineage), **lineage}

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from asr_eval.monitor.curve import TrainingCurve
 from asr_eval.monitor.rules import Alert, PairedErrors
+from asr_eval.store.tx import insert_arrow, transaction
 
 RUN_COLS = ("name", "out_dir", "source", "base_model_id", "corpus_id", "params", "baseline_run_id", "status",
             "started_at", "finished_at")
@@ -54,18 +55,11 @@ def save_run(con: duckdb.DuckDBPyConnection, curve: TrainingCurve, baseline_run_
         new["params"] = {**json.loads(old_d.pop("params") or "{}"), **params}
         new = {k: old_d.get(k) if v is None else v for k, v in new.items()}
     new["params"] = json.dumps(new["params"])
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute(f"INSERT OR REPLACE INTO training_runs (training_run_id, {', '.join(RUN_COLS)}) "
                     f"VALUES ({', '.join('?' * (len(RUN_COLS) + 1))})", [curve.run_id, *new.values()])
         con.execute("DELETE FROM training_log WHERE training_run_id = ?", [curve.run_id])
-        con.register("_log", _log_table(curve))
-        con.execute(f"INSERT INTO training_log ({', '.join(LOG_COLS)}) SELECT * FROM _log")
-        con.unregister("_log")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        insert_arrow(con, "training_log", _log_table(curve))
     return curve.run_id
 
 
@@ -77,8 +71,7 @@ def alert_id(run_id: str, index: int, a: Alert) -> str:
 def save_alerts(con: duckdb.DuckDBPyConnection, run_id: str, alerts: list[Alert],
                 baseline_run_id: str | None = None) -> int:
     """Replace the run's alerts with ``alerts`` (a re-check supersedes the previous one)."""
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM alerts WHERE training_run_id = ?", [run_id])
         if alerts:
             con.executemany(
@@ -86,10 +79,6 @@ def save_alerts(con: duckdb.DuckDBPyConnection, run_id: str, alerts: list[Alert]
                 "value, threshold, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[alert_id(run_id, i, a), run_id, baseline_run_id, a.rule, a.severity, a.step, a.metric, a.value,
                   a.threshold, a.message] for i, a in enumerate(alerts)])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return len(alerts)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import INDEX_FILE, shard_paths
+from asr_eval.shards import INDEX_FILE, require_shard, shard_paths
 
 _MAGIC = ((b"fLaC", "audio/flac"), (b"RIFF", "audio/wav"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"))
 
@@ -41,14 +41,27 @@ def _shard_files(corpus_dir: Path) -> list[Path]:
     return sorted(corpus_dir.glob("*.parquet"))
 
 
-def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str]) -> dict[str, bytes]:
-    """Stored (FLAC) bytes of a few utterances; row groups without them are skipped by the filter."""
+def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str],
+                     problems: list[str] | None = None) -> dict[str, bytes]:
+    """Stored (FLAC) bytes of a few utterances; row groups without them are skipped by the filter.
+    A shard that does not match ``index.json`` is not read: its error goes to ``problems``
+    (or is raised when no list is given)."""
+    corpus_dir = Path(corpus_dir)
+    indexed = (corpus_dir / INDEX_FILE).is_file()
     want = set(utt_ids)
     out: dict[str, bytes] = {}
-    for p in _shard_files(Path(corpus_dir)):
+    for p in _shard_files(corpus_dir):
         left = list(want - out.keys())
         if not left:
             break
+        if indexed:
+            try:
+                require_shard(p, corpus_dir)
+            except AsrEvalError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
+                continue
         t = pq.read_table(p, columns=["utt_id", "audio"], filters=[("utt_id", "in", left)])
         for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
             if data is not None:
@@ -68,13 +81,16 @@ def embed_audio(wanted: Sequence[tuple], corpus_paths: dict[str, str | None], ca
         if uid not in by_corpus[cid]:
             by_corpus[cid].append(uid)
     found: dict[tuple[str, str], bytes] = {}
+    bad_shards: dict[str, list[str]] = {}
     for cid, uids in by_corpus.items():
         path = corpus_paths.get(cid)
         if not path or not Path(path).is_dir():
             emb.missing.update({(cid, u): f"corpus shards not found at {path}" for u in uids})
             continue
+        problems: list[str] = []
         try:
-            got = read_audio_bytes(path, uids)
+            got = read_audio_bytes(path, uids, problems)
+            bad_shards[cid] = problems
         except (OSError, AsrEvalError, ValueError) as exc:  # unreadable shards must not sink the report
             emb.missing.update({(cid, u): f"shards unreadable: {exc}" for u in uids})
             continue
@@ -85,7 +101,8 @@ def embed_audio(wanted: Sequence[tuple], corpus_paths: dict[str, str | None], ca
             continue
         data = found.get(item[:2])
         if data is None:
-            emb.missing[item] = "audio not in the corpus shards"
+            bad = bad_shards.get(item[0])
+            emb.missing[item] = (f"not embedded: {'; '.join(bad)}" if bad else "audio not in the corpus shards")
             continue
         if len(item) == 4:
             try:

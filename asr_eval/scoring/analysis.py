@@ -225,10 +225,12 @@ def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str],
                         slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
                         ci_method: str = "auto") -> list[str]:
     """Score and slice ``new_runs`` and compare each with every other finished run of its corpus
-    split (stored run as A, new run as B). Stored runs keep their rows; one not yet scored under
-    ``normalizer`` is scored first (no inference). Returns the stored runs compared with."""
+    split (stored run as A, new run as B). Stored runs keep their rows (and their interval method,
+    ``stored_ci_method``); one not yet scored under ``normalizer`` is scored first (no inference).
+    A pair resamples utterances when either side does. Returns the stored runs compared with."""
     from asr_eval.text import get_profile
 
+    check_options(ci_method)
     prof = get_profile(normalizer)
     compared: list[str] = []
     for new in new_runs:
@@ -238,10 +240,12 @@ def analyse_with_stored(con: duckdb.DuckDBPyConnection, new_runs: Sequence[str],
             "SELECT run_id FROM eval_runs WHERE corpus_id = ? AND split IS NOT DISTINCT FROM ? AND status = 'done' "
             "AND run_id <> ? ORDER BY started_at, run_id", [cid, split, new]).fetchall() if r not in new_runs]
         for other in others:
+            mode = stored_ci_method(con, other)
             if not con.execute("SELECT 1 FROM slice_metrics WHERE run_id = ? AND normalizer = ? LIMIT 1",
                                [other, prof.name]).fetchall():
-                analyse(con, [other], normalizer, slices, n_boot, seed, ci_method)
-            compare_runs(con, other, new, normalizer, slices, n_boot, seed, ci_method)
+                analyse(con, [other], normalizer, slices, n_boot, seed, mode)
+            pair = "utterance" if "utterance" in (mode, ci_method) else ci_method
+            compare_runs(con, other, new, normalizer, slices, n_boot, seed, pair)
             compared.append(other)
     for a, b in itertools.combinations(new_runs, 2):
         compare_runs(con, a, b, normalizer, slices, n_boot, seed, ci_method)

@@ -15,6 +15,7 @@ from asr_eval.provenance import package_versions
 from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
 from asr_eval.scoring.analysis import analyse, check_options
 from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
+from asr_eval.shards import require_shard
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 
 
@@ -59,6 +60,8 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
     check_options(ci_method, adjust)
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
+    for shard in corpus.shards_for(split):  # a damaged shard fails here, before any model is loaded
+        require_shard(shard.path, corpus.path)
     parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
     runs: list[tuple[RunInfo, datetime]] = []
     for spec in specs:

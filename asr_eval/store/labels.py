@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 
@@ -33,12 +32,9 @@ def model_display(name: str, source: str | None, display_name: str | None = None
     path parts of a local folder (``demo-ft/best``), with the training step when known."""
     if display_name:
         return display_name
-    if source in ("local", "ct2") or (name or "").startswith(("/", "ct2:")):
-        p = Path(name.removeprefix("ct2:"))
-        short = "/".join(p.parts[-2:]) if len(p.parts) >= 2 else p.name
-        short = ("ct2:" if name.startswith("ct2:") else "") + short
-        return f"{short} (step {step})" if step is not None else short
-    return name
+    from asr_eval.models.naming import display_name as short_name
+
+    return short_name(name, source, None, {"step": step})
 
 
 def run_axes(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[str, RunAxes]:

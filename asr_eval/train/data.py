@@ -20,7 +20,7 @@ import torch
 
 from asr_eval.audio import MAX_DURATION_S, decode_flac
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import read_index, shard_paths
+from asr_eval.shards import read_index, require_shard, shard_paths
 
 # The decoder prompt every label starts with; the tokenizer's prefix must produce exactly it.
 PREFIX_TOKENS: tuple[str, ...] = ("<|startoftranscript|>", "<|zh|>", "<|transcribe|>", "<|notimestamps|>")
@@ -89,7 +89,8 @@ class ShardSpeechDataset(torch.utils.data.Dataset):
         if not splits.get(split):
             raise AsrEvalError(f"corpus {corpus_dir} has no utterances in split {split!r} "
                                f"(splits: {splits}); pick one with --train-split/--eval-split")
-        self.paths = [str(p) for p in shard_paths(corpus_dir)]
+        # Checked against index.json (size + SHA-256) before any row is used for training.
+        self.paths = [str(require_shard(p, corpus_dir)) for p in shard_paths(corpus_dir)]
         loc: list[tuple[int, int, int]] = []
         ids: list[str] = []
         texts: list[str] = []

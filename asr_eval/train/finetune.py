@@ -13,8 +13,10 @@ read-write process per file), ``register_finetune`` loads the run afterwards::
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +28,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 from asr_eval.provenance import package_versions, stable_hash
 from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
 from asr_eval.train.selection import resolve_selection, write_selection
@@ -48,7 +51,7 @@ class FinetuneConfig:
     eval_batch_size: int | None = None   # default: batch_size
     grad_accum: int = 1
     eval_steps: int = 200                # also the checkpoint interval (best-by-CER needs both aligned)
-    warmup_steps: int = 50
+    warmup_steps: float = 0.05           # ≥ 1: steps; in [0, 1): fraction of max_steps (5% by default)
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
@@ -150,8 +153,43 @@ def make_compute_metrics(tokenizer: Any, dataset: ShardSpeechDataset, profile: A
     return compute
 
 
+class WarmupWarning(UserWarning):
+    """The learning-rate warm-up is as long as (or longer than) the whole run."""
+
+
+def warmup_step_count(cfg: FinetuneConfig) -> int:
+    """Warm-up steps: ``warmup_steps`` itself when ≥ 1, else that fraction of ``max_steps``."""
+    w = cfg.warmup_steps
+    if w < 0:
+        raise AsrEvalError(f"--warmup-steps {w} must be ≥ 0 (steps, or a fraction of --max-steps below 1)")
+    return int(w) if w >= 1 else math.ceil(cfg.max_steps * w)
+
+
+def warmup_warning(cfg: FinetuneConfig) -> str | None:
+    """A warning when warm-up does not end before the run does (the peak rate is never reached)."""
+    n = warmup_step_count(cfg)
+    if n < cfg.max_steps:
+        return None
+    peak = cfg.learning_rate * cfg.max_steps / max(n, 1)
+    return (f"warm-up is {n} steps but the run is {cfg.max_steps} steps: the learning rate only climbs to "
+            f"{peak:.2g} of the {cfg.learning_rate:g} asked for. Pass --warmup-steps below --max-steps "
+            "(e.g. 0.1 for 10% of the run)")
+
+
 class _ShardTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose training order reads each Parquet row group once per epoch."""
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Whisper's ``proj_out.weight`` is tied to the decoder embeddings, so checkpoints do not
+        store it and every resume reported it as a missing key. Re-tie, and report only keys
+        that are missing and not tied."""
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or getattr(self.model, "_tied_weights_keys", {})
+                   or ())
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        load_result = type(load_result)(missing_keys=missing, unexpected_keys=list(load_result.unexpected_keys))
+        super()._issue_warnings_after_load(load_result)
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -200,6 +238,60 @@ def last_complete_checkpoint(out_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+CHECKSUMS_FILE = "asr_eval_checksums.json"
+
+
+class ChecksumCallback(TrainerCallback):
+    """After each checkpoint save, record the SHA-256 of its files (``asr_eval_checksums.json``),
+    so a resume can tell a checkpoint damaged on disk from a good one."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                sums = {p.name: file_sha256(p) for p in sorted(ckpt.iterdir())
+                        if p.is_file() and p.name != CHECKSUMS_FILE}
+                (ckpt / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=1))
+        return control
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """An ``AsrEvalError`` naming the file and the fix when a checkpoint about to be resumed from
+    is damaged: its weights must open with safetensors (header and size agree), and every file
+    recorded in ``asr_eval_checksums.json`` must still have its SHA-256."""
+    from safetensors import safe_open
+
+    def bad(what: str) -> AsrEvalError:
+        others = sorted((int(p.name.split("-")[-1]) for p in ckpt.parent.glob("checkpoint-*")
+                         if p != ckpt and p.name.split("-")[-1].isdigit()), reverse=True)
+        prev = f"checkpoint-{others[0]}" if others else "the start"
+        return AsrEvalError(f"checkpoint {ckpt} is damaged: {what}. Fix: delete {ckpt} to resume from "
+                            f"{prev}, or use a new --out directory to train from scratch")
+
+    weights = sorted(ckpt.glob("*.safetensors"))
+    if not weights:
+        raise bad("no *.safetensors weights file")
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key).get_shape()
+        except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+            raise bad(f"{w.name} does not open ({type(exc).__name__}: {exc})") from None
+    sums_file = ckpt / CHECKSUMS_FILE
+    if sums_file.is_file():
+        try:
+            sums = json.loads(sums_file.read_text())
+        except ValueError:
+            raise bad(f"{CHECKSUMS_FILE} is unreadable") from None
+        for name, sha in sums.items():
+            f = ckpt / name
+            if not f.is_file():
+                raise bad(f"{name} is missing")
+            if file_sha256(f) != sha:
+                raise bad(f"{name} has SHA-256 {file_sha256(f)[:16]}… but was saved with {sha[:16]}…")
+
+
 def prepare_model(model: Any, cfg: FinetuneConfig) -> None:
     """What ``models.load`` does not set already (it forces language/task and the length cap)."""
     model.generation_config.num_beams = cfg.num_beams
@@ -218,7 +310,7 @@ def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision:
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_steps,
+        warmup_steps=warmup_step_count(cfg),
         weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler,
         max_grad_norm=cfg.max_grad_norm,
@@ -368,6 +460,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     use_cuda, precision = resolve_device(cfg.device, cfg.precision)
     if cfg.max_steps < 1 or cfg.eval_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise AsrEvalError("--max-steps, --eval-steps, --batch-size and --grad-accum must be ≥ 1")
+    if msg := warmup_warning(cfg):
+        warnings.warn(msg, WarmupWarning, stacklevel=2)
 
     # fp32 master weights: mixed precision autocasts; half-precision weights would not train.
     # load() also forces language/task in the generation config (evaluation and the exports).
@@ -377,6 +471,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id, prev = _run_id(out_dir, lm.model_id, corpus_id)
     resume_ckpt = last_complete_checkpoint(out_dir) if cfg.resume else None
+    if resume_ckpt is not None:
+        check_checkpoint(resume_ckpt)
 
     labels = LabelEncoder(processor.tokenizer, get_profile(cfg.label_profile), cfg.language, cfg.task)
     max_label = int(model.config.max_target_positions)
@@ -420,7 +516,7 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     if cfg.live_monitor:
         all_callbacks += _live_callbacks(run_id, out_dir, baseline,
                                          int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
-    all_callbacks += [*callbacks, SaveOnStopCallback()]
+    all_callbacks += [*callbacks, SaveOnStopCallback(), ChecksumCallback()]
 
     trainer = _ShardTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
