@@ -13,6 +13,7 @@ BENCHES = [
     ["bench_score.py", "--n", "60"],
     ["bench_recipes.py"],
     ["bench_report.py"],
+    ["bench_longform.py", "--rss-limit-s", "300"],
 ]
 
 if __name__ == "__main__":

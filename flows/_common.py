@@ -9,6 +9,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 DEMO_SOURCE = str(PROJECT / "datasets_local" / "demo_zh")
 REPORTS = PROJECT / "reports"
 DEMO_CORPUS = str(REPORTS / "corpora" / "demo_zh")
+DEMO_LONG_CORPUS = str(REPORTS / "corpora" / "demo_zh_long")
 DEFAULT_DB = str(REPORTS / "asr_eval.duckdb")
 RUNS = PROJECT / "runs"
 BUNDLED = "bundled:whisper-base"

@@ -16,10 +16,10 @@ from flows._common import DEMO_CORPUS, DEMO_SOURCE
 @task(retries=2, retry_delay_seconds=5)  # sources on network filesystems fail transiently
 def ingest_task(source: str, out: str, layout: str | None, split: str | None, split_map: list[str],
                 keep_long: bool, max_rows: int, workers: int, name: str | None,
-                confine_to_root: bool = False) -> dict:
+                confine_to_root: bool = False, long_form: bool = False) -> dict:
     reader = open_source(source, layout, split=split, confine_to_root=confine_to_root)
     opts = IngestOptions(max_rows=max_rows, keep_long=keep_long, split_map=parse_split_map(split_map),
-                         workers=workers, corpus_name=name)
+                         workers=workers, corpus_name=name, long_form=long_form)
     return asdict(ingest(reader, out, opts, progress=False))
 
 
@@ -27,10 +27,11 @@ def ingest_task(source: str, out: str, layout: str | None, split: str | None, sp
 def ingest_flow(source: str = DEMO_SOURCE, out: str = DEMO_CORPUS, layout: str | None = None,
                 split: str | None = None, split_map: list[str] | None = None, keep_long: bool = False,
                 max_rows: int = 2000, workers: int = 0, name: str | None = None,
-                confine_to_root: bool = False) -> dict:
-    """Ingest SOURCE (manifest, Kaldi, audiofolder, Common Voice, HF dataset) into OUT."""
+                confine_to_root: bool = False, long_form: bool = False) -> dict:
+    """Ingest SOURCE (manifest, Kaldi, audiofolder, Common Voice, HF dataset) into OUT; ``long_form``
+    keeps recordings over 30 s as long-form items (as ``asr-eval ingest --long-form``)."""
     s = ingest_task(source, out, layout, split, split_map or [], keep_long, max_rows, workers, name,
-                    confine_to_root)
+                    confine_to_root, long_form)
     create_table_artifact(
         key="ingest-summary",
         table=[{"corpus": s["corpus"], "ingested": s["n_ingested"], "quarantined": s["n_quarantined"],

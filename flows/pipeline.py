@@ -1,6 +1,12 @@
 """Flow `pipeline`: ingest → score the baseline models → fine-tune → score the checkpoint
-(paired against the baselines) → check-training → report. The run fails (red) when
-check-training finds a critical divergence or a regression — after the report is written."""
+(paired against the baselines) → check-training → long-form comparison → report. The run fails
+(red) when check-training finds a critical divergence or a regression — after the report is
+written.
+
+The long-form step takes a few recordings of the generated long-form demo set
+(``datasets_local/demo_zh/make_longform.py``), ingests them with ``long_form`` and scores the base
+model with the three long-form strategies side by side (one run each, compared pairwise); the
+report shows them as a second corpus."""
 
 from __future__ import annotations
 
@@ -8,12 +14,31 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, DEMO_SOURCE, REPORTS, RUNS
+from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, DEMO_LONG_CORPUS, DEMO_SOURCE, PROJECT, REPORTS, RUNS
 from flows.check_training import TrainingRegression, check_training_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.report import report_flow
 from flows.score import score_flow
+
+
+DEMO_LONG_IDS = ["long_006", "long_008"]  # 2.8 min: a 39 s silent stretch, pink / white noise, long pauses
+
+
+@flow(name="long-form-demo", log_prints=True)
+def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = BUNDLED,
+                   strategies: str = "sequential,chunked,vad", engine: str = "transformers", db: str = DEFAULT_DB,
+                   device: str = "auto") -> list[str]:
+    """Generate (or reuse) the long-form demo set, ingest the recordings ``ids`` as long-form
+    items and score ``model`` with each strategy (one run per strategy, compared pairwise)."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT / "datasets_local" / "demo_zh"))
+    from make_longform import subset
+
+    manifest = subset(ids, Path(corpus).with_name(Path(corpus).name + "_src"))
+    ingest_flow(source=str(manifest), out=corpus, long_form=True, workers=1)  # a few files: no process pool
+    return score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -22,8 +47,12 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
                   max_steps: int = 24, learning_rate: float = 2e-5, batch_size: int = 4, eval_steps: int = 12,
                   max_eval_samples: int | None = 40, baseline_run: str | None = None, db: str = DEFAULT_DB,
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
-                  ray_address: str | None = None, skip_finetune: bool = False) -> dict:
-    """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline."""
+                  ray_address: str | None = None, skip_finetune: bool = False,
+                  long_form_ids: list[str] | None = None, long_form_strategies: str = "sequential,chunked,vad",
+                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_CORPUS) -> dict:
+    """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline.
+    ``long_form_ids``: recordings of the long-form demo set compared across ``long_form_strategies``
+    with ``base_model`` (default: long_003, long_006, long_008; ``[]`` skips the step)."""
     baseline_models = baseline_models or [base_model]
     ingest_flow(source=source, out=corpus, split_map=split_map)
     zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address)
@@ -41,6 +70,10 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
         result.update(finetune=ft, runs=runs)
         alerts = check_training_flow(run=out, baseline=baseline_run, db=db, zero_shot_cer=ft["zero_shot_cer"],
                                      fail_on_alert=False)
+    ids = DEMO_LONG_IDS if long_form_ids is None else long_form_ids
+    if ids:
+        result["long_form_runs"] = long_form_flow(ids, long_form_corpus, base_model, long_form_strategies,
+                                                  long_form_engine, db, device)
     result["report"] = report_flow(db=db, out=report)
     result["db"] = str(Path(db).resolve())
     print(f"report: {result['report']}\nstore:  {result['db']}")

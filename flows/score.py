@@ -48,7 +48,8 @@ def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
 
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
            batch_size: int | None, engine: str, compute_type: str, preprocessing: str, recipe: str,
-           max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int) -> list[str]:
+           max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int,
+           strategy: str = "short") -> list[str]:
     from pathlib import Path
 
     from asr_eval.corpus_handle import open_corpus
@@ -57,7 +58,7 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
     sp = open_corpus(corpus).resolve_split(split)
     parts = parts or str(Path(db).parent / "parts")
     specs = expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
-                      max_new_tokens=max_new_tokens)
+                         strategies=strategy, max_new_tokens=max_new_tokens)
     futures = [transcribe_shard_task.submit(s.to_dict(), corpus, sh, sp, parts)
                for s in specs for sh in shards_for_split(corpus, sp)]
     results = [f.result() for f in futures]
@@ -75,11 +76,13 @@ def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split
                db: str = DEFAULT_DB, parts: str | None = None, device: str = "auto", batch_size: int | None = None,
                engine: str = "transformers", compute_type: str = "auto", preprocessing: str = "pad-audio",
                recipe: str = "greedy", max_new_tokens: int | None = None, normalizer: str = "zh-v1",
-               slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None) -> list[str]:
+               slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None,
+               strategy: str = "short") -> list[str]:
     """Score MODELS × ENGINE(s) × RECIPE(s) on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB.
-    engine, compute_type, preprocessing and recipe take comma-separated lists, as the CLI does."""
+    engine, compute_type, preprocessing, recipe and strategy (long-form: sequential, chunked, vad) take
+    comma-separated lists, as the CLI does."""
     args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
-            recipe, max_new_tokens, normalizer, slices, n_boot)
+            recipe, max_new_tokens, normalizer, slices, n_boot, strategy)
     if ray_address:
         return _score_on_ray(ray_address, *args)
     return _score(*args)

@@ -447,3 +447,70 @@ def build_scored_store(tmp: Path, n_utts: int = 24) -> FixtureStore:
     con.close()
     return FixtureStore(db=tmp / "store.duckdb", corpus_dir=corpus, corpus_id=cid, run_ids=run_ids,
                         model_ids=model_ids, n_utts=n_utts)
+
+
+@dataclass
+class PlantedLong:
+    utt_id: str
+    duration_s: float
+    n_ref: int
+    regions: dict[str, tuple[int, int]]  # name -> [start, end) aligned-token indices of a dense error region
+    region_times: dict[str, tuple[float, float]]  # name -> seconds of the reference segment holding it
+
+
+def plant_long_recording(fx: FixtureStore, run_key: str = "large-v3", with_segments: bool = True) -> PlantedLong:
+    """Add one 365 s recording to the fixture's corpus (a second shard with its FLAC), scored in
+    ``run_key``'s run: a 3,000-character reference in 100 segments of 30 characters (segment j at
+    10 + 3.5 j … + 3 s), and a hypothesis with three dense error regions — 25 substitutions at
+    reference characters 1200-1224, 12 deletions at 2400-2411, 5 insertions after character 600 —
+    plus single substitutions every 150 characters elsewhere (never two in one 60-token window)."""
+    rng = np.random.default_rng(7)
+    pool = [c for c in _POOL]
+    ref = [str(c) for c in rng.choice(pool, size=3000)]
+    segs = [[round(10 + 3.5 * j, 3), round(13 + 3.5 * j, 3), "".join(ref[30 * j:30 * j + 30])] for j in range(100)]
+    duration = 365.0
+    dense_sub, dense_del, ins_after = range(1200, 1225), range(2400, 2412), 600
+    scattered = {c for c in range(75, 3000, 150)} - set(range(540, 680)) - set(range(1140, 1290)) - set(range(2340, 2475))
+    align: list[list] = []
+    regions: dict[str, list[int]] = {"sub": [], "del": [], "ins": []}
+    for c, ch in enumerate(ref):
+        if c in dense_sub:
+            regions["sub"].append(len(align))
+            align.append(["S", ch, "错" if ch != "错" else "对"])
+        elif c in dense_del:
+            regions["del"].append(len(align))
+            align.append(["D", ch, None])
+        elif c in scattered:
+            align.append(["S", ch, "错" if ch != "错" else "对"])
+        else:
+            align.append(["=", ch, ch])
+        if c == ins_after:
+            for _ in range(5):
+                regions["ins"].append(len(align))
+                align.append(["I", None, "啊"])
+    n, s, d, i = _counts(align)
+    hyp = "".join(h or "" for _, _, h in align)
+    utt = "long_rec_01"
+    t = np.arange(int(duration * 16000)) / 16000
+    x = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="FLAC", subtype="PCM_16")
+    tbl = pa.table({"utt_id": [utt], "split": ["test"], "audio": pa.array([buf.getvalue()], pa.binary()),
+                    "sample_rate": pa.array([16000], pa.int32()), "duration_s": [duration], "text": ["".join(ref)]})
+    pq.write_table(tbl, fx.corpus_dir / "shard-00001.parquet")
+    con = connect(fx.db)
+    try:
+        con.execute("INSERT INTO utterances (corpus_id, utt_id, split, duration_s, speaker, text, source_path, "
+                    "audio_sha256, segments) VALUES (?, ?, 'test', ?, 'spk00', ?, 'long.flac', NULL, ?)",
+                    [fx.corpus_id, utt, duration, "".join(ref), json.dumps(segs, ensure_ascii=False)
+                     if with_segments else None])
+        run = fx.run_ids[run_key]
+        con.execute("INSERT INTO hypotheses (run_id, utt_id, hyp_raw, n_tokens, shard) VALUES (?, ?, ?, ?, ?)",
+                    [run, utt, hyp, len(hyp), "shard-00001.parquet"])
+        con.execute("INSERT INTO utterance_scores VALUES (" + ", ".join("?" * 29) + ")",
+                    [run, utt, NORMALIZER, NORMALIZER_HASH, "".join(ref), hyp, n, s, d, i, n, s, d, i, 1, 1, 0, 0,
+                     n, s + d + i, 0, 0, 0, 0, 0, 0, json.dumps(align, ensure_ascii=False), ["dropped_window"], False])
+    finally:
+        con.close()
+    times = {k: (segs[c // 30][0], segs[c // 30][1]) for k, c in (("sub", 1200), ("del", 2400), ("ins", 600))}
+    return PlantedLong(utt, duration, n, {k: (min(v), max(v) + 1) for k, v in regions.items()}, times)

@@ -89,9 +89,29 @@ def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
     assert Path(path).read_text().lstrip().lower().startswith("<!doctype html")
 
 
+def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
+    """The demo's long-form step: a recording of the generated long-form set, ingested as a
+    long-form item and scored once per strategy, the runs compared pairwise."""
+    from flows.pipeline import long_form_flow
+
+    corpus, db = tmp_path / "long", str(tmp_path / "s.duckdb")
+    runs = long_form_flow(["long_008"], corpus=str(corpus), model=tiny, strategies="sequential,chunked",
+                          db=db, device="cpu")
+    assert (tmp_path / "long_src" / "audio" / "long_008.flac").is_file()
+    con = duckdb.connect(db, read_only=True)
+    assert con.execute(f"SELECT strategy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "
+                       "ORDER BY strategy", runs).fetchall() == [("chunked",), ("sequential",)]
+    assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008", 69.243)]
+    assert con.execute("SELECT count(*) FROM hypotheses WHERE segments IS NOT NULL").fetchall() == [(2,)]
+    assert con.execute("SELECT run_a, run_b FROM comparisons WHERE slice_attr = '_all' AND metric = 'cer'").fetchall() \
+        == [(runs[0], runs[1])]
+    con.close()
+
+
 def test_check_training_flow_fails_on_seed_table(harness, tmp_path):
-    from flows.check_training import TrainingRegression, check_training_flow
     from test_monitor_rules import write_trainer_state
+
+    from flows.check_training import TrainingRegression, check_training_flow
 
     state = write_trainer_state(tmp_path / "trainer_state.json")
     with pytest.raises(TrainingRegression, match="overfitting"):

@@ -65,6 +65,28 @@ def test_silero_finds_the_speech_and_not_the_silent_stretch():
     assert all(b - a <= 30 * SR for a, b in regions)
 
 
+def test_blockwise_log_mel_equals_the_feature_extractor():
+    """sequential's features are computed in blocks (bounded memory on hour-long recordings) and
+    must equal WhisperFeatureExtractor's whole-signal ones, global clamp included (a silent stretch
+    makes the max − 8 clamp bite)."""
+    from transformers import WhisperFeatureExtractor
+
+    from asr_eval.longform.sequential import log_mel
+    from asr_eval.models.bundled import bundled_whisper_base_dir
+
+    fe = WhisperFeatureExtractor.from_pretrained(bundled_whisper_base_dir())
+    for n in (SR * 95 + 37, SR * 31 + 159):  # lengths not a multiple of the hop
+        x = (np.random.default_rng(n).standard_normal(n) * 0.05).astype(np.float32)
+        x[SR * 10:SR * 25] = 0.0
+        ref = fe(x, sampling_rate=SR, return_tensors="pt", return_attention_mask=True, truncation=False,
+                 padding="longest")
+        ours = log_mel(fe, x, block_frames=1234)  # blocks that do not divide the frame count
+        assert tuple(ours.shape) == (80, n // 160) == tuple(ref.input_features.shape[1:])
+        assert int(ref.attention_mask.sum()) == n // 160
+        assert float((ref.input_features[0] - ours).abs().max()) < 1e-5
+        assert float(ours.min()) == pytest.approx(float(ours.max()) - 2.0)  # the clamp fired (8 / 4)
+
+
 def test_unknown_strategy_and_parameter():
     with pytest.raises(AsrEvalError, match="unknown long-form strategy 'whole'"):
         make_strategy("whole")

@@ -16,9 +16,11 @@ from asr_eval.cli import app, console
 def demo_cmd(
     max_steps: Annotated[int, typer.Option(help="Fine-tuning steps")] = 24,
     skip_finetune: Annotated[bool, typer.Option(help="Only ingest, score and report")] = False,
+    long_form: Annotated[bool, typer.Option(help="Compare the long-form strategies (sequential, chunked, vad) on "
+                                                 "3 recordings of the generated long-form demo set")] = True,
 ) -> None:
-    """Run ingest → score → fine-tune → score → check-training → report on datasets_local/demo_zh
-    with bundled:whisper-base, then print where the report and the DuckDB store are."""
+    """Run ingest → score → fine-tune → score → check-training → long-form strategies → report on
+    datasets_local/demo_zh with bundled:whisper-base, then print where the report and the DuckDB store are."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Without a Prefect server the flow starts a temporary one; on a busy 2-core machine it can
     # need longer than Prefect's 20 s default to come up.
@@ -31,7 +33,7 @@ def demo_cmd(
     sys.path.insert(0, str(root))
     from flows.pipeline import pipeline_flow
 
-    res = pipeline_flow(max_steps=max_steps, skip_finetune=skip_finetune)
+    res = pipeline_flow(max_steps=max_steps, skip_finetune=skip_finetune, long_form_ids=None if long_form else [])
     console.rule("[bold green]demo finished")
     console.print(f"report: [bold]{res['report']}[/]")
     console.print(f"store:  [bold]{res['db']}[/]")

@@ -12,6 +12,11 @@ is decoded again at the next temperature of ``temperatures``; the previous windo
 conditions the next unless ``condition_on_prev`` is off or the kept temperature was ≥ 0.5.
 transformers computes the compression ratio on token ids (its recommended threshold 1.35
 corresponds to OpenAI's 2.4 on text bytes).
+
+The whole recording's log-mel features go to ``generate`` (its loop slices them window by
+window). ``WhisperFeatureExtractor`` computes them with one STFT over the whole signal, a
+transient ~1.6 GB for 1 h of audio (complex spectrum + magnitudes); ``log_mel`` computes the same
+features block by block (the result is ~115 MB per hour), with the same global clamp.
 """
 
 from __future__ import annotations
@@ -24,6 +29,40 @@ import numpy as np
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, register
+
+
+FEATURE_BLOCK_FRAMES = 6000  # 60 s of 10 ms frames per STFT block
+
+
+def log_mel(fe: Any, audio: np.ndarray, block_frames: int = FEATURE_BLOCK_FRAMES):
+    """Whisper log-mel features of a whole recording, (n_mels, len(audio) // hop) float32 torch
+    tensor, equal to ``WhisperFeatureExtractor(..., truncation=False, padding="longest")`` (its
+    torch path: centred reflect-padded STFT, last frame dropped, log10 clamped at 1e-10, then at
+    the recording's max − 8, scaled (x + 4) / 4), computed in blocks of ``block_frames`` frames so
+    the peak memory is the output plus one block."""
+    import torch
+
+    n_fft, hop = fe.n_fft, fe.hop_length
+    x = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
+    n_frames = len(x) // hop  # torch.stft gives 1 + L // hop centred frames; the last is dropped
+    pad = n_fft // 2
+    window = torch.hann_window(n_fft)
+    mel = torch.from_numpy(np.asarray(fe.mel_filters, np.float32)).T.contiguous()
+    out = torch.empty((mel.shape[0], n_frames), dtype=torch.float32)
+    with torch.inference_mode():
+        for f0 in range(0, n_frames, block_frames):
+            f1 = min(n_frames, f0 + block_frames)
+            # frame k covers padded[k*hop : k*hop + n_fft], padded = reflect-pad(x, n_fft // 2)
+            a, b = f0 * hop - pad, (f1 - 1) * hop - pad + n_fft
+            seg = x[max(0, a):min(len(x), b)]
+            left, right = max(0, -a), max(0, b - len(x))
+            if left or right:
+                seg = torch.nn.functional.pad(seg[None, None], (left, right), mode="reflect")[0, 0]
+            spec = torch.stft(seg, n_fft, hop, window=window, center=False, return_complex=True)
+            out[:, f0:f1] = torch.clamp(mel @ (spec.abs() ** 2), min=1e-10).log10()
+        torch.maximum(out, out.max() - 8.0, out=out)
+        out.add_(4.0).div_(4.0)
+    return out
 
 
 @register
@@ -57,13 +96,16 @@ class Sequential(StrategyBase):
         fe, tok = lm.processor.feature_extractor, lm.processor.tokenizer
         t0 = time.perf_counter()
         long = len(audio) > WINDOW_S * SR
-        feats = fe(audio, sampling_rate=SR, return_tensors="pt", return_attention_mask=True,
-                   **({"truncation": False, "padding": "longest"} if long else {}))
-        x = feats.input_features.to(lm.device, getattr(torch, lm.dtype))
+        if long:
+            feats = log_mel(fe, audio)[None]
+            mask = torch.ones(feats.shape[:1] + feats.shape[2:], dtype=torch.long)
+        else:
+            feats = fe(audio, sampling_rate=SR, return_tensors="pt").input_features
+        x = feats.to(lm.device, getattr(torch, lm.dtype))
         kw = {"language": recipe.language, "task": recipe.task, "num_beams": recipe.beam_size,
               "max_new_tokens": recipe.max_new_tokens, **self.generate_kwargs()}
         if long:
-            kw["attention_mask"] = feats.attention_mask.to(lm.device)
+            kw["attention_mask"] = mask.to(lm.device)
         torch.manual_seed(self.seed)
         with torch.inference_mode():
             out = lm.model.generate(input_features=x, **kw)

@@ -1,4 +1,7 @@
-"""Embed a few utterances' audio in the report as data URIs, reading only those rows from the shards."""
+"""Embed a few utterances' audio in the report as data URIs, reading only those rows from the shards.
+
+An item is (corpus_id, utt_id) for the whole stored file, or (corpus_id, utt_id, start_s, end_s)
+for an excerpt (long recordings: only the seconds around the shown diff windows, re-encoded as FLAC)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ class AudioEmbed:
     """Data URIs by key, which utterance maps to which key, and what was left out and why."""
 
     uris: dict[str, str] = field(default_factory=dict)
-    keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (corpus_id, utt_id) -> key
-    missing: dict[tuple[str, str], str] = field(default_factory=dict)  # (corpus_id, utt_id) -> reason
+    keys: dict[tuple, str] = field(default_factory=dict)  # (corpus_id, utt_id[, start_s, end_s]) -> key
+    missing: dict[tuple, str] = field(default_factory=dict)  # item -> reason
     total_bytes: int = 0
     cap_bytes: int = 0
     n_capped: int = 0
@@ -66,13 +69,17 @@ def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str],
     return out
 
 
-def embed_audio(wanted: Sequence[tuple[str, str]], corpus_paths: dict[str, str | None], cap_bytes: int) -> AudioEmbed:
-    """Embed audio for (corpus_id, utt_id) in priority order until ``cap_bytes`` of data URIs are used."""
+def embed_audio(wanted: Sequence[tuple], corpus_paths: dict[str, str | None], cap_bytes: int) -> AudioEmbed:
+    """Embed audio for (corpus_id, utt_id) or excerpts (corpus_id, utt_id, start_s, end_s) in
+    priority order until ``cap_bytes`` of data URIs are used."""
+    from asr_eval.report.windows import excerpt_flac
+
     emb = AudioEmbed(cap_bytes=cap_bytes)
     order = list(dict.fromkeys(wanted))
     by_corpus: dict[str, list[str]] = defaultdict(list)
-    for cid, uid in order:
-        by_corpus[cid].append(uid)
+    for cid, uid, *_ in order:
+        if uid not in by_corpus[cid]:
+            by_corpus[cid].append(uid)
     found: dict[tuple[str, str], bytes] = {}
     bad_shards: dict[str, list[str]] = {}
     for cid, uids in by_corpus.items():
@@ -89,13 +96,20 @@ def embed_audio(wanted: Sequence[tuple[str, str]], corpus_paths: dict[str, str |
             continue
         found.update({(cid, u): b for u, b in got.items()})
     for item in order:
-        if item in emb.missing:
+        if item in emb.missing or item[:2] in emb.missing:
+            emb.missing.setdefault(item, emb.missing.get(item[:2], ""))
             continue
-        data = found.get(item)
+        data = found.get(item[:2])
         if data is None:
             bad = bad_shards.get(item[0])
             emb.missing[item] = (f"not embedded: {'; '.join(bad)}" if bad else "audio not in the corpus shards")
             continue
+        if len(item) == 4:
+            try:
+                data = excerpt_flac(data, item[2], item[3])
+            except Exception as exc:  # noqa: BLE001 - one undecodable file must not sink the report
+                emb.missing[item] = f"excerpt not decodable: {exc}"
+                continue
         uri = f"data:{mime_of(data)};base64,{base64.b64encode(data).decode('ascii')}"
         if emb.total_bytes + len(uri) > cap_bytes:
             emb.missing[item] = "not embedded: the report's audio size cap was reached"

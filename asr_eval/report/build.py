@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from asr_eval import __version__
 from asr_eval.metrics.flags import FLAGS
-from asr_eval.report import charts, queries
+from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
 from asr_eval.report.engines import engine_view
 from asr_eval.report.charts import OP_COLORS, SEVERITY_COLORS, CiItem, Marker, SeriesSpec
@@ -46,6 +46,8 @@ class ReportOptions:
     plot_slice_values: int = 12  # rows of the per-slice interval plot
     top_confusions: int = 15  # per run and per S/D/I
     max_tokens: int = 400  # alignment tokens drawn per utterance
+    window_tokens: int = windows.WINDOW_TOKENS  # items over 30 s: aligned tokens per diff window
+    n_windows: int = windows.N_WINDOWS  # items over 30 s: diff windows (and audio excerpts) shown
     max_curve_points: int = 1500  # training curves are bucketed in SQL beyond this
     confusion_utts: int = 100_000  # per run, utterances read for top confusions (a 1-in-k sample beyond)
 
@@ -314,18 +316,51 @@ def _errors(sel: Selection, totals: dict[str, RunTotals], flags: list[dict[str, 
     }
 
 
+def long_item_view(u: queries.WorstUtt, normalize, opt: ReportOptions) -> list[dict[str, Any]] | None:
+    """For an item over 30 s: the diff windows around its worst regions, each with the excerpt
+    (start_s, end_s) of audio to embed; None for a short item (drawn whole)."""
+    if not u.duration_s or u.duration_s <= windows.LONG_ITEM_S:
+        return None
+    n_ref = sum(len(r) for _, r, _ in u.alignment)
+    pieces = windows.windowed_view(u.alignment, windows.error_windows(u.alignment, opt.window_tokens,
+                                                                      opt.n_windows))
+    for p in pieces:
+        w = p["window"]
+        if w is not None:
+            t0, t1, how = windows.window_times(w, n_ref, u.duration_s, u.ref_segments, normalize)
+            p.update(t0=t0, t1=t1, located=how, excerpt=windows.excerpt_span(t0, t1, u.duration_s))
+    return pieces
+
+
 def _worst(sel: Selection, worst: dict[str, list[queries.WorstUtt]], opt: ReportOptions) -> dict[str, Any]:
+    from asr_eval.text import get_profile
+
+    normalize = get_profile(sel.normalizer).normalize if sel.normalizer else None
+    views = {(u.run_id, u.utt_id): long_item_view(u, normalize, opt) for us in worst.values() for u in us}
+
+    def items(u: queries.WorstUtt) -> list[tuple]:
+        v = views[(u.run_id, u.utt_id)]
+        if v is None:
+            return [(u.corpus_id, u.utt_id)]
+        return [(u.corpus_id, u.utt_id, *p["excerpt"]) for p in v if p["window"] is not None]
+
     # Rank-major order: every run's worst utterance gets audio before anyone's second.
-    wanted = [(u.corpus_id, u.utt_id) for rank in range(opt.worst_n) for r in sel.runs
-              for u in worst.get(r.run_id, [])[rank:rank + 1]]
+    wanted = [it for rank in range(opt.worst_n) for r in sel.runs
+              for u in worst.get(r.run_id, [])[rank:rank + 1] for it in items(u)]
     emb = embed_audio(wanted, {r.corpus_id: r.corpus_path for r in sel.runs}, opt.audio_cap_bytes)
     per_run = []
     for r in sel.runs:
         utts = []
         for u in worst.get(r.run_id, []):
             key = (u.corpus_id, u.utt_id)
-            utts.append({"u": u, "tokens": u.alignment[: opt.max_tokens],
-                         "truncated": max(0, len(u.alignment) - opt.max_tokens),
+            view = views[(u.run_id, u.utt_id)]
+            for p in view or []:
+                if p["window"] is not None:
+                    it = (u.corpus_id, u.utt_id, *p["excerpt"])
+                    p.update(audio=emb.keys.get(it), audio_missing=emb.missing.get(it))
+            utts.append({"u": u, "tokens": u.alignment[: opt.max_tokens] if view is None else [],
+                         "truncated": max(0, len(u.alignment) - opt.max_tokens) if view is None else 0,
+                         "windows": view,
                          "audio": emb.keys.get(key), "audio_missing": emb.missing.get(key)})
         per_run.append({"run": r, "utts": utts})
     return {"per_run": per_run, "audio": emb, "n_embedded": len(emb.uris), "n_missing": len(emb.missing)}

@@ -166,6 +166,7 @@ class WorstUtt:
     cer: float | None
     alignment: list[tuple[str, str, str]]
     flags: tuple[str, ...]
+    ref_segments: list[list] | None = None  # long-form: the reference's [[start, end, text], ...]
 
 
 @dataclass(frozen=True)
@@ -469,7 +470,8 @@ def worst_utterances(con: duckdb.DuckDBPyConnection, sel: Selection, top: int) -
                     ORDER BY ({_err('cer')})::DOUBLE / greatest(cer_n, 1) DESC, {_err('cer')} DESC, utt_id
                     LIMIT $top))
             SELECT w.rank, w.cer, w.utt_id, s.ref_norm, s.hyp_norm, s.cer_n, s.cer_s, s.cer_d, s.cer_i,
-                   s.alignment::VARCHAR AS alignment, s.flags, u.text AS ref_raw, u.duration_s, h.hyp_raw
+                   s.alignment::VARCHAR AS alignment, s.flags, u.text AS ref_raw, u.duration_s, h.hyp_raw,
+                   u.segments::VARCHAR AS ref_segments
             FROM w JOIN utterance_scores s ON s.run_id = $run AND s.normalizer = $norm AND s.utt_id = w.utt_id
             LEFT JOIN utterances u ON u.corpus_id = $corpus AND u.utt_id = w.utt_id
             LEFT JOIN hypotheses h ON h.run_id = $run AND h.utt_id = w.utt_id
@@ -480,6 +482,7 @@ def worst_utterances(con: duckdb.DuckDBPyConnection, sel: Selection, top: int) -
             hyp_norm=r["hyp_norm"], n=int(r["cer_n"] or 0), subs=int(r["cer_s"] or 0), dels=int(r["cer_d"] or 0),
             ins=int(r["cer_i"] or 0), cer=r["cer"], alignment=_alignment(r["alignment"]),
             flags=tuple(r["flags"] or ()),
+            ref_segments=json.loads(r["ref_segments"]) if r["ref_segments"] else None,
         ) for r in found]
     return out
 

@@ -144,6 +144,26 @@ def build(out_dir: str | Path | None = None, n: int = N_RECORDINGS, verify: bool
     return out
 
 
+def subset(ids: list[str], out_dir: str | Path, src: str | Path | None = None) -> Path:
+    """A folder with the manifest rows of ``ids`` (in the given order) and their FLACs (copied:
+    ingest keeps audio paths inside the manifest's folder), built from ``src`` (default: the
+    cached, verified full set, built first if needed). Returns the manifest path."""
+    import shutil
+
+    src = Path(src) if src else build()
+    rows = {r["id"]: r for r in map(json.loads, (src / "manifest.jsonl").read_text(encoding="utf-8").splitlines())}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ValueError(f"no recording(s) {missing} in {src / 'manifest.jsonl'} (ids are long_001 … long_{len(rows):03d})")
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        shutil.copyfile(src / rows[i]["audio_filepath"], out / rows[i]["audio_filepath"])
+    manifest = out / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in ids), encoding="utf-8")
+    return manifest
+
+
 if __name__ == "__main__":
     folder = build(sys.argv[1] if len(sys.argv) > 1 else None, verify="--no-verify" not in sys.argv)
     print(folder)
