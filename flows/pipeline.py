@@ -49,13 +49,17 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
                   ray_address: str | None = None, skip_finetune: bool = False,
                   long_form_ids: list[str] | None = None, long_form_strategies: str = "sequential,chunked,vad",
-                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_CORPUS) -> dict:
+                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_CORPUS,
+                  zero_shot_engines: str = "transformers,ctranslate2") -> dict:
     """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline.
     ``long_form_ids``: recordings of the long-form demo set compared across ``long_form_strategies``
-    with ``base_model`` (default: long_003, long_006, long_008; ``[]`` skips the step)."""
+    with ``base_model`` (default: long_006, long_008; ``[]`` skips the step). ``zero_shot_engines``: the
+    baselines are scored on each (same weights, same preprocessing), so the report's engine-parity
+    section shows what the deployment engine alone changes."""
     baseline_models = baseline_models or [base_model]
     ingest_flow(source=source, out=corpus, split_map=split_map)
-    zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address)
+    zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address,
+                           engine=zero_shot_engines)
     result: dict = {"baseline_runs": zero_shot}
     alerts: list[dict] = []
     if not skip_finetune:
