@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 from asr_eval.models.bundled import cache_root, cached_conversion
 
 if TYPE_CHECKING:
@@ -32,11 +32,6 @@ QUANTIZATION = {
 }
 COPY_FILES = ("tokenizer.json", "preprocessor_config.json", "tokenizer_config.json", "vocab.json", "merges.txt",
               "special_tokens_map.json", "added_tokens.json", "normalizer.json")
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def hf_folder_of_ct2(ct2_dir: Path) -> Path:

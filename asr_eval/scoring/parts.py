@@ -9,7 +9,6 @@ preprocessing or recipes never share parts.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -25,6 +24,7 @@ from asr_eval.audio import decode_flac
 from asr_eval.corpus_handle import Corpus, open_corpus
 from asr_eval.engines.recipes import Recipe, get_recipe, recipe_from_dict
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 from asr_eval.models.record import model_row
 from asr_eval.provenance import stable_hash
 from asr_eval.shards import iter_shard_rows
@@ -170,17 +170,12 @@ def part_path(parts_dir: Path, shard: Path) -> Path:
     return parts_dir / f"part-{shard.stem}.parquet"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def write_part(path: Path, table: pa.Table, stats: dict) -> None:
     """Atomically write a part and its SHA-256 sidecar (the sidecar last: a part without one is unfinished)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     table = table.replace_schema_metadata({b"asr_eval_stats": json.dumps(stats).encode()})
     pq.write_table(table, tmp)
-    digest = _sha256(tmp)
+    digest = file_sha256(tmp)
     os.replace(tmp, path)
     side = path.with_name(path.name + SHA_SUFFIX)
     side.with_name(side.name + ".tmp").write_text(digest + "\n")
@@ -192,7 +187,7 @@ def part_is_valid(path: Path) -> bool:
     side = path.with_name(path.name + SHA_SUFFIX)
     if not path.is_file() or not side.is_file():
         return False
-    return side.read_text().strip() == _sha256(path)
+    return side.read_text().strip() == file_sha256(path)
 
 
 def verified_parts(parts_dir: Path) -> list[Path]:
