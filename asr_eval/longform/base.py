@@ -122,6 +122,22 @@ def short_transcriber(engine: Any, recipe: Any, preprocessing: str = "pad-audio"
     return run
 
 
+FRAME = SR // 50  # 20 ms
+ACTIVE_FLOOR_DB = -60.0  # a frame quieter than this is never speech
+ACTIVE_BELOW_PEAK_DB = 40.0  # ... nor one this far below the recording's loud frames (95th percentile)
+
+
+def activity(audio: np.ndarray) -> np.ndarray:
+    """Per 20 ms frame: 1.0 where the frame is loud enough to be speech, else 0.0."""
+    n = len(audio) // FRAME
+    if n == 0:
+        return np.zeros(0)
+    frames = np.asarray(audio[:n * FRAME], np.float64).reshape(n, FRAME)
+    db = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+    level = max(ACTIVE_FLOOR_DB, float(np.percentile(db, 95)) - ACTIVE_BELOW_PEAK_DB)
+    return (db > level).astype(np.float64)
+
+
 def join_texts(texts: Sequence[str]) -> str:
     """Join pieces with a space (the normalizer drops it between Han characters; it keeps
     Latin words apart)."""

@@ -5,6 +5,15 @@ Silero VAD (``silero-vad`` on PyPI, MIT) was chosen over WebRTC VAD: it ships it
 the wheel (no download, runs offline on CPU torch, which the project already has), is far more
 robust to noise and music than WebRTC's GMM, and returns speech timestamps directly. On this
 machine it runs at ~40× real time on one core.
+
+Onsets are where a VAD hurts Whisper most (measured, tests/test_longform_strategies.py): after
+speech and a 20 s stretch of digital silence, Silero's speech probability stayed below 0.1 for
+the first 0.5 s of a clear word at −19 dBFS (its recurrent state carries across the file), the
+segment started mid-word, and whisper-base then dropped 17 s of the 21 s segment that followed.
+So a region whose start lies inside loud audio is moved back to where that loud stretch begins
+(the same 20 ms energy activity the ``chunked`` merge uses; at most 1 s, never into the previous
+region), and speech is padded by 400 ms on each side (faster-whisper's default): a cut first
+syllable costs far more than extra silence in the window.
 """
 
 from __future__ import annotations
@@ -18,8 +27,8 @@ import numpy as np
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import (
-    PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, join_texts, register,
-    short_transcriber,
+    FRAME, PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, activity, join_texts,
+    register, short_transcriber,
 )
 
 
@@ -32,10 +41,15 @@ def silero_model():
     return load_silero_vad()
 
 
+ONSET_LOOKBACK_S = 1.0  # how far back an onset may move to the start of its loud stretch
+
+
 def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: int = 300,
-                   speech_pad_ms: int = 200, max_speech_s: float = WINDOW_S) -> list[tuple[int, int]]:
+                   speech_pad_ms: int = 400, max_speech_s: float = WINDOW_S) -> list[tuple[int, int]]:
     """[start, end) samples of speech, each at most ``max_speech_s`` long (Silero splits longer
-    speech at its longest inner pause, else hard)."""
+    speech at its longest inner pause, else hard). A start that Silero put inside loud audio
+    moves back to where that loud stretch begins (at most ``ONSET_LOOKBACK_S``, never into the
+    previous region), then by the speech pad (module docstring)."""
     import torch
     from silero_vad import get_speech_timestamps
 
@@ -43,7 +57,27 @@ def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: in
         ts = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), silero_model(),
                                    sampling_rate=SR, threshold=threshold, min_silence_duration_ms=min_silence_ms,
                                    speech_pad_ms=speech_pad_ms, max_speech_duration_s=max_speech_s - 0.5)
-    return [(int(t["start"]), min(int(t["end"]), int(t["start"]) + int(max_speech_s * SR))) for t in ts]
+    act = activity(audio)
+    pad, out = speech_pad_ms * SR // 1000, []
+    for t in ts:
+        a, b = int(t["start"]), int(t["end"])
+        onset = loud_onset(act, a, floor=out[-1][1] if out else 0)
+        if onset < a:
+            a = max(out[-1][1] if out else 0, onset - pad)
+        out.append((a, min(b, a + int(max_speech_s * SR))))
+    return out
+
+
+def loud_onset(act: np.ndarray, start: int, floor: int = 0, lookback_s: float = ONSET_LOOKBACK_S) -> int:
+    """The sample where the loud stretch that ``start`` lies in begins (``start`` when its frame
+    is quiet), looking back at most ``lookback_s`` and never before ``floor``."""
+    f = start // FRAME
+    if f >= len(act) or not act[f]:
+        return start
+    stop = max(floor // FRAME, f - int(lookback_s * 50))
+    while f > stop and act[f - 1]:
+        f -= 1
+    return max(floor, f * FRAME)
 
 
 def pack(regions: list[tuple[int, int]], max_s: float, max_gap_s: float) -> list[tuple[int, int]]:
@@ -65,7 +99,7 @@ class Vad(StrategyBase):
     piece_max_new_tokens: int = PIECE_MAX_NEW_TOKENS  # decode cap per ≤ 30 s piece
     threshold: float = 0.5
     min_silence_ms: int = 300
-    speech_pad_ms: int = 200
+    speech_pad_ms: int = 400
     max_segment_s: float = WINDOW_S
     max_gap_s: float = 2.0
 
