@@ -88,7 +88,7 @@ def generate(db: Path, n: int, models: int, seed: int = 7) -> dict[str, float]:
                    list_transform(range(u.len), lambda x: substr($chars, 1 + (hash(u.i, x, {m}, 's') % 1000)::INTEGER, 1))
                      AS sub
             FROM u""", {"chars": CHARS})
-        con.execute(f"""
+        con.execute("""
             CREATE OR REPLACE TEMP TABLE al AS
             SELECT i, utt_id, ref,
                    list_transform(range(len(ops)), lambda k: CASE ops[k + 1]

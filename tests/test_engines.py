@@ -409,3 +409,32 @@ def test_engine_parity_and_preprocessing_difference_on_the_bundled_model():
     print(f"\nengines agree {same_engines}/40 (pad-audio); modes agree {same_modes}/40 (ctranslate2)")
     assert same_engines >= 38
     assert same_modes < 40
+
+
+def test_only_the_known_benign_transformers_warnings_are_dropped(tiny):
+    """transformers 5 logs a few warnings per batch / per model that do not apply to how the
+    engine calls generate; exactly those are dropped, any other warning still gets through."""
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    names = ("transformers.generation.utils", "transformers.generation.configuration_utils")
+    handler = Keep()
+    for n in names:
+        logging.getLogger(n).addHandler(handler)
+    try:
+        tiny[1].transcribe(_audios()[:1], get_recipe("greedy", max_new_tokens=4))  # a real decode, tiny model
+        for n in names:
+            logging.getLogger(n).warning("The following generation flags are not valid and may be ignored: "
+                                         "['output_scores']. Set `TRANSFORMERS_VERBOSITY=info` for more details.")
+            logging.getLogger(n).warning("The attention mask is not set and cannot be inferred")
+            logging.getLogger(n).warning("The following generation flags are not valid and may be ignored: "
+                                         "['temperature'].")
+    finally:
+        for n in names:
+            logging.getLogger(n).removeHandler(handler)
+    assert seen == ["The following generation flags are not valid and may be ignored: ['temperature']."] * 2

@@ -217,6 +217,35 @@ def test_hf_hub_id_offline_fails_fast_with_hint(tmp_path, monkeypatch):
     assert time.time() - t0 < 30
 
 
+def test_a_registered_layout_is_detected_and_opened(tmp_path, monkeypatch):
+    """Layouts are a registry: a plugin's layout (here: a .lst file naming the manifest to read)
+    is detected after the built-ins and opened with the caller's options."""
+    from asr_eval.corpus import detect as D
+    from asr_eval.corpus.manifest import ManifestReader
+
+    csv_path = _manifest_corpus(tmp_path / "src", "csv")
+    lst = tmp_path / "corpus.lst"
+    lst.write_text(f"{csv_path}\n", encoding="utf-8")
+    with pytest.raises(AsrEvalError, match="cannot tell the layout"):
+        detect_layout(str(lst))
+    monkeypatch.setattr(D, "_LAYOUTS", dict(D._LAYOUTS))  # the registration ends with the test
+    seen = {}
+
+    def opens(source, opts):
+        seen["split"] = opts.split
+        target = Path(Path(source).read_text(encoding="utf-8").strip())
+        return ManifestReader(target, opts.audio_column, opts.text_column, opts.id_column, opts.split)
+
+    D.register_layout(D.Layout("lst", lambda p, _s: p.suffix == ".lst", opens, "a .lst manifest"))
+    assert detect_layout(str(lst)) == "lst" and "lst" in D.layout_names()
+    s = _ingest(lst, tmp_path / "out")
+    assert (s.n_ingested, s.n_quarantined) == (5, 0) and seen == {"split": None}
+    with pytest.raises(AsrEvalError, match="registered twice"):
+        D.register_layout(D.Layout("lst", lambda p, _s: False, opens, ""))
+    with pytest.raises(AsrEvalError, match="--recording-level applies to Kaldi"):
+        open_source(str(lst), recording_level=True)
+
+
 def test_unknown_layout_lists_what_was_looked_for(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AsrEvalError, match="wav.scp"):

@@ -65,6 +65,13 @@ def test_speech_activity_locates_the_text_of_a_chunk():
     assert speech_share(act, 10 * SR, 30 * SR, 0, 35 * SR) == 0.0  # no speech at all
 
 
+def test_vad_packing_respects_the_window_and_the_gap():
+    regions = [(0, 2 * SR), (3 * SR, 10 * SR), (11 * SR, 29 * SR), (29 * SR + 8000, 40 * SR), (50 * SR, 52 * SR)]
+    assert pack(regions, 30.0, 2.0) == [(0, 29 * SR), (29 * SR + 8000, 40 * SR), (50 * SR, 52 * SR)]
+    # a 0.5 s pause still joins (11-40 s is 29 s long); 1 s pauses do not
+    assert pack(regions, 30.0, 0.5) == [(0, 2 * SR), (3 * SR, 10 * SR), (11 * SR, 40 * SR), (50 * SR, 52 * SR)]
+
+
 def test_an_onset_inside_loud_audio_moves_to_where_it_begins():
     act = np.array([0, 0, 1, 1, 1, 1, 0, 1, 1, 1], float)  # 20 ms frames
     assert loud_onset(act, 4 * FRAME + 7) == 2 * FRAME  # inside the loud run 2-5: back to its start

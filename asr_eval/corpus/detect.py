@@ -1,8 +1,16 @@
-"""Pick the reader for a source: layout auto-detection, or ``layout=`` to force one."""
+"""Pick the reader for a source: layout auto-detection, or ``layout=`` to force one.
+
+Layouts are a registry (``register_layout``): each knows how to recognise a source (``detects``,
+tried in registration order) and how to open it (``opens``). A plugin module named in
+``$ASR_EVAL_PLUGINS`` can register its own layout; ``open_source``/``detect_layout`` load the
+plugins when a name or a source is not recognised.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from asr_eval.corpus.audiofolder import AudioFolderReader, find_metadata
@@ -13,41 +21,112 @@ from asr_eval.corpus.kaldi import KaldiReader
 from asr_eval.corpus.manifest import MANIFEST_SUFFIXES, ManifestReader
 from asr_eval.errors import AsrEvalError
 
-LAYOUTS = ("manifest", "kaldi", "audiofolder", "commonvoice", "hf-disk", "hf-parquet", "hf-hub")
 
-LOOKED_FOR = (
-    "a manifest file (.csv/.tsv/.jsonl/.json, NeMo manifests included); "
-    "a Kaldi dir (wav.scp + text); an audiofolder (metadata.csv/.jsonl at the root or in split folders); "
-    "a Common Voice folder (clips/ + train/dev/test.tsv); a datasets save_to_disk folder "
-    "(dataset_dict.json or state.json); Parquet files; or a hub id like 'org/name'"
-)
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a caller may say about a source; each layout reads the fields it understands."""
+
+    audio_column: str | None = None
+    text_column: str | None = None
+    id_column: str | None = None
+    split: str | None = None  # the split of a single-split source
+    hf_config: str | None = None
+    cv_tsvs: tuple[str, ...] | None = None
+    confine_to_root: bool = False
+    recording_level: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    detects: Callable[[Path, str], bool]  # (path, source string) -> is this layout
+    opens: Callable[[str, SourceOptions], CorpusReader]
+    looked_for: str  # what ``detects`` looks for, for the error that lists them all
+    recording_level: bool = False  # supports --recording-level
+
+
+_LAYOUTS: dict[str, Layout] = {}
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add a layout; detection tries layouts in registration order."""
+    if layout.name in _LAYOUTS:
+        raise AsrEvalError(f"layout {layout.name!r} is registered twice")
+    _LAYOUTS[layout.name] = layout
+    return layout
+
+
+def layout_names() -> tuple[str, ...]:
+    return tuple(_LAYOUTS)
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def detect_layout(source: str) -> str:
+def _is_file_with(*suffixes: str) -> Callable[[Path, str], bool]:
+    return lambda p, _s: p.is_file() and p.suffix.lower() in suffixes
+
+
+def _is_dir_with(test: Callable[[Path], bool]) -> Callable[[Path, str], bool]:
+    return lambda p, _s: p.is_dir() and test(p)
+
+
+def _hf(kind: str) -> Callable[[str, SourceOptions], CorpusReader]:
+    return lambda s, o: HFDatasetReader(s, kind, o.hf_config, o.split, o.audio_column, o.text_column, o.id_column)
+
+
+for _layout in (
+    Layout("manifest", _is_file_with(*MANIFEST_SUFFIXES),
+           lambda s, o: ManifestReader(Path(s), o.audio_column, o.text_column, o.id_column, o.split,
+                                       confine_to_root=o.confine_to_root),
+           "a manifest file (.csv/.tsv/.jsonl/.json, NeMo manifests included)"),
+    Layout("hf-disk", _is_dir_with(lambda p: (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()),
+           _hf("disk"), "a datasets save_to_disk folder (dataset_dict.json or state.json)"),
+    Layout("kaldi", _is_dir_with(lambda p: (p / "wav.scp").is_file() and (p / "text").is_file()),
+           lambda s, o: KaldiReader(Path(s), o.split, o.confine_to_root, o.recording_level),
+           "a Kaldi dir (wav.scp + text)", recording_level=True),
+    Layout("commonvoice",
+           _is_dir_with(lambda p: (p / "clips").is_dir()
+                        and any((p / f"{t}.tsv").is_file() for t in ("train", "dev", "test", "validated"))),
+           lambda s, o: CommonVoiceReader(Path(s), **({"tsvs": tuple(o.cv_tsvs)} if o.cv_tsvs else {}),
+                                          confine_to_root=o.confine_to_root),
+           "a Common Voice folder (clips/ + train/dev/test.tsv)"),
+    Layout("audiofolder", _is_dir_with(lambda p: bool(find_metadata(p))),
+           lambda s, o: AudioFolderReader(Path(s), o.audio_column, o.text_column, o.split, o.confine_to_root),
+           "an audiofolder (metadata.csv/.jsonl at the root or in split folders)"),
+    Layout("hf-parquet",
+           lambda p, s: _is_file_with(".parquet")(p, s)
+           or _is_dir_with(lambda d: any(d.glob("*.parquet")) or any(d.glob("*/*.parquet")))(p, s),
+           _hf("parquet"), "Parquet files"),
+    Layout("hf-hub", lambda p, s: not p.exists() and bool(_HUB_ID.match(s)), _hf("hub"), "a hub id like 'org/name'"),
+):
+    register_layout(_layout)
+
+LAYOUTS = layout_names()  # the built-in layouts, for help texts
+
+
+def _looked_for() -> str:
+    return "; ".join(lay.looked_for for lay in _LAYOUTS.values())
+
+
+def _detect(source: str) -> str | None:
     p = Path(source)
-    if p.is_file():
-        if p.suffix.lower() in MANIFEST_SUFFIXES:
-            return "manifest"
-        if p.suffix.lower() == ".parquet":
-            return "hf-parquet"
-    elif p.is_dir():
-        if (p / "dataset_dict.json").is_file() or (p / "state.json").is_file():
-            return "hf-disk"
-        if (p / "wav.scp").is_file() and (p / "text").is_file():
-            return "kaldi"
-        if (p / "clips").is_dir() and any((p / f"{t}.tsv").is_file() for t in ("train", "dev", "test", "validated")):
-            return "commonvoice"
-        if find_metadata(p):
-            return "audiofolder"
-        if any(p.glob("*.parquet")) or any(p.glob("*/*.parquet")):
-            return "hf-parquet"
-    elif _HUB_ID.match(source):
-        return "hf-hub"
-    else:
+    return next((lay.name for lay in _LAYOUTS.values() if lay.detects(p, source)), None)
+
+
+def detect_layout(source: str) -> str:
+    from asr_eval.engines.base import load_plugins
+
+    found = _detect(source)
+    if found is None:
+        load_plugins()
+        found = _detect(source)
+    if found is not None:
+        return found
+    if not Path(source).exists():
         raise AsrEvalError(f"source {source!r} does not exist (and is not a hub id like 'org/name')")
-    raise AsrEvalError(f"cannot tell the layout of {source!r}; looked for {LOOKED_FOR}. "
-                       f"Use --layout {{{','.join(LAYOUTS)}}} to force one.")
+    raise AsrEvalError(f"cannot tell the layout of {source!r}; looked for {_looked_for()}. "
+                       f"Use --layout {{{','.join(layout_names())}}} to force one.")
 
 
 def open_source(
@@ -67,21 +146,16 @@ def open_source(
     """Open ``source`` with its reader. ``split`` names the split of a single-split source.
     Absolute audio paths are accepted unless ``confine_to_root``; ``allow_outside_root`` is the
     deprecated spelling of the old opt-in (accepting them is the default now) and is ignored."""
+    from asr_eval.engines.base import load_plugins
+
     layout = layout or detect_layout(source)
-    if layout not in LAYOUTS:
-        raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if recording_level and layout != "kaldi":
+    if layout not in _LAYOUTS:
+        load_plugins()
+    if layout not in _LAYOUTS:
+        raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(layout_names())}")
+    entry = _LAYOUTS[layout]
+    if recording_level and not entry.recording_level:
         raise AsrEvalError(f"--recording-level applies to Kaldi dirs with a segments file; {source!r} is a "
                            f"{layout} source (its rows are already recordings: use --long-form)")
-    if layout == "manifest":
-        return ManifestReader(Path(source), audio_column, text_column, id_column, split,
-                              confine_to_root=confine_to_root)
-    if layout == "kaldi":
-        return KaldiReader(Path(source), split, confine_to_root, recording_level)
-    if layout == "audiofolder":
-        return AudioFolderReader(Path(source), audio_column, text_column, split, confine_to_root)
-    if layout == "commonvoice":
-        return CommonVoiceReader(Path(source), **({"tsvs": tuple(cv_tsvs)} if cv_tsvs else {}),
-                                 confine_to_root=confine_to_root)
-    kind = layout.split("-", 1)[1]
-    return HFDatasetReader(source, kind, hf_config, split, audio_column, text_column, id_column)
+    return entry.opens(source, SourceOptions(audio_column, text_column, id_column, split, hf_config, cv_tsvs,
+                                             confine_to_root, recording_level))

@@ -20,9 +20,13 @@ MAX_AUTO_BATCH = 256
 # transformers 5 warns on every Whisper batch about things that do not apply here: its own
 # generate passes suppress tokens next to a generation config; a max_length default it fills in
 # itself; and a missing attention mask, which Whisper does not need (every input is padded to
-# 30 s and every decoder prompt is the same length). Only these exact messages are dropped.
+# 30 s and every decoder prompt is the same length); and, once per model, that ``output_scores``
+# "may be ignored" — Whisper's generate checks its config before it sets return_dict_in_generate,
+# and the scores do come back (avg_logprob is computed from them, tested). Only these exact
+# messages are dropped.
 _BENIGN = ("Passing `generation_config` together with generation-related arguments",
-           "Both `max_new_tokens`", "The attention mask is not set")
+           "Both `max_new_tokens`", "The attention mask is not set",
+           "The following generation flags are not valid and may be ignored: ['output_scores']")
 
 
 class _DropBenign(logging.Filter):
@@ -30,7 +34,8 @@ class _DropBenign(logging.Filter):
         return not str(record.msg).startswith(_BENIGN)
 
 
-logging.getLogger("transformers.generation.utils").addFilter(_DropBenign())
+for _name in ("transformers.generation.utils", "transformers.generation.configuration_utils"):
+    logging.getLogger(_name).addFilter(_DropBenign())
 
 
 def per_sample_bytes(config: Any, dtype_bytes: int, num_beams: int = 1, max_new_tokens: int = 128) -> int:

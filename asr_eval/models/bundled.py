@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 
 META_FILE = "asr_eval_conversion.json"
 
@@ -75,11 +76,6 @@ def bundled_files(name: str = "whisper-base") -> Ct2Files:
     return Ct2Files(tuple(parts), by_name["config.json"], by_name["tokenizer.json"])
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 @functools.cache
 def _source_key(files: Ct2Files) -> str:
     """Content hash of the source files and the converter version: a new package release or a
@@ -88,7 +84,7 @@ def _source_key(files: Ct2Files) -> str:
 
     h = hashlib.sha256(f"ct2->hf v{CONVERTER_VERSION}".encode())
     for p in (*files.parts, files.config, files.tokenizer):
-        h.update(f"{p.name}:{_sha256(p)}".encode())
+        h.update(f"{p.name}:{file_sha256(p)}".encode())
     return h.hexdigest()
 
 
@@ -171,7 +167,7 @@ def weights_hash(folder: Path) -> str:
     if not files:
         raise AsrEvalError(f"{folder}: no weights (model.safetensors or pytorch_model.bin) in this checkpoint folder")
     for p in files:
-        h.update(f"{p.name}:{_sha256(p)}".encode())
+        h.update(f"{p.name}:{file_sha256(p)}".encode())
     return h.hexdigest()
 
 
