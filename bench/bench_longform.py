@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "datasets_local" / "demo_zh"))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_IDS = "long_002,long_003,long_008,long_009"  # 6.6 min: every noise, both pause profiles, a silent stretch
@@ -168,8 +169,9 @@ def main() -> None:
     src = build()
     tmp = args.workdir or Path(tempfile.mkdtemp(prefix="bench_longform_"))
     tmp.mkdir(parents=True, exist_ok=True)
-    out: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
-                             "load_avg_1m_start": round(os.getloadavg()[0], 2)}}
+    from machine import cpu_info
+
+    out: dict = {"machine": {**cpu_info(), "torch_threads": args.threads or torch.get_num_threads()}}
     if not args.skip_strategies:
         ids = None if args.ids == "all" else [x.strip() for x in args.ids.split(",") if x.strip()]
         all_ids = [json.loads(x)["id"] for x in (src / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_ingest import PeakRSS  # noqa: E402
+from machine import cpu_info  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "datasets_local" / "demo_zh"
 
@@ -92,8 +93,7 @@ def main() -> None:
     base_texts, base_s = sides["pipeline() per file"][:2]
     ref_texts = sides["transformers fp32 (batched)"][0]
     e0, n0 = _cer(refs, ref_texts)
-    out = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": args.device,
-                       "load_avg_1m": round(os.getloadavg()[0], 2)},
+    out = {"machine": {**cpu_info(), "torch_threads": torch.get_num_threads(), "device": args.device},
            "utterances": len(audios), "audio_s": round(audio_s, 2), "sides": {}}
     for label, (texts, proc_s, res) in sides.items():
         e, n = _cer(refs, texts)

@@ -80,6 +80,18 @@ def test_an_onset_inside_loud_audio_moves_to_where_it_begins():
     assert loud_onset(act, 5 * FRAME, lookback_s=0.04) == 3 * FRAME  # at most the lookback
 
 
+def test_a_moved_onset_never_makes_a_region_longer_than_the_window(monkeypatch):
+    """Loud audio throughout; Silero (stubbed) reports 2.0-31.8 s: the start may move back only to
+    31.8 - 30 = 1.8 s (not to the loud stretch's 1.0 s minus the pad), and the end stays."""
+    import silero_vad
+
+    x = (0.1 * np.sin(np.arange(40 * SR) * 0.05)).astype(np.float32)
+    monkeypatch.setattr(silero_vad, "get_speech_timestamps", lambda *a, **k: [{"start": 2 * SR, "end": int(31.8 * SR)}])
+    assert speech_regions(x) == [(int(1.8 * SR), int(31.8 * SR))]
+    monkeypatch.setattr(silero_vad, "get_speech_timestamps", lambda *a, **k: [{"start": 2 * SR, "end": 10 * SR}])
+    assert speech_regions(x) == [(int(0.6 * SR), 10 * SR)]  # 1 s lookback, then the 400 ms pad
+
+
 def test_silero_finds_the_speech_and_not_the_silent_stretch():
     x, _, segs = _recording(6, pause_s=0.8, silence_at=3, silence_s=20.0)
     regions = speech_regions(x)

@@ -17,7 +17,10 @@ def demo_cmd(
     max_steps: Annotated[int, typer.Option(help="Fine-tuning steps")] = 24,
     skip_finetune: Annotated[bool, typer.Option(help="Only ingest, score and report")] = False,
     long_form: Annotated[bool, typer.Option(help="Compare the long-form strategies (sequential, chunked, vad) on "
-                                                 "3 recordings of the generated long-form demo set")] = True,
+                                                 "a recording of the generated long-form demo set")] = True,
+    engine_parity: Annotated[bool, typer.Option(help="Also score the zero-shot baseline on transformers (one more "
+                                                     "pass over the test split): the report's engine-parity "
+                                                     "section")] = False,
 ) -> None:
     """Run ingest → score → fine-tune → score → check-training → long-form strategies → report on
     datasets_local/demo_zh with bundled:whisper-base, then print where the report and the DuckDB store are."""
@@ -33,7 +36,8 @@ def demo_cmd(
     sys.path.insert(0, str(root))
     from flows.pipeline import pipeline_flow
 
-    res = pipeline_flow(max_steps=max_steps, skip_finetune=skip_finetune, long_form_ids=None if long_form else [])
+    res = pipeline_flow(max_steps=max_steps, skip_finetune=skip_finetune, long_form_ids=None if long_form else [],
+                        zero_shot_engines="ctranslate2,transformers" if engine_parity else "ctranslate2")
     console.rule("[bold green]demo finished")
     console.print(f"report: [bold]{res['report']}[/]")
     console.print(f"store:  [bold]{res['db']}[/]")

@@ -49,7 +49,8 @@ def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: in
     """[start, end) samples of speech, each at most ``max_speech_s`` long (Silero splits longer
     speech at its longest inner pause, else hard). A start that Silero put inside loud audio
     moves back to where that loud stretch begins (at most ``ONSET_LOOKBACK_S``, never into the
-    previous region), then by the speech pad (module docstring)."""
+    previous region nor beyond ``max_speech_s`` before its end), then by the speech pad (module
+    docstring)."""
     import torch
     from silero_vad import get_speech_timestamps
 
@@ -58,13 +59,13 @@ def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: in
                                    sampling_rate=SR, threshold=threshold, min_silence_duration_ms=min_silence_ms,
                                    speech_pad_ms=speech_pad_ms, max_speech_duration_s=max_speech_s - 0.5)
     act = activity(audio)
-    pad, out = speech_pad_ms * SR // 1000, []
+    pad, longest, out = speech_pad_ms * SR // 1000, int(max_speech_s * SR), []
     for t in ts:
         a, b = int(t["start"]), int(t["end"])
         onset = loud_onset(act, a, floor=out[-1][1] if out else 0)
-        if onset < a:
-            a = max(out[-1][1] if out else 0, onset - pad)
-        out.append((a, min(b, a + int(max_speech_s * SR))))
+        if onset < a:  # earlier, but never so far that the region would outgrow the window
+            a = max(out[-1][1] if out else 0, onset - pad, min(a, b - longest))
+        out.append((a, min(b, a + longest)))
     return out
 
 
