@@ -128,12 +128,17 @@ ACTIVE_BELOW_PEAK_DB = 40.0  # ... nor one this far below the recording's loud f
 
 
 def activity(audio: np.ndarray) -> np.ndarray:
-    """Per 20 ms frame: 1.0 where the frame is loud enough to be speech, else 0.0."""
+    """Per 20 ms frame: 1.0 where the frame is loud enough to be speech, else 0.0. Computed in
+    60 s blocks: an hour costs its 180,000 frame levels, not a float64 copy of the signal."""
     n = len(audio) // FRAME
+    db = np.empty(n)
+    block = 3000  # frames (60 s)
+    for i in range(0, n, block):
+        k = min(block, n - i)
+        frames = np.asarray(audio[i * FRAME:(i + k) * FRAME], np.float32).reshape(k, FRAME)
+        db[i:i + k] = 10 * np.log10(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / FRAME + 1e-12)
     if n == 0:
-        return np.zeros(0)
-    frames = np.asarray(audio[:n * FRAME], np.float64).reshape(n, FRAME)
-    db = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+        return db
     level = max(ACTIVE_FLOOR_DB, float(np.percentile(db, 95)) - ACTIVE_BELOW_PEAK_DB)
     return (db > level).astype(np.float64)
 
