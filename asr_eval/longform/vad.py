@@ -62,9 +62,10 @@ def speech_regions(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: in
     pad, longest, out = speech_pad_ms * SR // 1000, int(max_speech_s * SR), []
     for t in ts:
         a, b = int(t["start"]), int(t["end"])
-        onset = loud_onset(act, a, floor=out[-1][1] if out else 0)
+        prev_end = out[-1][1] if out else 0
+        onset = loud_onset(act, a, floor=prev_end)
         if onset < a:  # earlier, but never so far that the region would outgrow the window
-            a = max(out[-1][1] if out else 0, onset - pad, min(a, b - longest))
+            a = max(prev_end, onset - pad, min(a, b - longest))
         out.append((a, min(b, a + longest)))
     return out
 
