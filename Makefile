@@ -39,7 +39,7 @@ browser-deps:
 	  else echo "chromium/chromedriver missing and not root: the browser test will be skipped"; fi; fi
 
 test: install browser-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 demo: install
 	$(BIN)/asr-eval demo

@@ -61,6 +61,7 @@ from asr_eval.audio import (
 from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name, unencodable
 from asr_eval.errors import AsrEvalError
 from asr_eval.integrity import forget, hashed
+from asr_eval.progress import Progress
 from asr_eval.provenance import stable_hash
 
 SCHEMA_VERSION = 2
@@ -442,8 +443,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
                 else:
                     state["rows"].append(_shard_row(it, res, corpus, meta_keys))
                     state["bytes"] += len(res["audio"])
-                if bar:
-                    bar[0].update(bar[1], advance=1)
+                bar.advance(1, res["duration_s"] if isinstance(res, dict) else 0.0)
                 if len(state["rows"]) >= opts.max_rows or state["bytes"] >= opts.max_bytes:
                     flush(pos + 1)
             window.clear()
@@ -467,21 +467,13 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-        if bar:
-            bar[0].stop()
+        bar.close()
 
     return _finish(reader, out, corpus, journal, schema, slice_cols, params, n_items, t0, repaired)
 
 
-def _progress_bar(enabled: bool, total: int, done: int, corpus: str):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    p = Progress(TextColumn(f"ingest [bold]{corpus}[/]"), BarColumn(), MofNCompleteColumn(),
-                 TimeRemainingColumn(), transient=False)
-    p.start()
-    return p, p.add_task("ingest", total=total, completed=done)
+def _progress_bar(enabled: bool, total: int, done: int, corpus: str) -> Progress:
+    return Progress(f"ingest {corpus}", total, "items", enabled=enabled, initial=done)
 
 
 def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, params, n_items, t0,

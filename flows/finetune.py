@@ -15,7 +15,7 @@ from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, RUNS
 
 @task
 def finetune_task(corpus: str, base: str, out: str, config: dict) -> dict:
-    res = finetune(corpus, base, out, FinetuneConfig(**config), db=None, progress=False)
+    res = finetune(corpus, base, out, FinetuneConfig(**config), db=None, progress=True)
     d = asdict(res)
     return {k: (str(v) if k.endswith("dir") else v) for k, v in d.items()}
 

@@ -20,7 +20,7 @@ def ingest_task(source: str, out: str, layout: str | None, split: str | None, sp
     reader = open_source(source, layout, split=split, confine_to_root=confine_to_root)
     opts = IngestOptions(max_rows=max_rows, keep_long=keep_long, split_map=parse_split_map(split_map),
                          workers=workers, corpus_name=name, long_form=long_form)
-    return asdict(ingest(reader, out, opts, progress=False))
+    return asdict(ingest(reader, out, opts, progress=True))
 
 
 @flow(name="ingest", log_prints=True)

@@ -10,10 +10,14 @@ report shows them as a second corpus."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from prefect import flow
 
+from asr_eval.progress import fmt_duration
+from asr_eval.timing import StepTime, StepTimer
 from flows._common import BUNDLED, DEFAULT_DB, DEMO_CORPUS, DEMO_LONG_CORPUS, DEMO_SOURCE, PROJECT, REPORTS, RUNS
 from flows.check_training import TrainingRegression, check_training_flow
 from flows.finetune import finetune_flow
@@ -50,7 +54,8 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
                   ray_address: str | None = None, skip_finetune: bool = False,
                   long_form_ids: list[str] | None = None, long_form_strategies: str = "sequential,chunked,vad",
                   long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_CORPUS,
-                  engine: str = "ctranslate2", zero_shot_engines: str = "ctranslate2") -> dict:
+                  engine: str = "ctranslate2", zero_shot_engines: str = "ctranslate2",
+                  started_at: float | None = None) -> dict:
     """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline.
     ``long_form_ids``: recordings of the long-form demo set compared across ``long_form_strategies``
     with ``base_model`` (default: long_008; ``[]`` skips the step). ``zero_shot_engines``: the
@@ -59,31 +64,53 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
     pass over the test split, so not by default); ``engine`` scores the fine-tuned checkpoint
     against the baselines (ctranslate2 by default, the deployment engine: same transcripts as
     transformers under the same preprocessing; 2.3× its speed on an AVX-512 CPU, on par on an
-    AVX2 one — bench/README.md)."""
+    AVX2 one — bench/README.md). ``started_at`` (epoch seconds, e.g. when the CLI started): the
+    time before the flow ran is the first row of the per-step timing table printed at the end
+    (also written as ``pipeline_timings.json`` beside the report). When steps follow the zero-shot
+    score, the report is written right after it and rewritten at the end."""
     baseline_models = baseline_models or [base_model]
-    ingest_flow(source=source, out=corpus, split_map=split_map)
-    zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address,
-                           engine=zero_shot_engines)
+    ids = DEMO_LONG_IDS if long_form_ids is None else long_form_ids
+    timer = StepTimer()
+    if started_at is not None:  # the caller's start (CLI start-up, Prefect's temporary server) as step 0
+        timer.steps.append(StepTime("start-up (imports, Prefect server)", "", max(0.0, time.time() - started_at)))
+    with timer.step("ingest"):
+        ingest_flow(source=source, out=corpus, split_map=split_map)
+    with timer.step("zero-shot score"):
+        zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address,
+                               engine=zero_shot_engines)
     result: dict = {"baseline_runs": zero_shot}
+    if not skip_finetune or ids:  # more to come: show the baseline now, rewrite the report at the end
+        with timer.step("first report (zero-shot)"):
+            first = report_flow(db=db, out=report)
+        print(f"report ready at {first} ({fmt_duration(timer.total())} after start); "
+              + ("fine-tuning continues" if not skip_finetune else "the long-form step continues")
+              + ", the report will be rewritten")
     alerts: list[dict] = []
     if not skip_finetune:
         out = str(RUNS / run_name)
-        ft = finetune_flow(corpus=corpus, base=base_model, out=out, db=db, max_steps=max_steps,
-                           learning_rate=learning_rate, batch_size=batch_size, eval_steps=eval_steps,
-                           max_eval_samples=max_eval_samples, baseline_run=baseline_run, device=device)
+        with timer.step("fine-tune"):
+            ft = finetune_flow(corpus=corpus, base=base_model, out=out, db=db, max_steps=max_steps,
+                               learning_rate=learning_rate, batch_size=batch_size, eval_steps=eval_steps,
+                               max_eval_samples=max_eval_samples, baseline_run=baseline_run, device=device)
         # Baseline parts already exist, so only the checkpoint is transcribed; scoring them
         # together gives the paired baseline-vs-checkpoint comparisons.
-        runs = score_flow(corpus=corpus, models=baseline_models + [ft["best_dir"]], db=db, device=device,
-                          ray_address=ray_address, engine=engine)
+        with timer.step("score the checkpoint"):
+            runs = score_flow(corpus=corpus, models=baseline_models + [ft["best_dir"]], db=db, device=device,
+                              ray_address=ray_address, engine=engine)
         result.update(finetune=ft, runs=runs)
-        alerts = check_training_flow(run=out, baseline=baseline_run, db=db, zero_shot_cer=ft["zero_shot_cer"],
-                                     fail_on_alert=False)
-    ids = DEMO_LONG_IDS if long_form_ids is None else long_form_ids
+        with timer.step("check-training"):
+            alerts = check_training_flow(run=out, baseline=baseline_run, db=db, zero_shot_cer=ft["zero_shot_cer"],
+                                         fail_on_alert=False)
     if ids:
-        result["long_form_runs"] = long_form_flow(ids, long_form_corpus, base_model, long_form_strategies,
-                                                  long_form_engine, db, device)
-    result["report"] = report_flow(db=db, out=report)
+        with timer.step("long-form strategies"):
+            result["long_form_runs"] = long_form_flow(ids, long_form_corpus, base_model, long_form_strategies,
+                                                      long_form_engine, db, device)
+    with timer.step("report"):
+        result["report"] = report_flow(db=db, out=report)
     result["db"] = str(Path(db).resolve())
+    result["timings"] = timer.records()
+    Path(report).with_name("pipeline_timings.json").write_text(json.dumps(timer.records(), indent=1) + "\n")
+    print(timer.table(f"time per step (total {fmt_duration(timer.total())})"))
     print(f"report: {result['report']}\nstore:  {result['db']}")
     blocking = [a for a in alerts if a["blocking"]]
     if blocking:

@@ -36,14 +36,26 @@ def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
         labels = run_labels(con, run_ids)
         rows = con.execute(
             f"""SELECT r.run_id, r.run_id, s.n, round(s.hours, 3), round(100 * s.cer, 2), round(100 * s.cer_lo, 2),
-                       round(100 * s.cer_hi, 2), round(100 * s.mer, 2), round(r.rtfx, 1)
+                       round(100 * s.cer_hi, 2), round(100 * s.mer, 2), round(r.rtfx, 1), s.reliable
                 FROM slice_metrics s JOIN eval_runs r USING (run_id) JOIN models m USING (model_id)
                 WHERE s.slice_attr = '_all' AND s.normalizer = ? AND s.run_id IN ({', '.join('?' * len(run_ids))})""",
             [normalizer, *run_ids]).fetchall()
     finally:
         con.close()
-    keys = ("model", "run_id", "n", "hours", "CER %", "CER lo", "CER hi", "MER %", "RTFx")
-    return [dict(zip(keys, (labels.get(r[0], r[0]), *r[1:]), strict=True)) for r in rows]
+    keys = ("model", "run_id", "n", "hours", "CER %", "CER lo", "CER hi", "MER %", "RTFx", "reliable")
+    out = [dict(zip(keys, (labels.get(r[0], r[0]), *r[1:]), strict=True)) for r in rows]
+    for row in out:  # minimum-evidence rule: a thin run has a point estimate, no interval
+        if row["reliable"] is False:
+            row["CER lo"] = row["CER hi"] = None
+    return out
+
+
+def headline_line(row: dict) -> str:
+    """'model: CER 5.1% [4.2–6.0] MER … RTFx … (n=…)'; a run below the minimum evidence shows its
+    point estimate with † and no interval, as the tables do."""
+    cer = (f"CER {row['CER %']}% † (insufficient data: no interval)" if row["reliable"] is False
+           else f"CER {row['CER %']}% [{row['CER lo']}–{row['CER hi']}]")
+    return f"{row['model']}: {cer} MER {row['MER %']}% RTFx {row['RTFx']} (n={row['n']})"
 
 
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
@@ -66,8 +78,7 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
     table = headline(db, run_ids, normalizer)
     create_table_artifact(key="score-headline", table=table, description=f"{corpus} [{sp or 'all'}], {normalizer}")
     for row in table:
-        print(f"{row['model']}: CER {row['CER %']}% [{row['CER lo']}–{row['CER hi']}] MER {row['MER %']}% "
-              f"RTFx {row['RTFx']} (n={row['n']})")
+        print(headline_line(row))
     return run_ids
 
 

@@ -242,7 +242,13 @@ def test_cli_runs_a_plugin_engine_and_lists_runs_readably(tmp_path, tiny_models)
                         "--engine", "transformers,fake", "--db", str(db), "--max-new-tokens", "4", "--n-boot", "50",
                         "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "engine parity" in r.stdout and "transformers float32" in r.stdout and "fake float32" in r.stdout
+    parity = r.stdout[r.stdout.index("engine parity"):]
+    assert "fake" in parity and "/6 (" in parity  # labels wrap at 100 columns; n = 6 compared
+    # not a terminal: progress is logged on stderr, one start and one final line per run (6 utterances in ~1 s)
+    for engine in ("transformers float32", "fake float32"):
+        lines = [ln for ln in r.stderr.splitlines() if f"transcribing {tiny_models[0]} · {engine} · greedy" in ln]
+        assert len(lines) == 2 and lines[0].endswith("started, 6 utterances"), r.stderr[-2000:]
+        assert ": 6/6 utterances (100 %)" in lines[1] and "done in" in lines[1]
     con = duckdb.connect(str(db), read_only=True)
     engines = con.execute("SELECT engine, n_utts FROM eval_runs ORDER BY engine").fetchall()
     same = con.execute("SELECT count(DISTINCT model_id) FROM eval_runs").fetchone()[0]

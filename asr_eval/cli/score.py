@@ -22,8 +22,8 @@ def _pts(x: float | None) -> str:
 
 
 def _rate_cell(cer: float | None, lo: float | None, hi: float | None, reliable: bool | None) -> str:
-    if reliable is False:  # the point estimate, but its interval is not evidence
-        return f"{_pct(cer)} [dim][{_pct(lo)}–{_pct(hi)}]†[/]"
+    if reliable is False:  # the point estimate only: an interval on so little data is not evidence
+        return f"{_pct(cer)} [dim]†[/]"
     return f"{_pct(cer)} [{_pct(lo)}–{_pct(hi)}]"
 
 
@@ -97,7 +97,7 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
         console.print(t)
     if thin:
         console.print("[dim]† insufficient data (fewer than the minimum utterances or reference characters): the point "
-                      "estimate is shown, its interval is not evidence and it gets no verdict[/]")
+                      "estimate is shown without an interval (it would not be evidence) and it gets no verdict[/]")
     if len(run_ids) > 1 and cmps:
         _print_pairs(cmps, names, slices, all_slices, ADJUSTMENTS)
 
@@ -139,7 +139,7 @@ def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_sl
                   "—" if c["p_adj"] is None else f"{c['p_adj']:.3g}", c["verdict"] or "")
     console.print(t)
     for c in cmps:
-        if c["slice_attr"] == ALL_ATTR and c["mde"] is not None:
+        if c["slice_attr"] == ALL_ATTR and c["mde"] is not None and c["reliable"] is not False:
             console.print(f"{names.get(c['run_a'], c['run_a'])} vs {names.get(c['run_b'], c['run_b'])}, all utterances: "
                           f"{mde_text(c['mde'])} ({c['ci_method'] or 'utterance'} resampling)")
     how = " / ".join(adjustments[m][1] for m in sorted(methods) if m in adjustments) or "Holm"

@@ -73,7 +73,8 @@ class Engine(Protocol):
         ...
 
     def transcribe(self, audios: list[np.ndarray], recipe: Recipe, preprocessing: str = "pad-audio",
-                   batch_size: int | None = None) -> BatchResult: ...
+                   batch_size: int | None = None,
+                   on_batch: Callable[[int, float], None] | None = None) -> BatchResult: ...
 
 
 class EngineBase:
@@ -89,10 +90,11 @@ class EngineBase:
     def model_id(self) -> str:
         return self.files.model_id
 
-    def transcribe(self, audios, recipe, preprocessing: str = "pad-audio", batch_size: int | None = None):
+    def transcribe(self, audios, recipe, preprocessing: str = "pad-audio", batch_size: int | None = None,
+                   on_batch=None):
         from asr_eval.engines.driver import transcribe
 
-        return transcribe(self, audios, recipe, preprocessing, batch_size)
+        return transcribe(self, audios, recipe, preprocessing, batch_size, on_batch=on_batch)
 
     def max_new_tokens_cap(self, recipe) -> int:
         """The most tokens this engine can generate after the recipe's prompt."""

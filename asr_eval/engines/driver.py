@@ -16,7 +16,7 @@ transformers applies its own fallback only to long-form (> 30 s) inputs, so it i
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -93,8 +93,10 @@ def _best(cands: list[Candidate]) -> Candidate:
 
 
 def transcribe(engine: Engine, audios: Sequence[np.ndarray], recipe: Recipe, preprocessing: str = "pad-audio",
-               batch_size: int | None = None, sort_by_length: bool = True) -> BatchResult:
-    """Transcribe 16 kHz float32 mono arrays with ``engine`` under ``recipe``."""
+               batch_size: int | None = None, sort_by_length: bool = True,
+               on_batch: Callable[[int, float], None] | None = None) -> BatchResult:
+    """Transcribe 16 kHz float32 mono arrays with ``engine`` under ``recipe``. ``on_batch(n, audio_s)``
+    is called after each decoded batch (progress)."""
     check_mode(preprocessing)
     bs = batch_size or engine.suggest_batch_size(recipe)
     if bs < 1:
@@ -141,4 +143,6 @@ def transcribe(engine: Engine, audios: Sequence[np.ndarray], recipe: Recipe, pre
             texts[i], ntok[i], logp[i] = text, len(c.tokens), c.avg_logprob
             nfb[i], temps[i], cut[i] = len(tries) - 1, temp, c.cut_off
         proc_s += time.perf_counter() - t0
+        if on_batch:
+            on_batch(len(idx), sum(len(arrays[i]) for i in idx) / SAMPLING_RATE)
     return BatchResult(texts, ntok, logp, nfb, temps, cut, proc_s)

@@ -20,6 +20,7 @@ from asr_eval.metrics.align import (
     alignment_json, alignment_pairs, align, chars, count_ops, mer_counts, wer_counts,
 )
 from asr_eval.metrics.flags import Segments, flags_for, long_form_flags
+from asr_eval.progress import Progress
 from asr_eval.text import DEFAULT_PROFILE, NormalizerProfile, get_profile
 from asr_eval.text.normalizer import opencc_t2s, text_or_empty
 
@@ -203,7 +204,7 @@ def score_many(refs: Sequence[str | None], hyps: Sequence[str | None], profile: 
     workers = default_workers() if workers is None else workers
     bounds = list(_chunks(n, CHUNK))
     batches: list[pa.RecordBatch] = []
-    bar = _progress(progress, n)
+    bar = Progress("scoring (CER alignments)", n, "pairs", enabled=progress)
     try:
         if workers > 1 and n >= PARALLEL_MIN:
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
@@ -213,28 +214,11 @@ def score_many(refs: Sequence[str | None], hyps: Sequence[str | None], profile: 
                         for a, b in bounds]
                 for (a, b), fut in zip(bounds, futs):
                     batches.append(fut.result())
-                    _advance(bar, b - a)
+                    bar.advance(b - a)
         else:
             for a, b in bounds:
                 batches.append(_score_chunk(refs[a:b], hyps[a:b], prof, with_alignment, lf[a:b] if lf else None))
-                _advance(bar, b - a)
+                bar.advance(b - a)
     finally:
-        if bar:
-            bar.stop()
+        bar.close()
     return pa.Table.from_batches(batches, schema=SCHEMA)
-
-
-def _progress(on: bool, total: int):
-    if not on:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("score", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    bar.add_task("score", total=total)
-    bar.start()
-    return bar
-
-
-def _advance(bar, k: int) -> None:
-    if bar is not None:
-        bar.update(bar.task_ids[0], advance=k)

@@ -132,13 +132,13 @@ def cached_conversion(dest: Path, build, label: str) -> Path:
     (several workers) and a conversion killed half-way never leave a broken cache entry."""
     if (dest / META_FILE).is_file():
         return dest
-    from rich.console import Console
+    from asr_eval.progress import heartbeat
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(dest)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with Console(stderr=True).status(label):
+        with heartbeat(label):
             meta = build(tmp)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             _fsync_tree(tmp)

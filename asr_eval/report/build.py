@@ -90,7 +90,7 @@ def significance(d: PairDiff, label_a: str, label_b: str) -> tuple[str, str]:
 
 def mde(d: PairDiff | None) -> str:
     """'0.84' — differences under this many points are not detectable on this slice."""
-    if d is None or d.mde is None or not math.isfinite(d.mde):
+    if d is None or not d.reliable or d.mde is None or not math.isfinite(d.mde):
         return "—"
     return f"{100 * d.mde:.2f}"
 
@@ -144,12 +144,14 @@ def _headline(sel: Selection, totals: dict[str, RunTotals]) -> list[dict[str, An
     out = []
     for cid, cname in sel.corpora:
         runs = [r for r in sel.runs_of(cid) if r.run_id in totals]
-        best = min((totals[r.run_id].cer.value for r in runs if totals[r.run_id].cer.value is not None), default=None)
+        # ★ (lowest) only among runs with enough evidence; a thin run shows its point estimate alone
+        best = min((totals[r.run_id].cer.value for r in runs
+                    if totals[r.run_id].cer.value is not None and totals[r.run_id].reliable), default=None)
+        is_best = {r.run_id: totals[r.run_id].cer.value == best and len(runs) > 1 for r in runs}
         items = [CiItem("", r.label, r.color, totals[r.run_id].cer.value, totals[r.run_id].cer.lo,
-                        totals[r.run_id].cer.hi, totals[r.run_id].cer.value == best and len(runs) > 1) for r in runs]
+                        totals[r.run_id].cer.hi, is_best[r.run_id], totals[r.run_id].reliable) for r in runs]
         out.append({"corpus_id": cid, "corpus_name": cname,
-                    "rows": [{"run": r, "t": totals[r.run_id], "best": totals[r.run_id].cer.value == best
-                              and len(runs) > 1} for r in runs],
+                    "rows": [{"run": r, "t": totals[r.run_id], "best": is_best[r.run_id]} for r in runs],
                     "plot": charts.ci_plot(f"CER with 95% interval — {cname}", items)})
     return out
 
@@ -178,7 +180,7 @@ def _verdicts(sel: Selection, totals: dict[str, RunTotals], diffs: list[PairDiff
                           "words": words, "cls": cls, "n": d.n, "method": d.method, "mde": mde(d),
                           "ci_method": d.ci_method, "verdict": d.verdict})
         out.append({"corpus_name": cname, "best": best, "rate": totals[best.run_id].cer,
-                    "n": totals[best.run_id].n, "lines": lines})
+                    "n": totals[best.run_id].n, "reliable": totals[best.run_id].reliable, "lines": lines})
     return out
 
 

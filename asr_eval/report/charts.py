@@ -182,6 +182,7 @@ class CiItem:
     lo: float | None
     hi: float | None
     best: bool = False
+    reliable: bool = True  # False: too little evidence — the point alone, marked †, never ★
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ def ci_plot(title: str, items: Sequence[CiItem], width: int = 760, row_h: float 
     group_w = min(max((text_width(it.group) for it in items), default=0.0), 170.0)
     label_w = min(max((text_width(it.label) for it in items), default=0.0), 230.0)
     left, right, top = 8 + group_w + (14 if group_w else 0) + label_w + 8, width - 90.0, 24.0
-    vals = [v for it in items for v in (it.value, it.lo, it.hi) if v is not None and math.isfinite(v)]
+    vals = [v for it in items for v in ((it.value, it.lo, it.hi) if it.reliable else (it.value,))
+            if v is not None and math.isfinite(v)]
     ticks = nice_ticks(0.0, max(vals) if vals else 1.0, 5)
     x1 = ticks[-1] or 1.0
 
@@ -242,9 +244,10 @@ def ci_plot(title: str, items: Sequence[CiItem], width: int = 760, row_h: float 
         if prev is not None and it.group != prev:
             seps.append(y - row_h / 2 + 2)
             y += 6
-        text = "—" if it.value is None else f"{100 * it.value:.2f}%"
+        text = "—" if it.value is None else f"{100 * it.value:.2f}%" + ("" if it.reliable else " †")
+        lo, hi = (it.lo, it.hi) if it.reliable else (None, None)
         rows.append(CiRow(y, clip(it.group, group_w) if it.group != prev else "", clip(it.label, label_w), it.color,
-                          sx(it.value), sx(it.lo), sx(it.hi), text, it.best))
+                          sx(it.value), sx(lo), sx(hi), text, it.best and it.reliable))
         prev = it.group
         y += row_h
     bottom = y + 4

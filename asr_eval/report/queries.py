@@ -61,6 +61,7 @@ class RunTotals:
     n_empty_ref: int
     n_flagged: int
     n_err_utts: int  # utterances with at least one character error
+    reliable: bool = True  # enough evidence (min_utts, min_ref_chars) for the run's interval to mean something
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ def run_totals(con: duckdb.DuckDBPyConnection, sel: Selection) -> dict[str, RunT
       FROM utterance_scores WHERE normalizer = $norm AND run_id IN (SELECT unnest($runs)) GROUP BY run_id),
     rt AS (SELECT *, {ratio_sql('cer')}, {ratio_sql('mer')}, {ratio_sql('wer')} FROM agg)
     SELECT rt.*, sm.hours AS sm_hours, sm.cer AS sm_cer, sm.cer_lo AS sm_cer_lo, sm.cer_hi AS sm_cer_hi,
-           sm.mer AS sm_mer, sm.mer_lo AS sm_mer_lo, sm.mer_hi AS sm_mer_hi, r.audio_s
+           sm.mer AS sm_mer, sm.mer_lo AS sm_mer_lo, sm.mer_hi AS sm_mer_hi, sm.reliable AS sm_reliable, r.audio_s
     FROM rt
     LEFT JOIN slice_metrics sm ON sm.run_id = rt.run_id AND sm.normalizer = $norm AND sm.slice_attr = '{ALL_ATTR}'
     LEFT JOIN eval_runs r ON r.run_id = rt.run_id
@@ -287,6 +288,7 @@ def run_totals(con: duckdb.DuckDBPyConnection, sel: Selection) -> dict[str, RunT
             ins=int(row["ins"] or 0),
             classes={k: (int(row[f"{k}_n"] or 0), int(row[f"{k}_err"] or 0)) for k, _ in CLASSES},
             n_empty_ref=int(row["n_empty_ref"]), n_flagged=int(row["n_flagged"]), n_err_utts=int(row["n_err_utts"]),
+            reliable=_reliable({"reliable": row["sm_reliable"], "n": row["cnt"], "ref_chars": row["cer_n"]}),
         )
     return out
 

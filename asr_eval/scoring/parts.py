@@ -26,6 +26,7 @@ from asr_eval.engines.recipes import Recipe, get_recipe, recipe_from_dict
 from asr_eval.errors import AsrEvalError
 from asr_eval.integrity import file_sha256
 from asr_eval.models.record import model_row
+from asr_eval.progress import Progress
 from asr_eval.provenance import stable_hash
 from asr_eval.shards import iter_shard_rows
 
@@ -225,7 +226,8 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
                                f"{long[0]['duration_s']:.0f} s): score them with a long-form strategy, "
                                "--strategy sequential | chunked | vad")
         utts = [r for r in chunk if r["duration_s"] <= MAX_DURATION_S]
-        res = engine.transcribe([decode_flac(r["audio"]) for r in utts], recipe, spec.preprocessing, batch_size)
+        res = engine.transcribe([decode_flac(r["audio"]) for r in utts], recipe, spec.preprocessing, batch_size,
+                                on_batch=on_batch)
         cols["utt_id"] += [r["utt_id"] for r in utts]
         cols["hyp_raw"] += res.texts
         cols["n_tokens"] += res.n_tokens
@@ -251,10 +253,9 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
                 cols["cut_off"].append(False)
                 cols["segments"].append(json.dumps(out.segments, ensure_ascii=False))
                 proc_s += out.proc_s
-        dur = sum(r["duration_s"] for r in chunk)
-        audio_s += dur
-        if on_batch:
-            on_batch(len(chunk), dur)
+                if on_batch:
+                    on_batch(1, r["duration_s"])
+        audio_s += sum(r["duration_s"] for r in chunk)
     types = {"utt_id": pa.string(), "hyp_raw": pa.string(), "n_tokens": pa.int32(), "avg_logprob": pa.float64(),
              "n_fallbacks": pa.int32(), "temperature": pa.float64(), "cut_off": pa.bool_(), "segments": pa.string()}
     return pa.table({k: pa.array(v, types[k]) for k, v in cols.items()}), audio_s, proc_s
@@ -314,21 +315,12 @@ def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, sp
     bs = batch_size or spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
     info.batch_size = bs
     shards = corpus.shards_for(split)
-    bar = _bar(progress, f"{engine.files.spec.name} · {engine.name} {engine.compute_type} · {info.recipe['name']}",
-               sum(s.n(split) for s in shards))
-    try:
+    with Progress(_label(engine, info), sum(s.n(split) for s in shards), _unit(spec), enabled=progress) as bar:
         for s in shards:
-            def tick(n: int, _dur: float) -> None:
-                if bar:
-                    bar[0].update(bar[1], advance=n)
-
-            stats, skipped = run_shard(engine, corpus, s.path, split, spec, info.parts_dir, bs, on_batch=tick)
-            if skipped and bar:
-                bar[0].update(bar[1], advance=s.n(split))
+            stats, skipped = run_shard(engine, corpus, s.path, split, spec, info.parts_dir, bs, on_batch=bar.advance)
+            if skipped:
+                bar.advance(s.n(split))
             _add(info, stats, skipped)
-    finally:
-        if bar:
-            bar[0].stop()
     info.peak_mem = engine.peak_memory_bytes()
     return info
 
@@ -342,7 +334,7 @@ def _add(info: RunInfo, stats: dict, skipped: bool) -> None:
 
 
 def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str, split: str | None,
-                          parts_root: str) -> dict:
+                          parts_root: str, progress: bool = True) -> dict:
     """The Prefect/Ray task: one (run, shard) through ``run_shard``; returns JSON-able run info
     for ``writer.finalize_runs``."""
     spec = spec if isinstance(spec, RunSpec) else RunSpec(**spec)
@@ -350,7 +342,10 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
     engine = cached_engine(spec)
     info = start_run(engine, corpus, split, spec, parts_root)
     info.batch_size = spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
-    stats, skipped = run_shard(engine, corpus, corpus.path / shard_file, split, spec, info.parts_dir, info.batch_size)
+    n = next((s.n(split) for s in corpus.shards_for(split) if s.path.name == shard_file), None)
+    with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress) as bar:
+        stats, skipped = run_shard(engine, corpus, corpus.path / shard_file, split, spec, info.parts_dir,
+                                   info.batch_size, on_batch=bar.advance)
     _add(info, stats, skipped)
     info.peak_mem = engine.peak_memory_bytes()
     return info.to_json()
@@ -365,11 +360,11 @@ def default_split(corpus_dir: str | Path) -> str | None:
     return open_corpus(corpus_dir).default_split()
 
 
-def _bar(enabled: bool, label: str, total: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _label(engine, info: RunInfo) -> str:
+    strategy = f" · {info.strategy}" if info.strategy != "short" else ""
+    return (f"transcribing {engine.files.spec.name} · {engine.name} {engine.compute_type} · "
+            f"{info.recipe['name']}{strategy}")
 
-    p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    p.start()
-    return p, p.add_task(label, total=total)
+
+def _unit(spec: RunSpec) -> str:
+    return "utterances" if spec.strategy == "short" else "recordings"

@@ -57,6 +57,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False  # transformers 5: `activation_checkpointing`
     freeze_encoder: bool = False
+    freeze_encoder_layers: int = 0       # freeze the conv stem, positions and the first N encoder layers
     max_train_samples: int | None = None
     max_eval_samples: int | None = None  # a fixed seeded subset, the same at every evaluation
     eval_on_start: bool = True           # step-0 CER = the base model's zero-shot CER on the same subset
@@ -297,6 +298,16 @@ def prepare_model(model: Any, cfg: FinetuneConfig) -> None:
     model.generation_config.num_beams = cfg.num_beams
     if cfg.freeze_encoder:
         model.freeze_encoder()
+    elif cfg.freeze_encoder_layers:
+        enc = model.get_encoder()
+        n = len(enc.layers)
+        if not 0 < cfg.freeze_encoder_layers <= n:
+            raise AsrEvalError(f"--freeze-encoder-layers {cfg.freeze_encoder_layers}: this encoder has {n} layers "
+                               f"(use 1…{n}, or --freeze-encoder for all of it)")
+        # Backward stops at the first trainable layer: the frozen stem and lower layers cost a forward only.
+        for module in (enc.conv1, enc.conv2, enc.embed_positions, *enc.layers[:cfg.freeze_encoder_layers]):
+            for p in module.parameters():
+                p.requires_grad_(False)
 
 
 def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision: str, progress: bool,
@@ -443,6 +454,7 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
 
     Re-running with the same ``out_dir`` resumes from the last complete checkpoint.
     ``callbacks`` are extra TrainerCallbacks (run after the loss stream and live monitor).
+    ``progress``: bars on a terminal, progress log lines otherwise (``asr_eval.progress``).
     """
     import asr_eval.engines.transformers_engine  # noqa: F401  (filters transformers' benign generate warnings)
     from asr_eval import models
@@ -506,7 +518,11 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     _write_run(out_dir, record)
 
     # A resumed run was evaluated at step 0 already; its log history carries that result.
-    args = training_args(cfg, out_dir, use_cuda, precision, progress,
+    # Progress: the Trainer's tqdm bars on a terminal, log lines otherwise (CI, Prefect).
+    from asr_eval.progress import mode as progress_mode
+
+    bars = progress and progress_mode() == "bar"
+    args = training_args(cfg, out_dir, use_cuda, precision, bars,
                          eval_on_start=cfg.eval_on_start and not resume_ckpt)
     all_callbacks: list[TrainerCallback] = [
         LossStreamCallback(out_dir, run_id, tensorboard=cfg.tensorboard,
@@ -516,6 +532,10 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     if cfg.live_monitor:
         all_callbacks += _live_callbacks(run_id, out_dir, baseline,
                                          int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
+    if progress and not bars:
+        from asr_eval.train.progress import LogProgressCallback
+
+        all_callbacks.append(LogProgressCallback())
     all_callbacks += [*callbacks, SaveOnStopCallback(), ChecksumCallback()]
 
     trainer = _ShardTrainer(

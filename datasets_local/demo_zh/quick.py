@@ -1,0 +1,81 @@
+"""The quick demo's source: the bundled demo corpus with its whole train split and a fixed,
+stratified sample of its test split.
+
+On CPU every utterance costs one 30 s encoder window whatever its length (~1 s on a 2-core AVX2
+machine with CTranslate2), and the demo scores the test split twice (zero-shot, then the
+fine-tuned checkpoint), so the test split's size is most of the demo's scoring time. The sample
+keeps each voice × noise stratum in proportion (largest remainders; at least one utterance per
+stratum), drawn with a fixed seed, in corpus order — the same utterances on every machine.
+``asr-eval demo --full`` scores all 150.
+
+    python datasets_local/demo_zh/quick.py OUT_DIR [N_TEST]
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STRATA = ("voice", "noise")
+
+
+def allocate(sizes: dict[tuple, int], n: int) -> dict[tuple, int]:
+    """Proportional allocation of ``n`` draws over strata (largest remainders), at least one per
+    non-empty stratum when ``n`` allows, never more than a stratum holds."""
+    total = sum(sizes.values())
+    if not 0 < n <= total:
+        raise ValueError(f"a sample of {n} from {total} utterances")
+    quota = {k: n * v / total for k, v in sizes.items()}
+    got = {k: min(v, max(1 if n >= len(sizes) else 0, int(quota[k]))) for k, v in sizes.items()}
+    for k in sorted(sizes, key=lambda k: (-(quota[k] - int(quota[k])), k)):
+        if sum(got.values()) >= n:
+            break
+        if got[k] < sizes[k]:
+            got[k] += 1
+    while sum(got.values()) > n:  # the minimum of one per stratum overshot: take where most over quota
+        k = max((k for k in got if got[k] > 1), key=lambda k: (got[k] - quota[k], k))
+        got[k] -= 1
+    return got
+
+
+def sample_test(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """``n`` test rows, stratified by voice × noise, in corpus order."""
+    test = [r for r in rows if r["split"] == "test"]
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(test):
+        groups[tuple(r[c] for c in STRATA)].append(i)
+    take = allocate({k: len(v) for k, v in groups.items()}, n)
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for k in sorted(groups):
+        keep.update(int(i) for i in rng.choice(groups[k], take[k], replace=False))
+    return [r for i, r in enumerate(test) if i in keep]
+
+
+def quick_source(out_dir: str | Path, n_test: int = 100, seed: int = 0, src: str | Path = HERE) -> Path:
+    """Write ``out_dir/metadata.csv`` (audiofolder layout, absolute audio paths into ``src``): every
+    non-test row of ``src`` plus ``n_test`` sampled test rows. Returns ``out_dir``."""
+    src, out = Path(src).resolve(), Path(out_dir)
+    with (src / "metadata.csv").open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    chosen = {r["utt_id"] for r in sample_test(rows, n_test, seed)}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metadata.csv.tmp"
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            if r["split"] != "test" or r["utt_id"] in chosen:
+                w.writerow({**r, "file_name": str(src / r["file_name"])})
+    tmp.replace(out / "metadata.csv")
+    return out
+
+
+if __name__ == "__main__":
+    print(quick_source(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 100))
