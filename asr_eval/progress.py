@@ -159,10 +159,14 @@ class Progress:
 
 
 @contextmanager
-def heartbeat(label: str, *, enabled: bool = True, every_s: float | None = None) -> Iterator[None]:
-    """Around one call that reports nothing itself: a spinner on a terminal, else a log line when it
-    starts, every ``every_s`` while it runs, and when it ends (with its duration)."""
+def heartbeat(label: str, *, enabled: bool = True, every_s: float | None = None,
+              spinner: bool = True) -> Iterator[None]:
+    """Around one call that reports nothing itself: a spinner on a terminal (``spinner=False``
+    inside another live bar: nothing), else a log line when it starts, every ``every_s`` while it
+    runs, and when it ends (with its duration)."""
     m = "off" if not enabled else mode()
+    if m == "bar" and not spinner:
+        m = "off"
     if m == "bar":
         from rich.console import Console
 

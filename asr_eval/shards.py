@@ -413,7 +413,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     resume = journal.resume_at
     workers = opts.workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
-    bar = None
+    bar: Progress | None = None
     try:
         seen, repaired = _repair(reader, out, journal, opts, schema, corpus, meta_keys, pool, workers)
         state = {"rows": [], "bytes": 0, "quarantine": [], "start": resume}
@@ -467,7 +467,8 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-        bar.close()
+        if bar is not None:
+            bar.close()
 
     return _finish(reader, out, corpus, journal, schema, slice_cols, params, n_items, t0, repaired)
 

@@ -27,6 +27,18 @@ from flows.score import score_flow
 
 
 DEMO_LONG_IDS = ["long_008"]  # 69 s, white noise, long pauses (long_006 adds a 39 s silent stretch; slower)
+DEMO_QUICK_CORPUS = str(REPORTS / "corpora" / "demo_zh_quick")
+
+# `asr-eval demo` and the pipeline/default deployment: first report in ~3 min, the whole demo in ~9 min
+# on a 2-core AVX2 VM (docs/demo.md has the profile behind these choices). 105 of the 150 test
+# utterances (voice × noise strata in proportion: 84 neural + 21 robotic, both voices above the
+# 20-utterance minimum for a verdict), 12 full fine-tuning steps at 5e-5 (the encoder must adapt to
+# the synthetic voices: freezing it, or its lower half, left CER far higher for the same time).
+DEMO_QUICK: dict = {"demo_test_sample": 105, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
+                    "max_steps": 12, "learning_rate": 5e-5, "warmup_steps": 2, "eval_steps": 6}
+# `asr-eval demo --full`: all 150 test utterances, 24 steps at 2e-5 (about 13 min more on the same VM).
+DEMO_FULL: dict = {"demo_test_sample": None, "corpus": DEMO_CORPUS, "run_name": "demo-ft-full",
+                   "max_steps": 24, "learning_rate": 2e-5, "warmup_steps": 4, "eval_steps": 12}
 
 
 @flow(name="long-form-demo", log_prints=True)
@@ -45,10 +57,26 @@ def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = 
     return score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
 
 
+def demo_sample_source(source: str, n_test: int, out_dir: Path) -> str:
+    """The bundled demo corpus with a fixed stratified sample of ``n_test`` test utterances."""
+    if Path(source).resolve() != Path(DEMO_SOURCE).resolve():
+        raise ValueError(f"demo_test_sample samples the bundled demo corpus ({DEMO_SOURCE}), not {source}; "
+                         "leave it unset (None) for other sources")
+    import sys
+
+    sys.path.insert(0, str(PROJECT / "datasets_local" / "demo_zh"))
+    from quick import quick_source
+
+    path = str(quick_source(out_dir, n_test))
+    print(f"demo: {n_test} of the test utterances (stratified by voice × noise, fixed seed) → {path}")
+    return path
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline_models: list[str] | None = None,
                   base_model: str = BUNDLED, run_name: str = "demo-ft", split_map: list[str] | None = None,
                   max_steps: int = 24, learning_rate: float = 2e-5, batch_size: int = 4, eval_steps: int = 12,
+                  warmup_steps: int = 4, demo_test_sample: int | None = None,
                   max_eval_samples: int | None = 40, baseline_run: str | None = None, db: str = DEFAULT_DB,
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
                   ray_address: str | None = None, skip_finetune: bool = False,
@@ -67,13 +95,18 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
     AVX2 one — bench/README.md). ``started_at`` (epoch seconds, e.g. when the CLI started): the
     time before the flow ran is the first row of the per-step timing table printed at the end
     (also written as ``pipeline_timings.json`` beside the report). When steps follow the zero-shot
-    score, the report is written right after it and rewritten at the end."""
+    score, the report is written right after it and rewritten at the end. ``demo_test_sample``: with the
+    bundled demo SOURCE, ingest its train split and a fixed stratified sample of this many test
+    utterances (``datasets_local/demo_zh/quick.py``; the demo's presets are ``DEMO_QUICK`` and
+    ``DEMO_FULL``)."""
     baseline_models = baseline_models or [base_model]
     ids = DEMO_LONG_IDS if long_form_ids is None else long_form_ids
     timer = StepTimer()
     if started_at is not None:  # the caller's start (CLI start-up, Prefect's temporary server) as step 0
         timer.steps.append(StepTime("start-up (imports, Prefect server)", "", max(0.0, time.time() - started_at)))
     with timer.step("ingest"):
+        if demo_test_sample is not None:
+            source = demo_sample_source(source, demo_test_sample, Path(corpus).with_name(Path(corpus).name + "_src"))
         ingest_flow(source=source, out=corpus, split_map=split_map)
     with timer.step("zero-shot score"):
         zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address,
@@ -91,6 +124,7 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
         with timer.step("fine-tune"):
             ft = finetune_flow(corpus=corpus, base=base_model, out=out, db=db, max_steps=max_steps,
                                learning_rate=learning_rate, batch_size=batch_size, eval_steps=eval_steps,
+                               warmup_steps=warmup_steps,
                                max_eval_samples=max_eval_samples, baseline_run=baseline_run, device=device)
         # Baseline parts already exist, so only the checkpoint is transcribed; scoring them
         # together gives the paired baseline-vs-checkpoint comparisons.

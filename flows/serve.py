@@ -2,7 +2,8 @@
 
 Deployments (name = FLOW/DEPLOYMENT):
   ingest/default, score/default, finetune/default, check-training/default, report/default,
-  pipeline/default — offline defaults: the bundled demo corpus and bundled:whisper-base;
+  pipeline/default — the demo (asr-eval demo): the bundled demo corpus and bundled:whisper-base, offline;
+  pipeline/demo-full — the full-size demo (asr-eval demo --full);
   gate/default — the ship gate of the demo's fine-tuned checkpoint (runs/demo-ft/best) against
   bundled:whisper-base, margin 0.5 points CER (pass other run ids or model names at run time);
   score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
@@ -21,7 +22,7 @@ from flows.check_training import check_training_flow
 from flows.finetune import finetune_flow
 from flows.gate import gate_flow
 from flows.ingest import ingest_flow
-from flows.pipeline import pipeline_flow
+from flows.pipeline import DEMO_FULL, DEMO_QUICK, pipeline_flow
 from flows.report import report_flow
 from flows.score import score_flow
 
@@ -47,7 +48,10 @@ def deployments() -> list:
             parameters={"baseline": BUNDLED, "candidate": str(RUNS / "demo-ft" / "best"), "margin": 0.5},
             description="Ship gate: the demo fine-tune against bundled:whisper-base (PASS / FAIL / INCONCLUSIVE)",
         ),
-        pipeline_flow.to_deployment(name="default"),
+        pipeline_flow.to_deployment(name="default", parameters=DEMO_QUICK,
+                                    description="The demo (asr-eval demo): a report in minutes on 2 CPU cores"),
+        pipeline_flow.to_deployment(name="demo-full", parameters=DEMO_FULL,
+                                    description="The full-size demo (asr-eval demo --full): all 150 test utterances"),
         pipeline_flow.to_deployment(
             name="commonvoice-large",
             parameters={"source": CV_FOLDER, "corpus": str(REPORTS / "corpora" / "cv_zh"),

@@ -467,3 +467,29 @@ def test_json_columns_as_dicts(raw, out):
     from asr_eval.report.select import as_dict
 
     assert as_dict(raw) == out
+
+
+def test_thin_runs_show_a_point_estimate_without_interval_or_star(tmp_path):
+    """Minimum evidence in the headline (as in the slice tables): six utterances are below the
+    20-utterance minimum, so every run shows its CER with † and no interval, no run gets ★, the
+    verdict line says it is a point estimate, and no "detectable ≥" appears."""
+    fx = build_scored_store(tmp_path, n_utts=6)
+    con = connect(fx.db, read_only=True)
+    try:
+        html, ctx = render(con, ReportOptions())
+    finally:
+        con.close()
+    rows = [r for c in ctx["headline"] for r in c["rows"]]
+    assert len(rows) == 2 and all(not r["t"].reliable and not r["best"] for r in rows)
+    plot_rows = [r for c in ctx["headline"] for r in c["plot"].rows]
+    assert all(r.x is not None and r.x_lo is None and r.x_hi is None and not r.best and r.text.endswith(" †")
+               for r in plot_rows)
+    head = html[html.index('<section id="headline">'):html.index('<section id="runs">')]
+    assert "★" not in head and 'class="num best"' not in head and '<span class="ci">' not in head
+    assert head.count('<span class="unreliable"') >= 4  # CER and MER of both runs
+    v = ctx["verdicts"][0]
+    assert not v["reliable"] and all(line["mde"] == "—" and line["ci"] == "" for line in v["lines"])
+    summary = html[html.index('<section id="summary">'):html.index('<section id="headline">')]
+    assert "a point estimate only: insufficient data (n = 6)" in summary
+    assert summary.count("insufficient data (n = 6)") == 2  # the best line and the comparison's words
+    assert not re.search(r'class="num ci">\[', summary)  # no interval on the paired difference either

@@ -242,6 +242,10 @@ def test_cli_runs_a_plugin_engine_and_lists_runs_readably(tmp_path, tiny_models)
                         "--engine", "transformers,fake", "--db", str(db), "--max-new-tokens", "4", "--n-boot", "50",
                         "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    # six utterances are below the minimum evidence: the whole-corpus row has point estimates with †, no interval
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("│ all "))
+    assert row.count("†") == 4 and "–" not in row  # CER and MER of both runs
+    assert "all utterances: " not in r.stdout  # no "detectable ≥ …" line for a thin whole corpus
     parity = r.stdout[r.stdout.index("engine parity"):]
     assert "fake" in parity and "/6 (" in parity  # labels wrap at 100 columns; n = 6 compared
     # not a terminal: progress is logged on stderr, one start and one final line per run (6 utterances in ~1 s)

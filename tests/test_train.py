@@ -249,10 +249,45 @@ def _train_losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def run80(corpus, tiny80, tmp_path_factory):
+    """The shared tiny run, with progress on as in a CI log (not a terminal: log lines, kept in
+    ``PROGRESS_LINES`` for the progress test)."""
+    import logging
+
+    from asr_eval.progress import LOGGER_NAME
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            PROGRESS_LINES.append(record.getMessage())
+
     root = tmp_path_factory.mktemp("run80")
     db = root / "store.duckdb"
-    res = finetune(corpus, str(tiny80), root / "run", _cfg(tensorboard=True), db=db, progress=False)
+    handler, log = Keep(), logging.getLogger(LOGGER_NAME)
+    log.addHandler(handler)
+    old = {k: os.environ.get(k) for k in ("ASR_EVAL_PROGRESS", "ASR_EVAL_PROGRESS_INTERVAL")}
+    os.environ.update(ASR_EVAL_PROGRESS="log", ASR_EVAL_PROGRESS_INTERVAL="1e-9")  # a line per step
+    try:
+        res = finetune(corpus, str(tiny80), root / "run", _cfg(tensorboard=True), db=db, progress=True)
+    finally:
+        log.removeHandler(handler)
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return res, db
+
+
+PROGRESS_LINES: list[str] = []
+
+
+def test_finetune_logs_steps_and_evaluations_when_not_on_a_terminal(run80):
+    """Training steps and each evaluation's utterances as log lines (done/total, time, ETA); the
+    Trainer's own bars are off."""
+    train = [ln for ln in PROGRESS_LINES if ln.startswith("fine-tuning:")]
+    assert train[0] == "fine-tuning: started, 4 steps"
+    assert [ln.split(" steps")[0] for ln in train[1:]] == [f"fine-tuning: {k}/4" for k in (1, 2, 3, 4)]
+    assert "ETA" in train[1] and train[-1].startswith("fine-tuning: 4/4 steps (100 %)") and "done in" in train[-1]
+    for step in (0, 2, 4):  # 3 evaluation utterances, one batch
+        ev = [ln for ln in PROGRESS_LINES if ln.startswith(f"evaluating at step {step}:")]
+        assert ev[0] == f"evaluating at step {step}: started, 3 utterances"
+        assert ev[-1].startswith(f"evaluating at step {step}: 3/3 utterances (100 %)") and "done in" in ev[-1]
 
 
 def test_finetune_end_to_end_checkpoints_and_run_record(run80, corpus):
@@ -535,3 +570,18 @@ def test_finetune_without_a_dev_split_carves_one_and_never_trains_on_it(corpus, 
     assert lineage["selection_split"] == "train:dev-carve"
     with pytest.raises(AsrEvalError, match="the training split"):
         finetune(corpus, str(tiny80), tmp_path / "run2", _cfg(eval_split="train"), progress=False)
+
+
+def test_freeze_encoder_layers_freezes_the_stem_and_the_lower_layers_only(tiny80):
+    from asr_eval.train.finetune import prepare_model
+
+    m = models.load(str(tiny80), device="cpu", dtype="float32").model
+    enc = m.get_encoder()
+    n = len(enc.layers)
+    prepare_model(m, _cfg(freeze_encoder_layers=1))
+    frozen = {name for name, p in m.named_parameters() if not p.requires_grad}
+    want = {f"model.encoder.{name}" for mod in ("conv1", "conv2", "embed_positions", "layers.0")
+            for name, _ in [(f"{mod}.{k}", v) for k, v in enc.get_submodule(mod).named_parameters()]}
+    assert frozen == want and n >= 2  # layer 1 and above, the final layer norm and the decoder train
+    with pytest.raises(AsrEvalError, match=f"has {n} layers"):
+        prepare_model(models.load(str(tiny80), device="cpu", dtype="float32").model, _cfg(freeze_encoder_layers=n + 1))

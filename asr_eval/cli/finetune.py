@@ -40,6 +40,9 @@ def finetune_cmd(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Activation checkpointing: less memory, ~30% slower")] = False,
     freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only")] = False,
+    freeze_encoder_layers: Annotated[int, typer.Option(
+        help="Freeze the encoder's conv stem and its first N layers (~35% less time per step with N = 3 of 6 "
+             "on whisper-base; see docs)")] = 0,
     max_eval_samples: Annotated[int | None, typer.Option(help="Evaluate on a fixed seeded subset")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation cap at evaluation")] = 128,
     eval_on_start: Annotated[bool, typer.Option(help="Evaluate the base model at step 0 (zero-shot CER)")] = True,
@@ -62,7 +65,7 @@ def finetune_cmd(
         max_steps=max_steps, learning_rate=lr,
         batch_size=batch_size, grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
         gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder,
-        max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
+        freeze_encoder_layers=freeze_encoder_layers, max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
         precision=precision, device=device, seed=seed, baseline_run=baseline_run, live_monitor=live_monitor,
     )
     if msg := warmup_warning(cfg):

@@ -176,7 +176,7 @@ def _verdicts(sel: Selection, totals: dict[str, RunTotals], diffs: list[PairDiff
                 lines.append({"other": other, "delta": "—", "ci": "", "words": "not compared", "cls": "na"})
                 continue
             words, cls = significance(d, best.label, other.label)
-            lines.append({"other": other, "delta": pts(d.delta), "ci": ci(d.lo, d.hi, signed=True),
+            lines.append({"other": other, "delta": pts(d.delta), "ci": ci(d.lo, d.hi, signed=True) if d.reliable else "",
                           "words": words, "cls": cls, "n": d.n, "method": d.method, "mde": mde(d),
                           "ci_method": d.ci_method, "verdict": d.verdict})
         out.append({"corpus_name": cname, "best": best, "rate": totals[best.run_id].cer,

@@ -26,7 +26,7 @@ from asr_eval.engines.recipes import Recipe, get_recipe, recipe_from_dict
 from asr_eval.errors import AsrEvalError
 from asr_eval.integrity import file_sha256
 from asr_eval.models.record import model_row
-from asr_eval.progress import Progress
+from asr_eval.progress import Progress, heartbeat
 from asr_eval.provenance import stable_hash
 from asr_eval.shards import iter_shard_rows
 
@@ -243,7 +243,10 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
             short = short_transcriber(engine, recipe, spec.preprocessing, batch_size,
                                       getattr(strategy, "piece_max_new_tokens", None))
             for r in long:
-                out = strategy.transcribe(engine, decode_flac(r["audio"]), recipe, short)
+                # one recording is one opaque call of minutes: say it is alive when nobody watches a terminal
+                with heartbeat(f"long-form {spec.strategy}: {r['utt_id']} ({r['duration_s']:.0f} s of audio)",
+                               spinner=False):
+                    out = strategy.transcribe(engine, decode_flac(r["audio"]), recipe, short)
                 cols["utt_id"].append(r["utt_id"])
                 cols["hyp_raw"].append(out.text)
                 cols["n_tokens"].append(out.n_tokens)

@@ -4,8 +4,8 @@ stratified sample of its test split.
 On CPU every utterance costs one 30 s encoder window whatever its length (~1 s on a 2-core AVX2
 machine with CTranslate2), and the demo scores the test split twice (zero-shot, then the
 fine-tuned checkpoint), so the test split's size is most of the demo's scoring time. The sample
-keeps each voice × noise stratum in proportion (largest remainders; at least one utterance per
-stratum), drawn with a fixed seed, in corpus order — the same utterances on every machine.
+keeps each voice × noise stratum in proportion (at least one utterance per stratum; ties go to the
+larger stratum), drawn with a fixed seed, in corpus order — the same utterances on every machine.
 ``asr-eval demo --full`` scores all 150.
 
     python datasets_local/demo_zh/quick.py OUT_DIR [N_TEST]
@@ -25,18 +25,17 @@ STRATA = ("voice", "noise")
 
 
 def allocate(sizes: dict[tuple, int], n: int) -> dict[tuple, int]:
-    """Proportional allocation of ``n`` draws over strata (largest remainders), at least one per
-    non-empty stratum when ``n`` allows, never more than a stratum holds."""
+    """Proportional allocation of ``n`` draws over strata (largest shortfall against the quota
+    first), at least one per stratum when ``n`` allows, never more than a stratum holds."""
     total = sum(sizes.values())
     if not 0 < n <= total:
         raise ValueError(f"a sample of {n} from {total} utterances")
     quota = {k: n * v / total for k, v in sizes.items()}
-    got = {k: min(v, max(1 if n >= len(sizes) else 0, int(quota[k]))) for k, v in sizes.items()}
-    for k in sorted(sizes, key=lambda k: (-(quota[k] - int(quota[k])), k)):
-        if sum(got.values()) >= n:
-            break
-        if got[k] < sizes[k]:
-            got[k] += 1
+    floor = 1 if n >= len(sizes) else 0
+    got = {k: min(v, max(floor, int(quota[k]))) for k, v in sizes.items()}
+    while sum(got.values()) < n:  # the largest shortfall against its quota gets the next draw
+        k = max((k for k in got if got[k] < sizes[k]), key=lambda k: (quota[k] - got[k], sizes[k], k))
+        got[k] += 1
     while sum(got.values()) > n:  # the minimum of one per stratum overshot: take where most over quota
         k = max((k for k in got if got[k] > 1), key=lambda k: (got[k] - quota[k], k))
         got[k] -= 1
