@@ -113,6 +113,7 @@ class Progress:
         self.clock = clock
         self.done, self.initial, self.audio_s = initial, initial, 0.0
         self.t0 = self.last = clock()
+        self.excluded_s = 0.0
         self.closed = False
         self._bar: Any = None
         if self.mode == "bar":
@@ -138,9 +139,18 @@ class Progress:
                 self.last = now
                 log.info(self._line(now - self.t0))
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` spent on other work (an evaluation between training steps) out of the
+        rate and the ETA."""
+        self.t0 += seconds
+        self.excluded_s += seconds
+
     def _line(self, elapsed_s: float, final: bool = False) -> str:
-        return progress_line(self.label, self.done, self.total, elapsed_s, self.unit, self.audio_s, final,
+        line = progress_line(self.label, self.done, self.total, elapsed_s, self.unit, self.audio_s, final,
                              done_before=self.initial)
+        if final and self.excluded_s:
+            line += f" (+ {fmt_duration(self.excluded_s)} of other work)"
+        return line
 
     def close(self) -> None:
         if self.closed:

@@ -8,3 +8,5 @@ import os
 _extra = [x for x in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if x.strip()]
 if "asr_eval" not in _extra:
     os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*_extra, "asr_eval"])
+# Outside a flow run (the library used directly in the same process) those lines stay local.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

@@ -368,42 +368,48 @@ def _clean_neural(n: int):
     return rows, [load_audio(DEMO_CORPUS / r["file_name"]).samples for r in rows]
 
 
+@pytest.fixture(scope="module")
+def clean40():
+    """The bundled whisper-base on 40 clean neural-voice test utterances, decoded once for the tests
+    that read them: transformers (pad-audio) and ctranslate2 fp32 (pad-audio, pad-features)."""
+    rows, audios = _clean_neural(40)
+    assert len(audios) == 40
+    tr = create_engine("transformers", "bundled:whisper-base", device="cpu")
+    ct = create_engine("ctranslate2", "bundled:whisper-base", device="cpu", compute_type="float32")
+    t0 = time.perf_counter()
+    tr_res = tr.transcribe(audios, GREEDY, "pad-audio")
+    tr_wall = time.perf_counter() - t0
+    return SimpleNamespace(rows=rows, audios=audios, tr=tr_res, tr_wall=tr_wall,
+                           ct=ct.transcribe(audios, GREEDY, "pad-audio"),
+                           ct_features=ct.transcribe(audios, GREEDY, "pad-features"))
+
+
 @pytest.mark.integration
-def test_bundled_whisper_base_transcribes_clean_demo_mandarin():
+def test_bundled_whisper_base_transcribes_clean_demo_mandarin(clean40):
     """Clean neural-voice test utterances without digits or Latin: whisper-base zero-shot, read
     through the zh-v1 normalizer (which folds Traditional output to Simplified). Measured
     pooled CER on these 12: ~0.2; the bound leaves room for CPU numeric differences."""
     from asr_eval.metrics import score_pair
 
-    rows, audios = _clean_neural(40)
-    keep = [i for i, r in enumerate(rows) if r["has_digits"] == "false" and r["has_latin"] == "false"][:12]
-    rows, audios = [rows[i] for i in keep], [audios[i] for i in keep]
-    eng = create_engine("transformers", "bundled:whisper-base", device="cpu")
-    t0 = time.perf_counter()
-    res = eng.transcribe(audios, GREEDY)
-    wall = time.perf_counter() - t0
-    scores = [score_pair(r["text"], h) for r, h in zip(rows, res.texts)]
+    res = clean40.tr
+    keep = [i for i, r in enumerate(clean40.rows) if r["has_digits"] == "false" and r["has_latin"] == "false"][:12]
+    assert len(keep) == 12
+    scores = [score_pair(clean40.rows[i]["text"], res.texts[i]) for i in keep]
     cer = sum(s.cer_errors for s in scores) / sum(s.cer_n for s in scores)
-    audio_s = sum(len(a) for a in audios) / 16000
-    print(f"\nCER {cer:.3f} on {len(rows)} utts, {audio_s:.1f} s audio, proc {res.proc_s:.1f} s "
-          f"(wall {wall:.1f} s), RTFx {audio_s / res.proc_s:.2f}")
+    audio_s = sum(len(a) for a in clean40.audios) / 16000
+    print(f"\nCER {cer:.3f} on {len(keep)} utts; all 40: {audio_s:.1f} s audio, proc {res.proc_s:.1f} s "
+          f"(wall {clean40.tr_wall:.1f} s), RTFx {audio_s / res.proc_s:.2f}")
     assert cer < 0.35, cer
-    assert all(n < 40 for n in res.n_tokens)  # no runaway loops on clean speech
-    assert res.proc_s <= wall
+    assert all(res.n_tokens[i] < 40 for i in keep)  # no runaway loops on clean speech
+    assert res.proc_s <= clean40.tr_wall
 
 
 @pytest.mark.integration
-def test_engine_parity_and_preprocessing_difference_on_the_bundled_model():
+def test_engine_parity_and_preprocessing_difference_on_the_bundled_model(clean40):
     """The finding behind the engine axis, on 40 clean neural-voice test utterances: under the same
     preprocessing the two engines agree (≥ 95 % identical at fp32); under the same engine the two
     preprocessing modes give different transcripts on some utterances."""
-    _, audios = _clean_neural(40)
-    assert len(audios) == 40
-    tr = create_engine("transformers", "bundled:whisper-base", device="cpu")
-    ct = create_engine("ctranslate2", "bundled:whisper-base", device="cpu", compute_type="float32")
-    a = tr.transcribe(audios, GREEDY, "pad-audio").texts
-    b = ct.transcribe(audios, GREEDY, "pad-audio").texts
-    c = ct.transcribe(audios, GREEDY, "pad-features").texts
+    a, b, c = clean40.tr.texts, clean40.ct.texts, clean40.ct_features.texts
     same_engines = sum(x == y for x, y in zip(a, b))
     same_modes = sum(x == y for x, y in zip(b, c))
     print(f"\nengines agree {same_engines}/40 (pad-audio); modes agree {same_modes}/40 (ctranslate2)")

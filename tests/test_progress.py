@@ -140,21 +140,28 @@ def test_allocate_is_proportional_and_exact(n, want):
     assert got == want and sum(got.values()) == n
 
 
-def test_quick_source_samples_105_test_utterances_by_voice_and_noise(tmp_path):
+def test_quick_source_samples_120_test_utterances_by_voice_and_noise(tmp_path):
+    from flows.pipeline import DEMO_QUICK
     from quick import quick_source
 
-    a = quick_source(tmp_path / "a", 105)
-    b = quick_source(tmp_path / "b", 105)
+    assert DEMO_QUICK["demo_test_sample"] == 120
+    a = quick_source(tmp_path / "a", 120)
+    b = quick_source(tmp_path / "b", 120)
     rows = list(csv.DictReader((a / "metadata.csv").open(encoding="utf-8")))
     assert (a / "metadata.csv").read_bytes() == (b / "metadata.csv").read_bytes()  # fixed seed
     full = list(csv.DictReader((DEMO_CORPUS / "metadata.csv").open(encoding="utf-8")))
     splits = Counter(r["split"] for r in rows)
-    assert splits == {"train": sum(r["split"] == "train" for r in full), "test": 105}
+    assert splits == {"train": sum(r["split"] == "train" for r in full), "test": 120}
     test = [r for r in rows if r["split"] == "test"]
-    assert Counter(r["voice"] for r in test) == {"neural": 84, "robotic": 21}  # both ≥ 20: verdicts per voice
     assert Counter((r["voice"], r["noise"]) for r in test) == {
-        ("neural", "clean"): 42, ("neural", "babble"): 15, ("neural", "pink"): 13, ("neural", "white"): 14,
-        ("robotic", "clean"): 11, ("robotic", "babble"): 3, ("robotic", "pink"): 3, ("robotic", "white"): 4}
+        ("neural", "clean"): 48, ("neural", "babble"): 17, ("neural", "pink"): 15, ("neural", "white"): 16,
+        ("robotic", "clean"): 12, ("robotic", "babble"): 4, ("robotic", "pink"): 4, ("robotic", "white"): 4}
+    # both voices reach the minimum evidence for a verdict (≥ 20 utterances, ≥ 200 reference characters)
+    from asr_eval.text import get_profile
+
+    zh = get_profile("zh-v1")
+    robotic = [r for r in test if r["voice"] == "robotic"]
+    assert len(robotic) == 24 and sum(len(zh.normalize(r["text"]).replace(" ", "")) for r in robotic) == 221
     kept = [r for r in full if r["utt_id"] in {x["utt_id"] for x in rows}]
     assert [r["utt_id"] for r in rows] == [r["utt_id"] for r in kept]  # corpus order
     assert [r["file_name"] for r in rows] == [str((DEMO_CORPUS / r["file_name"]).resolve()) for r in kept]
@@ -178,3 +185,18 @@ def test_headline_line_drops_the_interval_below_the_minimum_evidence():
     assert headline_line(row) == "m · vad: CER 6.96% † (insufficient data: no interval) MER 6.96% RTFx 6.6 (n=1)"
     ok = {**row, "CER lo": 5.1, "CER hi": 9.0, "reliable": True, "n": 150}
     assert headline_line(ok) == "m · vad: CER 6.96% [5.1–9.0] MER 6.96% RTFx 6.6 (n=150)"
+
+
+def test_excluded_time_leaves_the_rate_and_eta(lines):
+    """Evaluations between training steps are left out of the time per step and the ETA."""
+    clock = Clock()
+    p = Progress("fine-tuning", 4, "steps", show="log", every_s=0, clock=clock)
+    clock.t = 30.0  # a 30 s evaluation before the first step…
+    p.exclude(30.0)
+    clock.t = 40.0
+    p.advance(1)  # …then a 10 s step
+    clock.t = 50.0
+    p.advance(1)
+    p.close()
+    assert lines[1] == "fine-tuning: 1/4 steps (25 %), 10 s per step, ETA 30s"
+    assert lines[-1] == "fine-tuning: 2/4 steps (50 %), 10 s per step, done in 20s (+ 30s of other work)"

@@ -346,7 +346,8 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
     info = start_run(engine, corpus, split, spec, parts_root)
     info.batch_size = spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
     n = next((s.n(split) for s in corpus.shards_for(split) if s.path.name == shard_file), None)
-    with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress) as bar:
+    done = part_is_valid(part_path(info.parts_dir, corpus.path / shard_file))  # reused as it is: nothing to show
+    with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress and not done) as bar:
         stats, skipped = run_shard(engine, corpus, corpus.path / shard_file, split, spec, info.parts_dir,
                                    info.batch_size, on_batch=bar.advance)
     _add(info, stats, skipped)

@@ -2,7 +2,8 @@
 
 On a terminal the Trainer's own tqdm bars show training and evaluation; in a CI log, behind
 ``| tee`` or in Prefect's log view they print nothing useful, so this callback logs instead:
-training steps (done/total, time per step, ETA) and each evaluation's utterances as it decodes them.
+training steps (done/total, time per step, ETA — evaluations left out of both) and each evaluation's
+utterances as it decodes them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class LogProgressCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs: Any):
         if self.eval is not None:
             self.eval.close()
+            if self.train is not None:  # time per step and ETA count training steps only
+                self.train.exclude(self.eval.clock() - self.eval.t0 + self.eval.excluded_s)
             self.eval = None
 
     def on_train_end(self, args, state, control, **kwargs: Any):
