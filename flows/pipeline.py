@@ -37,7 +37,7 @@ DEMO_QUICK_CORPUS = str(REPORTS / "corpora" / "demo_zh_quick")
 # CER far higher for the same time).
 DEMO_QUICK: dict = {"demo_test_sample": 120, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
                     "max_steps": 12, "learning_rate": 5e-5, "warmup_steps": 2, "eval_steps": 6}
-# `asr-eval demo --full`: all 150 test utterances, 24 steps at 2e-5 (about 13 min more on the same VM).
+# `asr-eval demo --full`: all 150 test utterances, 24 steps at 2e-5 (about 13 min instead of 9 on the same VM).
 DEMO_FULL: dict = {"demo_test_sample": None, "corpus": DEMO_CORPUS, "run_name": "demo-ft-full",
                    "max_steps": 24, "learning_rate": 2e-5, "warmup_steps": 4, "eval_steps": 12}
 

@@ -16,7 +16,7 @@ from asr_eval.cli import app, console
 @app.command("demo")
 def demo_cmd(
     full: Annotated[bool, typer.Option(help="The full-size demo: all 150 test utterances and 24 fine-tuning steps "
-                                            "(~13 min more on a 2-core AVX2 machine)")] = False,
+                                            "(~13 min instead of ~9 on a 2-core AVX2 machine)")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Fine-tuning steps (default: 12, or 24 with --full)")] = None,
     skip_finetune: Annotated[bool, typer.Option(help="Only ingest, score and report")] = False,
     long_form: Annotated[bool, typer.Option(help="Compare the long-form strategies (sequential, chunked, vad) on "

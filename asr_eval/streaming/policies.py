@@ -1,0 +1,283 @@
+"""The streaming policies: ``local-agreement``, ``hold-k``, ``vad-segment``.
+
+Hypotheses come from a ``ShortTranscriber`` as plain text (no word timestamps), so every rule
+below is stated on characters and on chunk arrival times. Units are characters (Mandarin has no
+spaces); a cut is never placed inside a Latin word or number (``base.safe_cut``).
+
+**local-agreement** (LocalAgreement-n, Polák et al. 2022; whisper_streaming's
+``OnlineASRProcessor`` with ``buffer_trimming=("segment", 15)``). The *buffer* is the audio from
+``b`` (initially 0) to the newest arrival ``T``. Each step decodes the buffer, prompted with the
+last ``prompt_chars`` characters of the committed text whose audio lies before ``b`` (text
+committed from audio still in the buffer is re-transcribed, not prompted). The hypothesis's
+beginning that re-transcribes the text committed since ``b`` is removed (``strip_committed``);
+the rest is its *tail*. The commit is the longest common prefix (in characters) of the tails
+of the last ``n`` hypotheses; what is left of the newest tail is the tentative text. No commit
+before ``n`` hypotheses since the start (or since a forced cut).
+
+Buffer trimming without timestamps. A step whose tail is empty after its commit (its whole
+hypothesis of audio ``[b, T)`` is committed: a *committed segment end*) records the point
+``T``. After a step, if the buffer is longer than ``buffer_trim_s`` and such a point lies after
+``b``, ``b`` moves to the latest one (the text committed after that point stays "in the
+buffer"). Because Whisper's segment end times are unknown here (whisper_streaming cuts at the
+end of the last Whisper segment inside the committed text), the cut can only be made where the
+hypothesis of everything before it was committed in full; in speech that happens at pauses,
+when two consecutive hypotheses agree to their end. **30 s cap**: a buffer that would exceed
+``max_buffer_s`` (≤ 30 s: Whisper's window) before a decode forces a cut: the newest tail is
+committed whole and ``b`` moves to the previous chunk's arrival (the audio that hypothesis had
+not heard), a fresh start for the agreement.
+
+**hold-k** (Liu et al. 2020's hold-n, on a sliding window). Each step decodes the window
+``[max(0, T − window_s), T)`` with no prompt. The hypothesis ``H`` is split as ``H = O + N + K``:
+``O = H[:j]`` is the window's *stable part* — the prefix that re-transcribes text already
+committed, found by ``overlap`` (the best local match of a suffix of the committed text with a
+prefix of ``H``); ``K`` is the last ``k`` characters of ``H`` (the window's unstable end,
+held back); ``N = H[j : len(H) − k]`` is committed (nothing when ``len(H) − k ≤ j``). The
+tentative text is ``H[max(j, len(H) − k):]``; the flush commits the last tentative text. The
+issue's "all but the last k tokens of the hypothesis that lie before the window's stable part"
+is read as: of the characters the window *adds* to the committed text (those after its stable
+prefix ``O``), all but the last ``k``. Cost: ``overlap`` is a pure-Python O(len(H)²) alignment
+per step, cheap for the default 10 s window (~50 characters).
+
+**vad-segment**. Silero VAD (``asr_eval.longform.vad.speech_regions``, its onset fix and padding)
+runs on the audio from the end of the last decoded segment to ``T``. A region ``[a, e)`` is
+*closed* when ``e ≤ T − close_s``: the VAD's end (speech end plus its pad) lies that far before
+the newest audio, so more audio cannot extend it. A closed region is decoded (prompted with the
+last ``prompt_chars`` committed characters) and its text committed at once; an open region
+that has grown to ``max_segment_s`` is decoded as its first ``max_segment_s`` and committed.
+Nothing is tentative. The flush decodes every region left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from asr_eval.errors import AsrEvalError
+from asr_eval.longform.vad import speech_regions
+from asr_eval.streaming.base import SR, WINDOW_S, Decoder, PolicyBase, Step, common_prefix, register, safe_cut
+
+
+def strip_committed(hyp: str, committed: str) -> int:
+    """Where in ``hyp`` the re-transcription of ``committed`` ends: the ``j`` minimizing the
+    character edit distance between ``committed`` and ``hyp[:j]``, ties to the ``j`` nearest
+    ``len(committed)``; 0 when even that distance is ``len(committed)`` (``hyp`` shows no trace
+    of the committed text)."""
+    if not committed:
+        return 0
+    if hyp.startswith(committed):
+        return len(committed)
+    n = len(committed)
+    best = min(range(len(hyp) + 1), key=lambda j: (Levenshtein.distance(committed, hyp[:j]), abs(j - n)))
+    return best if Levenshtein.distance(committed, hyp[:best]) < n else 0
+
+
+def overlap(committed: str, hyp: str) -> int:
+    """The end ``j`` of the prefix of ``hyp`` that re-transcribes the end of ``committed``: ``j``
+    maximizes the best score of aligning some suffix of ``committed`` with ``hyp[:j]`` (match +1,
+    substitution, insertion, deletion −1); ties to the largest ``j``; 0 when no score beats 0."""
+    c = committed[-(len(hyp) + 8):]
+    m = len(c)
+    # prev[jj]: best score of (some suffix of c[:a]) vs hyp[:jj], over rows a = 0..m
+    prev = [-jj for jj in range(len(hyp) + 1)]
+    for a in range(1, m + 1):
+        cur = [0] * (len(hyp) + 1)  # the empty suffix of c[:a] aligns with hyp[:0] for free
+        ca = c[a - 1]
+        for jj in range(1, len(hyp) + 1):
+            cur[jj] = max(prev[jj] - 1, cur[jj - 1] - 1, prev[jj - 1] + (1 if ca == hyp[jj - 1] else -1))
+        prev = cur
+    best_j, best = 0, 0
+    for jj, s in enumerate(prev):
+        if s >= best and s > 0:
+            best_j, best = jj, s
+    return best_j
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise AsrEvalError(msg)
+
+
+@register
+@dataclass
+class LocalAgreement(PolicyBase):
+    name: ClassVar[str] = "local-agreement"
+    n: int = 2  # hypotheses that must agree
+    buffer_trim_s: float = 15.0
+    max_buffer_s: float = WINDOW_S
+    prompt_chars: int = 100  # ≈ 100-150 Whisper tokens of Mandarin; whisper_streaming: 200 (Latin)
+
+    def __post_init__(self) -> None:
+        _check(self.n >= 1, f"local-agreement: n {self.n} must be ≥ 1 (2 is LocalAgreement-2)")
+        _check(0 < self.max_buffer_s <= WINDOW_S, f"local-agreement: max_buffer_s {self.max_buffer_s} must be in (0, 30]")
+        _check(0 < self.buffer_trim_s <= self.max_buffer_s,
+               f"local-agreement: buffer_trim_s {self.buffer_trim_s} must be in (0, max_buffer_s={self.max_buffer_s}]")
+        _check(self.prompt_chars >= 0, f"local-agreement: prompt_chars {self.prompt_chars} must be ≥ 0")
+
+    def session(self) -> _LocalAgreementSession:
+        return _LocalAgreementSession(self)
+
+
+class _LocalAgreementSession:
+    def __init__(self, p: LocalAgreement) -> None:
+        self.p = p
+        self.b = 0  # buffer start (samples)
+        self.committed = ""  # everything committed
+        self.in_buffer = 0  # how many trailing committed characters were committed since b
+        self.tails: list[str] = []  # uncommitted tails of the last n-1 hypotheses
+        self.points: list[tuple[int, int]] = []  # committed segment ends: (sample, len(committed))
+        self.prev_t = 0
+
+    def prompt(self) -> str | None:
+        before = self.committed[:len(self.committed) - self.in_buffer]
+        return before[-self.p.prompt_chars:] if self.p.prompt_chars and before else None
+
+    def step(self, audio: np.ndarray, decode: Decoder) -> Step:
+        t, forced = len(audio), ""
+        if t - self.b > self.p.max_buffer_s * SR:  # the 30 s cap: commit the newest tail, restart
+            if self.prev_t <= self.b:
+                raise AsrEvalError(f"local-agreement: a chunk longer than max_buffer_s {self.p.max_buffer_s} s; "
+                                   "use a smaller --chunk-s")
+            forced = self.tails[-1] if self.tails else ""
+            self.committed += forced
+            self.b, self.in_buffer, self.tails, self.points = self.prev_t, 0, [], []
+        self.prev_t = t
+        hyp = decode(audio[self.b:t], self.prompt())
+        mine = self.committed[len(self.committed) - self.in_buffer:]
+        tail = hyp[strip_committed(hyp, mine):]
+        commit = ""
+        if len(self.tails) >= self.p.n - 1:
+            agreed = self.tails[len(self.tails) - (self.p.n - 1):] + [tail]
+            lcp = common_prefix(agreed)
+            commit = lcp[:min(safe_cut(a, len(lcp)) for a in agreed)]
+        k = len(commit)
+        self.tails = [x[k:] for x in self.tails + [tail]][max(0, len(self.tails) + 1 - (self.p.n - 1)):]
+        tail = tail[k:]
+        self.committed += commit
+        self.in_buffer += k
+        if not tail:
+            self.points.append((t, len(self.committed)))
+        if t - self.b > self.p.buffer_trim_s * SR:
+            later = [pt for pt in self.points if pt[0] > self.b]
+            if later:
+                self.b = later[-1][0]
+                self.in_buffer = len(self.committed) - later[-1][1]
+                self.points = []
+        return Step(forced + commit, tail)
+
+    def finish(self, audio: np.ndarray, decode: Decoder) -> Step:
+        rest = self.tails[-1] if self.tails else ""
+        self.committed += rest
+        self.tails = []
+        return Step(rest, "")
+
+
+@register
+@dataclass
+class HoldK(PolicyBase):
+    name: ClassVar[str] = "hold-k"
+    k: int = 5  # characters held back
+    window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 0, f"hold-k: k {self.k} must be ≥ 0")
+        _check(0 < self.window_s <= WINDOW_S, f"hold-k: window_s {self.window_s} must be in (0, 30]")
+
+    def session(self) -> _HoldKSession:
+        return _HoldKSession(self)
+
+
+class _HoldKSession:
+    def __init__(self, p: HoldK) -> None:
+        self.p = p
+        self.committed = ""
+        self.tentative = ""
+
+    def step(self, audio: np.ndarray, decode: Decoder) -> Step:
+        t = len(audio)
+        hyp = decode(audio[max(0, t - int(round(self.p.window_s * SR))):t], None)
+        j = overlap(self.committed, hyp)
+        cut = safe_cut(hyp, max(0, len(hyp) - self.p.k))
+        commit = hyp[j:cut] if cut > j else ""
+        self.committed += commit
+        self.tentative = hyp[max(j, cut):]
+        return Step(commit, self.tentative)
+
+    def finish(self, audio: np.ndarray, decode: Decoder) -> Step:
+        rest, self.tentative = self.tentative, ""
+        self.committed += rest
+        return Step(rest, "")
+
+
+def vad_regions(audio: np.ndarray, start: int, policy: VadSegment) -> list[tuple[int, int]]:
+    """Silero speech regions of ``audio[start:]``, in samples of ``audio`` (tests replace this)."""
+    if len(audio) - start < SR // 10:  # under 100 ms: nothing Silero can call speech yet
+        return []
+    return [(start + a, start + b) for a, b in speech_regions(
+        audio[start:], policy.threshold, policy.min_silence_ms, policy.speech_pad_ms, policy.max_segment_s)]
+
+
+@register
+@dataclass
+class VadSegment(PolicyBase):
+    name: ClassVar[str] = "vad-segment"
+    threshold: float = 0.5
+    min_silence_ms: int = 300
+    speech_pad_ms: int = 400
+    close_s: float = 0.3  # a region ending this long before the newest audio is closed
+    max_segment_s: float = WINDOW_S
+    prompt_chars: int = 100
+    lookback_s: float = 1.0  # audio kept for the VAD when it finds no speech
+
+    def __post_init__(self) -> None:
+        _check(1.0 <= self.max_segment_s <= WINDOW_S, f"vad-segment: max_segment_s {self.max_segment_s} must be in [1, 30]")
+        _check(self.close_s >= 0, f"vad-segment: close_s {self.close_s} must be ≥ 0")
+        _check(self.prompt_chars >= 0, f"vad-segment: prompt_chars {self.prompt_chars} must be ≥ 0")
+
+    def session(self) -> _VadSession:
+        return _VadSession(self)
+
+
+class _VadSession:
+    def __init__(self, p: VadSegment) -> None:
+        self.p = p
+        self.scan = 0  # VAD runs on audio[scan:]
+        self.committed = ""
+
+    def _decode(self, audio: np.ndarray, a: int, b: int, decode: Decoder) -> str:
+        prompt = self.committed[-self.p.prompt_chars:] if self.p.prompt_chars and self.committed else None
+        text = decode(audio[a:b], prompt).strip()
+        if not text:
+            return ""
+        text = (" " if self.committed else "") + text
+        self.committed += text
+        return text
+
+    def step(self, audio: np.ndarray, decode: Decoder, final: bool = False) -> Step:
+        t = len(audio)
+        regions = vad_regions(audio, self.scan, self.p)
+        longest = int(round(self.p.max_segment_s * SR))
+        out = []
+        for a, e in regions:
+            if final or e <= t - self.p.close_s * SR:
+                out.append(self._decode(audio, a, min(e, a + longest), decode))
+                self.scan = max(self.scan, min(e, a + longest))
+            elif t - a >= longest:  # open, but as long as a decode may be
+                out.append(self._decode(audio, a, min(e, a + longest), decode))
+                self.scan = min(e, a + longest)
+                break
+            else:
+                break
+        if not regions:
+            self.scan = max(self.scan, t - int(round(self.p.lookback_s * SR)))
+        return Step("".join(out), "")
+
+    def finish(self, audio: np.ndarray, decode: Decoder) -> Step:
+        return self.step(audio, decode, final=True)
+
+
+def describe(policy: Any) -> str:
+    """``name(k=v, …)`` for tables and logs."""
+    return f"{policy.name}(" + ", ".join(f"{k}={v}" for k, v in policy.params().items()) + ")"
