@@ -65,7 +65,8 @@ def finetune_cmd(
         max_steps=max_steps, learning_rate=lr,
         batch_size=batch_size, grad_accum=grad_accum, eval_steps=eval_steps, warmup_steps=warmup_steps,
         gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder,
-        freeze_encoder_layers=freeze_encoder_layers, max_eval_samples=max_eval_samples, max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
+        freeze_encoder_layers=freeze_encoder_layers, max_eval_samples=max_eval_samples,
+        max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
         precision=precision, device=device, seed=seed, baseline_run=baseline_run, live_monitor=live_monitor,
     )
     if msg := warmup_warning(cfg):

@@ -8,6 +8,7 @@ utterances as it decodes them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from transformers import TrainerCallback
@@ -22,20 +23,25 @@ class LogProgressCallback(TrainerCallback):
         self.every_s = every_s
         self.train: Progress | None = None
         self.eval: Progress | None = None
+        self.idle_since = time.monotonic()  # the end of the last training step: where an evaluation starts
 
     def on_train_begin(self, args, state, control, **kwargs: Any):
         self.train = Progress("fine-tuning", state.max_steps, "steps", show="log", every_s=self.every_s,
                               initial=state.global_step)
+        self.idle_since = self.train.t0
 
     def on_step_end(self, args, state, control, **kwargs: Any):
         if self.train is not None:
             self.train.advance(state.global_step - self.train.done)
+            self.idle_since = self.train.clock()
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs: Any):
         if self.eval is None:
             total = len(eval_dataloader.dataset) if eval_dataloader is not None else None
             self.eval = Progress(f"evaluating at step {state.global_step}", total, "utterances", show="log",
                                  every_s=self.every_s)
+            # there is no "evaluation begins" event: it began when the last step ended, one batch ago
+            self.eval.t0 = self.eval.last = min(self.idle_since, self.eval.t0)
         n = args.eval_batch_size
         if self.eval.total is not None:
             n = min(n, self.eval.total - self.eval.done)
@@ -45,7 +51,7 @@ class LogProgressCallback(TrainerCallback):
         if self.eval is not None:
             self.eval.close()
             if self.train is not None:  # time per step and ETA count training steps only
-                self.train.exclude(self.eval.clock() - self.eval.t0 + self.eval.excluded_s)
+                self.train.exclude(self.eval.clock() - self.eval.t0)
             self.eval = None
 
     def on_train_end(self, args, state, control, **kwargs: Any):
