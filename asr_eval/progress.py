@@ -10,7 +10,8 @@ bounded interval — done/total, rate, ETA — and one line when the work ends::
 logs how long the call has been running until it returns.
 
 The interval is ``$ASR_EVAL_PROGRESS_INTERVAL`` seconds (default 15). ``$ASR_EVAL_PROGRESS``
-forces a mode: ``bar``, ``log`` or ``off`` (default ``auto``: a bar when stderr is a terminal).
+forces a mode: ``bar``, ``log`` or ``off`` (default ``auto``: a bar when stdout and stderr are a
+terminal).
 Prefect flows route the ``asr_eval`` logger into the run's logs (``PREFECT_LOGGING_EXTRA_LOGGERS``);
 elsewhere, with no handler configured, the lines go to stderr.
 """
@@ -44,12 +45,13 @@ def interval_s() -> float:
 
 
 def mode() -> str:
-    """``bar`` on a terminal, ``log`` otherwise; ``$ASR_EVAL_PROGRESS`` overrides."""
+    """``bar`` when stdout and stderr are both a terminal (rich draws its bars on stdout, spinners
+    on stderr), ``log`` otherwise — ``| tee``, CI, a file; ``$ASR_EVAL_PROGRESS`` overrides."""
     m = os.environ.get("ASR_EVAL_PROGRESS", "auto").strip().lower()
     if m in ("bar", "log", "off"):
         return m
     try:
-        return "bar" if sys.stderr.isatty() else "log"
+        return "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "log"
     except (AttributeError, ValueError):  # a closed or replaced stream
         return "log"
 

@@ -200,3 +200,20 @@ def test_excluded_time_leaves_the_rate_and_eta(lines):
     p.close()
     assert lines[1] == "fine-tuning: 1/4 steps (25 %), 10 s per step, ETA 30s"
     assert lines[-1] == "fine-tuning: 2/4 steps (50 %), 10 s per step, done in 20s (+ 30s of other work)"
+
+
+@pytest.mark.parametrize("out_tty, err_tty, want", [(True, True, "bar"), (False, True, "log"), (True, False, "log"),
+                                                    (False, False, "log")])
+def test_auto_mode_draws_bars_only_when_both_streams_are_a_terminal(monkeypatch, out_tty, err_tty, want):
+    """`make demo | tee log` pipes stdout (where rich draws): progress must then be logged."""
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.delenv("ASR_EVAL_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stdout", Stream(out_tty))
+    monkeypatch.setattr(sys, "stderr", Stream(err_tty))
+    assert mode() == want
