@@ -106,9 +106,11 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
     if started_at is not None:  # the caller's start (CLI start-up, Prefect's temporary server) as step 0
         timer.steps.append(StepTime("start-up (imports, Prefect server)", "", max(0.0, time.time() - started_at)))
     with timer.step("ingest"):
-        if demo_test_sample is not None:
+        name = None
+        if demo_test_sample is not None:  # named after the corpus folder, not the sample's source folder
             source = demo_sample_source(source, demo_test_sample, Path(corpus).with_name(Path(corpus).name + "_src"))
-        ingest_flow(source=source, out=corpus, split_map=split_map)
+            name = Path(corpus).name
+        ingest_flow(source=source, out=corpus, split_map=split_map, name=name)
     with timer.step("zero-shot score"):
         zero_shot = score_flow(corpus=corpus, models=baseline_models, db=db, device=device, ray_address=ray_address,
                                engine=zero_shot_engines)
