@@ -12,12 +12,13 @@ parameters, recorded with the run (and part of its run id).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.registry import make_registered
 
 SR = 16_000
 WINDOW_S = 30.0
@@ -73,14 +74,7 @@ def make_strategy(name: str, **params: Any) -> Strategy:
     """A strategy by name; ``params`` override its defaults (unknown keys are an error)."""
     from asr_eval.longform import chunked, sequential, vad  # noqa: F401  (registration)
 
-    if name not in STRATEGIES:
-        raise AsrEvalError(f"unknown long-form strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    cls = STRATEGIES[name]
-    known = {f.name for f in fields(cls)}
-    bad = set(params) - known
-    if bad:
-        raise AsrEvalError(f"strategy {name!r} has no parameter(s) {sorted(bad)}; it takes {sorted(known)}")
-    return cls(**params)
+    return make_registered(STRATEGIES, "long-form strategy", name, params)
 
 
 def parse_params(specs: Sequence[str]) -> dict[str, Any]:

@@ -264,13 +264,19 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
     return pa.table({k: pa.array(v, types[k]) for k, v in cols.items()}), audio_s, proc_s
 
 
+def finished_part(parts_dir: Path, shard: Path) -> dict | None:
+    """The stats of ``shard``'s finished (hash-checked) part, or None when it must be transcribed."""
+    part = part_path(parts_dir, shard)
+    return part_stats(part) if part_is_valid(part) else None
+
+
 def run_shard(engine, corpus: Corpus, shard: Path, split: str | None, spec: RunSpec, parts_dir: Path,
               batch_size: int, on_batch: Callable[[int, float], None] | None = None) -> tuple[dict, bool]:
     """THE per-shard path: skip a finished (hash-checked) part, else transcribe the shard's rows of
     ``split`` and write the part. Returns (part stats, skipped)."""
+    if (done := finished_part(parts_dir, shard)) is not None:
+        return done, True
     part = part_path(parts_dir, shard)
-    if part_is_valid(part):
-        return part_stats(part), True
     rows = iter_shard_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=256)
     table, audio_s, proc_s = transcribe_rows(engine, rows, spec, batch_size, on_batch=on_batch)
     table = table.append_column("shard", pa.array([shard.name] * table.num_rows, pa.string()))
@@ -345,11 +351,13 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
     engine = cached_engine(spec)
     info = start_run(engine, corpus, split, spec, parts_root)
     info.batch_size = spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
-    n = next((s.n(split) for s in corpus.shards_for(split) if s.path.name == shard_file), None)
-    done = part_is_valid(part_path(info.parts_dir, corpus.path / shard_file))  # reused as it is: nothing to show
-    with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress and not done) as bar:
-        stats, skipped = run_shard(engine, corpus, corpus.path / shard_file, split, spec, info.parts_dir,
-                                   info.batch_size, on_batch=bar.advance)
+    shard = corpus.path / shard_file
+    stats, skipped = finished_part(info.parts_dir, shard), True
+    if stats is None:  # a finished part is reused as it is: nothing to transcribe, no progress to show
+        n = next((s.n(split) for s in corpus.shards_for(split) if s.path.name == shard_file), None)
+        with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress) as bar:
+            stats, skipped = run_shard(engine, corpus, shard, split, spec, info.parts_dir, info.batch_size,
+                                       on_batch=bar.advance)
     _add(info, stats, skipped)
     info.peak_mem = engine.peak_memory_bytes()
     return info.to_json()

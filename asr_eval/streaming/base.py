@@ -16,12 +16,13 @@ recordings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.registry import make_registered
 
 SR = 16_000
 WINDOW_S = 30.0  # Whisper reads at most 30 s; no decode may be longer
@@ -81,15 +82,7 @@ def make_policy(name: str, **params: Any) -> Policy:
     """A streaming policy by name; ``params`` override its defaults (unknown keys are an error)."""
     from asr_eval.streaming import policies  # noqa: F401  (registration)
 
-    if name not in POLICIES:
-        raise AsrEvalError(f"unknown streaming policy {name!r}; choose one of {', '.join(sorted(POLICIES))}")
-    cls = POLICIES[name]
-    known = {f.name for f in fields(cls)}
-    bad = set(params) - known
-    if bad:
-        raise AsrEvalError(f"streaming policy {name!r} has no parameter(s) {sorted(bad)}; "
-                           f"it takes {sorted(known)}")
-    return cls(**params)
+    return make_registered(POLICIES, "streaming policy", name, params)
 
 
 @dataclass(frozen=True)
