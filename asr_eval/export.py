@@ -7,6 +7,10 @@
   with rows ``audio_filepath``, ``duration``, ``time``, ``text``, ``pred_text`` as that
   project's ``write_manifest`` writes them, so its ``score_results`` can read the folder.
 * Slice metrics and paired comparisons as CSV, one row per stored row, with model and corpus.
+* A streaming run's emission log as JSONL (``stream/<run>.jsonl``) in the format ``asr-eval
+  import-stream`` reads: per emission, its committed increment (``final: true``) and then, when
+  the tentative tail changed, the tail (``final: false``), with ``emit_s`` (computation-unaware
+  clock), ``emit_aware_s`` and ``chunk`` — so an exported log re-imports as the same hypotheses.
 
 ``text``/``pred_text`` are the *normalized* reference and hypothesis the scores were computed from
 (as the leaderboard writes them); an unscored hypothesis falls back to the raw text.
@@ -112,6 +116,30 @@ def export_comparisons_csv(con: duckdb.DuckDBPyConnection, sel: Selection, path:
     return _count_lines(path) - 1
 
 
+def export_stream_log(con: duckdb.DuckDBPyConnection, run_id: str, path: str | Path) -> int:
+    """A streaming run's emission log as import-stream JSONL (module docstring); returns lines written."""
+    import json
+
+    from asr_eval.streaming.store import stored_logs
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for utt, ems in stored_logs(con, run_id).items():
+        shown = ""
+        for e in ems:
+            base = {"utt_id": utt, "emit_s": e.emit_s, "emit_aware_s": e.emit_aware_s, "chunk": e.chunk}
+            if e.text or e.final or e.tentative == "" != shown:
+                lines.append({**base, "text": e.text, "final": True, **({"tentative": e.tentative} if e.tentative else {})})
+            elif e.tentative != shown:
+                lines.append({**base, "text": e.tentative, "final": False})
+            shown = e.tentative
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
+    tmp.replace(path)
+    return len(lines)
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for _ in f)
@@ -119,7 +147,7 @@ def _count_lines(path: Path) -> int:
 
 def export_all(db: str | Path | duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Sequence[str] = (),
                corpora: Sequence[str] = (), normalizer: str | None = None) -> ExportResult:
-    """Every export for the selected runs into ``out_dir`` (nemo/, leaderboard/, CSVs)."""
+    """Every export for the selected runs into ``out_dir`` (nemo/, leaderboard/, stream/, CSVs)."""
     own = not isinstance(db, duckdb.DuckDBPyConnection)
     con = connect(db, read_only=True) if own else db
     try:
@@ -136,6 +164,12 @@ def export_all(db: str | Path | duckdb.DuckDBPyConnection, out_dir: str | Path, 
             lb = export_leaderboard(con, run, out / "leaderboard", sel.normalizer, tag)
             counts[lb.name] = _count_lines(lb)
             files += [p, lb]
+            if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'stream_events'"
+                           ).fetchall()[0][0] and con.execute("SELECT count(*) FROM stream_events WHERE run_id = ?",
+                                                               [run.run_id]).fetchall()[0][0]:
+                sp = out / "stream" / f"{_slug(run.run_id)}.jsonl"
+                counts[sp.name] = export_stream_log(con, run.run_id, sp)
+                files.append(sp)
         if sel.runs:
             for name, fn in (("slice_metrics.csv", export_slice_metrics_csv),
                              ("comparisons.csv", export_comparisons_csv)):

@@ -5,8 +5,9 @@ written.
 
 The long-form step takes a few recordings of the generated long-form demo set
 (``datasets_local/demo_zh/make_longform.py``), ingests them with ``long_form`` and scores the base
-model with the three long-form strategies side by side (one run each, compared pairwise); the
-report shows them as a second corpus."""
+model with the three long-form strategies side by side (one run each, compared pairwise), then
+streams the same recordings once (local-agreement, 1 s chunks: the ``stream`` flow) against the
+offline vad run; the report shows them as a second corpus, with its Streaming section."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.report import report_flow
 from flows.score import score_flow
+from flows.stream import stream_flow
 
 
 DEMO_LONG_IDS = ["long_008"]  # 69 s, white noise, long pauses (long_006 adds a 39 s silent stretch; slower)
@@ -45,9 +47,12 @@ DEMO_FULL: dict = {"demo_test_sample": None, "corpus": DEMO_CORPUS, "run_name": 
 @flow(name="long-form-demo", log_prints=True)
 def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = BUNDLED,
                    strategies: str = "sequential,chunked,vad", engine: str = "transformers", db: str = DEFAULT_DB,
-                   device: str = "auto") -> list[str]:
+                   device: str = "auto", stream_policy: str | None = "local-agreement",
+                   stream_chunk_s: float = 1.0) -> list[str]:
     """Generate (or reuse) the long-form demo set, ingest the recordings ``ids`` as long-form
-    items and score ``model`` with each strategy (one run per strategy, compared pairwise)."""
+    items and score ``model`` with each strategy (one run per strategy, compared pairwise); then,
+    unless ``stream_policy`` is None, one streaming run at ``stream_chunk_s`` compared with the
+    offline vad run (reused when ``vad`` is among the strategies)."""
     import sys
 
     sys.path.insert(0, str(PROJECT / "datasets_local" / "demo_zh"))
@@ -55,7 +60,12 @@ def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = 
 
     manifest = subset(ids, Path(corpus).with_name(Path(corpus).name + "_src"))
     ingest_flow(source=str(manifest), out=corpus, long_form=True, workers=1)  # a few files: no process pool
-    return score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
+    runs = score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
+    if stream_policy:
+        streamed = stream_flow(corpus=corpus, models=[model], policies=[stream_policy], chunk_sizes=[stream_chunk_s],
+                               engine=engine, db=db, device=device)
+        runs += streamed["streams"]
+    return runs
 
 
 def demo_sample_source(source: str, n_test: int, out_dir: Path) -> str:

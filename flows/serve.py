@@ -4,6 +4,8 @@ Deployments (name = FLOW/DEPLOYMENT):
   ingest/default, score/default, finetune/default, check-training/default, report/default,
   pipeline/default — the demo (asr-eval demo): the bundled demo corpus and bundled:whisper-base, offline;
   pipeline/demo-full — the full-size demo (asr-eval demo --full);
+  stream/default — streaming (asr-eval stream): local-agreement at 1 s, bundled:whisper-base on
+  ctranslate2, against its offline vad run, on the long-form demo corpus the demo ingests;
   gate/default — the ship gate of the demo's fine-tuned checkpoint (runs/demo-ft/best) against
   bundled:whisper-base, margin 0.5 points CER (pass other run ids or model names at run time);
   score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
@@ -25,6 +27,7 @@ from flows.ingest import ingest_flow
 from flows.pipeline import DEMO_FULL, DEMO_QUICK, pipeline_flow
 from flows.report import report_flow
 from flows.score import score_flow
+from flows.stream import stream_flow
 
 CV_FOLDER = os.environ.get("ASR_EVAL_CV_FOLDER", "/data/cv-corpus-zh-CN")
 LARGE = ["openai/whisper-large-v2", "openai/whisper-large-v3"]
@@ -43,6 +46,8 @@ def deployments() -> list:
         finetune_flow.to_deployment(name="default"),
         check_training_flow.to_deployment(name="default"),
         report_flow.to_deployment(name="default"),
+        stream_flow.to_deployment(name="default",
+                                  description="Streaming: local-agreement at 1 s vs offline (latency, flicker, ΔCER)"),
         gate_flow.to_deployment(
             name="default",
             parameters={"baseline": BUNDLED, "candidate": str(RUNS / "demo-ft" / "best"), "margin": 0.5},

@@ -96,15 +96,19 @@ def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
 
     corpus, db = tmp_path / "long", str(tmp_path / "s.duckdb")
     runs = long_form_flow(["long_008"], corpus=str(corpus), model=tiny, strategies="sequential,chunked",
-                          db=db, device="cpu")
+                          db=db, device="cpu", stream_chunk_s=10.0)
     assert (tmp_path / "long_src" / "audio" / "long_008.flac").is_file()
     con = duckdb.connect(db, read_only=True)
-    assert con.execute(f"SELECT strategy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "
-                       "ORDER BY strategy", runs).fetchall() == [("chunked",), ("sequential",)]
+    assert con.execute(f"SELECT strategy, stream_policy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "
+                       "ORDER BY strategy", runs).fetchall() == [("chunked", None), ("sequential", None),
+                                                                 ("short", "local-agreement")]
     assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008", 69.243)]
-    assert con.execute("SELECT count(*) FROM hypotheses WHERE segments IS NOT NULL").fetchall() == [(2,)]
-    assert con.execute("SELECT run_a, run_b FROM comparisons WHERE slice_attr = '_all' AND metric = 'cer'").fetchall() \
-        == [(runs[0], runs[1])]
+    # the streaming run's offline reference (vad, not among the strategies here) is its own run
+    offline = con.execute("SELECT run_id FROM eval_runs WHERE strategy = 'vad'").fetchall()[0][0]
+    assert con.execute("SELECT count(*) FROM hypotheses WHERE segments IS NOT NULL").fetchall() == [(3,)]
+    pairs = con.execute("SELECT run_a, run_b FROM comparisons WHERE slice_attr = '_all' AND metric = 'cer'").fetchall()
+    assert (runs[0], runs[1]) in pairs and (offline, runs[2]) in pairs
+    assert con.execute("SELECT count(*) FROM stream_slices WHERE run_id = ?", [runs[2]]).fetchall()[0][0] >= 1
     con.close()
 
 

@@ -44,6 +44,7 @@ class RunSpec:
     recipe: dict[str, Any] = field(default_factory=lambda: get_recipe("greedy").to_dict())
     strategy: str = "short"  # long-form strategy for recordings > 30 s ('short': none; such items are an error)
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] | None = None  # streaming axis (asr_eval.streaming.run.stream_axis): policy, chunk_s, params
     device: str = "auto"
     batch_size: int | None = None
     threads: int = 0
@@ -130,6 +131,7 @@ class RunInfo:
     recipe: dict[str, Any] = field(default_factory=dict)
     strategy: str = "short"
     strategy_params: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] | None = None
     batch_size: int = 0
     n_utts: int = 0
     audio_s: float = 0.0
@@ -156,14 +158,17 @@ class RunInfo:
 
 def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, engine_version: str,
                 compute_type: str, preprocessing: str, recipe: dict, strategy: str = "short",
-                strategy_params: dict | None = None) -> str:
+                strategy_params: dict | None = None, stream: dict | None = None) -> str:
     """Deterministic, so a restarted run finds its own finished parts; every axis that changes the
-    hypotheses is in it (a long-form strategy also names the readable prefix)."""
+    hypotheses is in it (a long-form strategy or a streaming policy also names the readable prefix)."""
     short = model_id.split("@")[0].rstrip("/").split("/")[-1].replace(":", "-")
     key = [model_id, corpus_id, split, engine, engine_version, compute_type, preprocessing, recipe, strategy]
     if strategy != "short":
         key.append(strategy_params or {})
         short = f"{short}-{strategy}"
+    if stream:
+        key.append({"stream": stream})
+        short = f"{short}-{stream['policy']}-{stream['chunk_s']:g}s"
     return f"{short}-{stable_hash(key, 10)}"
 
 
@@ -211,6 +216,10 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
     """Transcribe shard rows (utt_id, audio, duration_s) in windows; returns (part table, audio_s, proc_s)."""
     from asr_eval.audio import MAX_DURATION_S
 
+    if spec.stream:
+        from asr_eval.streaming.run import stream_rows
+
+        return stream_rows(engine, rows, spec, on_batch)
     recipe = spec.recipe_obj
     strategy = spec.strategy_obj()
     cols: dict[str, list] = {k: [] for k in ("utt_id", "hyp_raw", "n_tokens", "avg_logprob", "n_fallbacks",
@@ -306,14 +315,15 @@ def start_run(engine, corpus: Corpus, split: str | None, spec: RunSpec, parts_ro
     """The run record of ``engine`` on ``corpus``/``split`` (its id, parts folder, provenance)."""
     recipe = spec.recipe_obj.to_dict()
     run_id = make_run_id(engine.files.model_id, corpus.corpus_id, split, engine.name, engine.version,
-                         engine.compute_type, spec.preprocessing, recipe, spec.strategy, spec.strategy_params)
+                         engine.compute_type, spec.preprocessing, recipe, spec.strategy, spec.strategy_params,
+                         spec.stream)
     parts_dir = Path(parts_root) / run_id
     parts_dir.mkdir(parents=True, exist_ok=True)
     eng = {"name": engine.name, "version": engine.version, "compute_type": engine.compute_type,
            "device": engine.device, "identity": engine.identity()}
     return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir, engine=eng,
                    preprocessing=spec.preprocessing, recipe=recipe, strategy=spec.strategy,
-                   strategy_params=dict(spec.strategy_params), model=model_row(engine.files))
+                   strategy_params=dict(spec.strategy_params), stream=spec.stream, model=model_row(engine.files))
 
 
 def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, spec: RunSpec,
@@ -374,9 +384,11 @@ def default_split(corpus_dir: str | Path) -> str | None:
 
 def _label(engine, info: RunInfo) -> str:
     strategy = f" · {info.strategy}" if info.strategy != "short" else ""
+    if info.stream:
+        strategy = f" · streaming {info.stream['policy']} {info.stream['chunk_s']:g}s"
     return (f"transcribing {engine.files.spec.name} · {engine.name} {engine.compute_type} · "
             f"{info.recipe['name']}{strategy}")
 
 
 def _unit(spec: RunSpec) -> str:
-    return "utterances" if spec.strategy == "short" else "recordings"
+    return "utterances" if spec.strategy == "short" and not spec.stream else "recordings"

@@ -17,6 +17,7 @@ from asr_eval.scoring.analysis import analyse, check_options
 from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
 from asr_eval.shards import require_shard
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
+from asr_eval.streaming.store import DEFAULT_ALIGN_MODEL, analyse_streams, timing_source
 
 
 def _now() -> datetime:
@@ -26,7 +27,12 @@ def _now() -> datetime:
 def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None) -> int:
     """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run."""
     register_model(con, info.model)
-    n = load_hypotheses(con, info.run_id, verified_parts(info.parts_dir))
+    parts = verified_parts(info.parts_dir)
+    n = load_hypotheses(con, info.run_id, parts)
+    if info.stream:
+        from asr_eval.streaming.store import load_stream_events
+
+        load_stream_events(con, info.run_id, parts)
     n_split = con.execute(
         "SELECT count(*) FROM utterances WHERE corpus_id = ? AND (? IS NULL OR split = ?)",
         [info.corpus_id, info.split, info.split]).fetchone()[0]
@@ -40,17 +46,24 @@ def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: dateti
         "peak_gpu_mem_bytes": info.peak_mem if str(eng.get("device", "")).startswith("cuda") else None,
         "kind": "model", "engine": eng.get("name"), "engine_version": eng.get("version"),
         "compute_type": eng.get("compute_type"), "preprocessing": info.preprocessing, "recipe": info.recipe.get("name"),
-        "strategy": info.strategy, "strategy_params": info.strategy_params or None, "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem,
-                                                  **info.extra},
+        "strategy": info.strategy, "strategy_params": info.strategy_params or None,
+        "stream_policy": (info.stream or {}).get("policy"), "stream_params": _stream_params(info.stream),
+        "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem, **info.extra},
         "n_missing": max(0, n_split - n),
     })
     return n
 
 
+def _stream_params(stream: dict | None) -> dict | None:
+    """``eval_runs.stream_params``: the chunk size and the policy's parameters, flat."""
+    return None if not stream else {"chunk_s": stream["chunk_s"], **stream["params"]}
+
+
 def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str | Path, split: str | None = "auto",
                  slices: Sequence[str] | None = None, normalizer: str = "zh-v1", parts_root: str | Path | None = None,
                  n_boot: int = 1000, ci_method: str = "auto", progress: bool = True, min_utts: int = MIN_UTTS,
-                 min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
+                 min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT,
+                 align_model: str | None = DEFAULT_ALIGN_MODEL) -> list[str]:
     """End to end for ``asr-eval score``: transcribe each run spec (parts, resumable), then load,
     score, slice and compare in one writer step. Returns the run ids in spec order."""
     from asr_eval.engines import create_engine
@@ -75,14 +88,16 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
         del engine  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
     return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, ci_method,
                       started={r.run_id: s for r, s in runs}, min_utts=min_utts, min_ref_chars=min_ref_chars,
-                      adjust=adjust)
+                      adjust=adjust, align_model=align_model)
 
 
 def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], normalizer: str = "zh-v1",
                slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
                started: dict[str, datetime] | None = None, min_utts: int = MIN_UTTS,
-               min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
-    """The single writer for a set of runs on one corpus: load, record, analyse."""
+               min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT,
+               align_model: str | None = DEFAULT_ALIGN_MODEL) -> list[str]:
+    """The single writer for a set of runs on one corpus: load, record, analyse (and score the
+    streaming runs' latency against reference timing aligned with ``align_model``)."""
     from asr_eval.store import connect
 
     con = connect(db)
@@ -94,6 +109,7 @@ def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], 
             record_run(con, info, (started or {}).get(info.run_id))
         ids = list(dict.fromkeys(r.run_id for r in runs))
         analyse(con, ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
+        analyse_streams(con, ids, timing_source(align_model), normalizer, slices, n_boot)
     finally:
         con.close()
     return ids
@@ -102,7 +118,7 @@ def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], 
 def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequence[dict], normalizer: str = "zh-v1",
                   slices: Sequence[str] | None = None, n_boot: int = 1000, ci_method: str = "auto",
                   started_at: datetime | None = None, min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
-                  adjust: str = DEFAULT_ADJUSTMENT) -> list[str]:
+                  adjust: str = DEFAULT_ADJUSTMENT, align_model: str | None = DEFAULT_ALIGN_MODEL) -> list[str]:
     """The single writer after distributed inference: per-shard results (``transcribe_shard_part``)
     are summed into runs, then written like ``score_models`` does."""
     runs: dict[str, RunInfo] = {}
@@ -121,4 +137,4 @@ def finalize_runs(corpus_dir: str | Path, db: str | Path, shard_results: Sequenc
             agg.peak_mem = max(agg.peak_mem or 0, part.peak_mem)
     return write_runs(corpus_dir, db, list(runs.values()), normalizer, slices, n_boot, ci_method,
                       started={k: started_at or _now() for k in runs}, min_utts=min_utts,
-                      min_ref_chars=min_ref_chars, adjust=adjust)
+                      min_ref_chars=min_ref_chars, adjust=adjust, align_model=align_model)

@@ -60,4 +60,8 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
         ) from exc
     if not read_only:
         migrate(con)
+    elif 0 < _current_version(con) < SCHEMA_VERSION:  # an older store: bring it up to date once, then read
+        con.close()
+        connect(path).close()
+        return connect(path, read_only=True)
     return con

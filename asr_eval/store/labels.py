@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-AXES = ("engine", "compute_type", "preprocessing", "recipe", "strategy")
+AXES = ("engine", "compute_type", "preprocessing", "recipe", "strategy")  # a streaming run's strategy: "streaming POLICY Cs"
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,15 @@ def run_axes(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[str
     rows = con.execute(
         f"""SELECT r.run_id, m.name, m.source, m.display_name, m.step, coalesce(r.engine, 'transformers'),
                    coalesce(r.compute_type, r.dtype, ''), coalesce(r.preprocessing, 'pad-audio'),
-                   coalesce(r.recipe, 'greedy'), coalesce(r.strategy, 'short'), coalesce(r.kind, 'model')
+                   coalesce(r.recipe, 'greedy'), coalesce(r.strategy, 'short'), coalesce(r.kind, 'model'),
+                   r.stream_policy, json_extract(r.stream_params, '$.chunk_s')::DOUBLE
             FROM eval_runs r LEFT JOIN models m USING (model_id)
             WHERE r.run_id IN ({', '.join('?' * len(run_ids))})""", list(run_ids)).fetchall()
     out = {}
-    for rid, name, source, disp, step, eng, ct, pre, rec, strat, kind in rows:
+    for rid, name, source, disp, step, eng, ct, pre, rec, strat, kind, policy, chunk in rows:
         model = model_display(name or rid, source, disp, step)
+        if policy:
+            strat = f"streaming {policy}" + (f" {chunk:g}s" if chunk is not None else "")
         out[rid] = RunAxes(rid, model, eng, ct, pre, rec, strat, kind)
     return out
 
@@ -61,7 +64,7 @@ def run_labels(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[s
     labels = {}
     for rid, x in axes.items():
         if x.kind == "import":
-            labels[rid] = f"{x.model} (imported)"
+            labels[rid] = f"{x.model} (imported{' stream' if x.strategy.startswith('streaming') else ''})"
             continue
         parts = [x.model]
         eng = " ".join(getattr(x, a) for a in ("engine", "compute_type") if a in varying)

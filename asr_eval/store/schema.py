@@ -28,6 +28,14 @@ training_runs      [training_run_id]  one fine-tuning run (ours, or imported fro
 training_log       [training_run_id, step, kind]  raw loss stream; kind 'train' or 'eval';
                    NaN/inf kept as they are
 alerts             [alert_id]  divergence/regression findings of check-training
+stream_events      [run_id, utt_id, seq]  a streaming run's emission log: every commit (and
+                   tentative-tail update) with its time on both clocks (asr_eval.streaming)
+stream_recordings  [run_id, utt_id]  a streamed recording's compute: decode calls, compute seconds,
+                   the computation-aware lag and whether it stayed bounded (real time)
+stream_scores      [run_id, utt_id, normalizer]  streaming metrics of one recording: character
+                   latencies on both clocks, first-emission latency, flicker
+stream_slices      [run_id, normalizer, slice_attr, slice_value]  the same pooled per slice, with
+                   bootstrap intervals over recordings for the latency median
 
 Every score carries provenance: normalizer profile name + rules hash (utterance_scores,
 slice_metrics, comparisons) and, through run_id, the model hash, decode params and versions.
@@ -35,7 +43,7 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -276,9 +284,87 @@ CREATE TABLE IF NOT EXISTS gates (
     created_at TIMESTAMP DEFAULT current_timestamp
 );
 """,
+    # v3: streaming runs (issue 19): the policy as a recorded axis, the emission log, and the
+    # streaming metrics per recording and per slice.
+    """
+ALTER TABLE eval_runs ADD COLUMN stream_policy VARCHAR;               -- local-agreement | vad-segment | hold-k | import
+ALTER TABLE eval_runs ADD COLUMN stream_params JSON;                  -- {"chunk_s": 1.0, "n": 2, ...}
+
+CREATE TABLE IF NOT EXISTS stream_events (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,                 -- 0-based order of the emission within the recording
+    chunk INTEGER,                        -- the chunk step that made it (n_chunks for the end-of-stream flush)
+    emit_s DOUBLE,                        -- computation-unaware clock: the chunk's arrival time
+    emit_aware_s DOUBLE,                  -- computation-aware clock: when the step finished computing
+    text VARCHAR,                         -- committed increment (never retracted)
+    tentative VARCHAR,                    -- tentative tail shown after the committed text
+    final BOOLEAN,                        -- the end-of-stream emission
+    PRIMARY KEY (run_id, utt_id, seq)
+);
+
+CREATE TABLE IF NOT EXISTS stream_recordings (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    audio_s DOUBLE,
+    chunk_s DOUBLE,
+    n_chunks INTEGER,
+    decode_calls INTEGER,                 -- NULL for imported logs (unknown)
+    compute_s DOUBLE,                     -- Σ step costs (the computation-aware clock's durations)
+    real_time BOOLEAN,                    -- the computation-aware lag stayed bounded (streaming/simulate.py)
+    final_lag_s DOUBLE,
+    max_lag_s DOUBLE,
+    lag_slope DOUBLE,                     -- s of lag gained per s of audio
+    PRIMARY KEY (run_id, utt_id)
+);
+
+CREATE TABLE IF NOT EXISTS stream_scores (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    timing_method VARCHAR,                -- how reference character times were obtained (aligned:… | uniform | mixed:…)
+    n_ref_chars INTEGER,
+    n_matched INTEGER,                    -- committed characters matched to a reference character
+    latency_unaware JSON,                 -- [s, ...] per matched character, computation-unaware clock
+    latency_aware JSON,                   -- the same on the computation-aware clock
+    first_emission_unaware JSON,          -- per reference segment: first matched emission − speech onset (null: none)
+    first_emission_aware JSON,
+    retracted_chars INTEGER,              -- flicker = retracted / written
+    written_chars INTEGER,
+    n_commits INTEGER,                    -- emissions with a non-blank committed increment
+    PRIMARY KEY (run_id, utt_id, normalizer)
+);
+
+CREATE TABLE IF NOT EXISTS stream_slices (
+    run_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    slice_attr VARCHAR NOT NULL,
+    slice_value VARCHAR NOT NULL,
+    n BIGINT,                             -- recordings
+    audio_s DOUBLE,
+    n_matched BIGINT,
+    latency_mean_s_unaware DOUBLE, latency_median_s_unaware DOUBLE, latency_p90_s_unaware DOUBLE,
+    latency_median_lo_unaware DOUBLE, latency_median_hi_unaware DOUBLE,
+    latency_mean_s_aware DOUBLE, latency_median_s_aware DOUBLE, latency_p90_s_aware DOUBLE,
+    latency_median_lo_aware DOUBLE, latency_median_hi_aware DOUBLE,
+    first_emission_median_s_unaware DOUBLE, first_emission_median_s_aware DOUBLE,
+    flicker DOUBLE,
+    commits_per_minute DOUBLE,
+    decode_calls BIGINT,
+    compute_per_audio_s DOUBLE,
+    real_time BOOLEAN,                    -- every recording's computation-aware lag stayed bounded
+    n_boot INTEGER,
+    timing_method VARCHAR,
+    PRIMARY KEY (run_id, normalizer, slice_attr, slice_value)
+);
+""",
 ]
 
 TABLES = (
     "meta", "corpora", "utterances", "utterance_attrs", "models", "eval_runs", "hypotheses",
     "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts", "gates",
+    "stream_events", "stream_recordings", "stream_scores", "stream_slices",
 )
+STREAM_TABLES = ("stream_events", "stream_recordings", "stream_scores", "stream_slices")  # v3: absent from a read-only older store
+

@@ -16,8 +16,10 @@ lines) is ``Emission(emission_ms/1000, emission_ms/1000, text, "", k)``; the las
 1.5, "text": "今天", "final": true}``; other keys are ignored. ``final`` (default true) says what
 ``text`` is, as in streaming APIs' final vs interim results: ``true`` — a committed increment,
 appended to the recording's committed text (``Emission(t, t, text, "", k)``, the tentative tail
-cleared); ``false`` — the interim hypothesis shown after the committed text, replacing the
-previous one (``Emission(t, t, "", text, k)``). ``k`` counts the recording's records from 0. The
+cleared, or set to the record's optional ``tentative`` string: the tail shown after this commit,
+as ``asr-eval export`` writes it so an exported log re-imports with the same flicker); ``false`` —
+the interim hypothesis shown after the committed text, replacing the previous one
+(``Emission(t, t, "", text, k)``). ``k`` counts the recording's records from 0. The
 last emission of a recording gets ``Emission.final = True`` (the end of stream, like simulate's
 flush); when it is interim, a closing ``Emission(t, t, "", "", k + 1, final=True)`` at the same
 time is appended: text never finalized is not part of the hypothesis and counts as retracted.
@@ -180,7 +182,7 @@ def read_jsonl_stream(path: str | Path, known: Mapping[str, float] | None = None
     lines = _lines(path, out)
     if not lines and not out:
         out.append(LogProblem(path, 0, "empty file (no records)", JSONL_FIX))
-    records: dict[str, list[tuple[float, str, bool]]] = {}
+    records: dict[str, list[tuple[float, str, bool, str]]] = {}
     prev: dict[str, tuple[float, int]] = {}
     unit_fix = "emit_s is seconds (not milliseconds) since streaming started"
     for lineno, s in lines:
@@ -194,6 +196,7 @@ def read_jsonl_stream(path: str | Path, known: Mapping[str, float] | None = None
             continue
         bad = [f"no {k!r} key" for k in ("utt_id", "emit_s", "text") if k not in obj]
         uid, t, text, final = obj.get("utt_id"), obj.get("emit_s"), obj.get("text"), obj.get("final", True)
+        tail = obj.get("tentative", "")
         if "utt_id" in obj and (isinstance(uid, bool) or not isinstance(uid, str | int)):
             bad.append(f"'utt_id' is {uid!r}, not a string")
         if "emit_s" in obj and (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t)):
@@ -202,6 +205,9 @@ def read_jsonl_stream(path: str | Path, known: Mapping[str, float] | None = None
             bad.append(f"'text' is {text!r}, not a string")
         if not isinstance(final, bool):
             bad.append(f"'final' is {final!r}, not true or false")
+        if not isinstance(tail, str) or (tail and final is False):
+            bad.append(f"'tentative' is {tail!r}: a string, and only on a final record (an interim record's "
+                       "text is the tentative tail)")
         if bad:
             keys = ", ".join(obj) or "none"
             out.append(LogProblem(path, lineno, "; ".join(bad) + f" (keys: {keys})", JSONL_FIX))
@@ -213,11 +219,11 @@ def read_jsonl_stream(path: str | Path, known: Mapping[str, float] | None = None
             continue
         _check_emit(path, lineno, t, prev.get(uid), None if known is None else known[uid], unit_fix, out)
         prev[uid] = (t, lineno)
-        records.setdefault(uid, []).append((t, str(text), bool(final)))
+        records.setdefault(uid, []).append((t, str(text), bool(final), tail))
     raise_problems(out)
     result: dict[str, list[Emission]] = {}
     for uid in sorted(records):
-        ems = [Emission(t, t, text if fin else "", "" if fin else text, k) for k, (t, text, fin) in
+        ems = [Emission(t, t, text if fin else "", tail if fin else text, k) for k, (t, text, fin, tail) in
                enumerate(records[uid])]
         last = ems[-1]
         if last.tentative:

@@ -163,6 +163,7 @@ class ClockMetrics:
     latency: LatencyStats
     first_emission: LatencyStats  # over the segments that have one
     first_emission_s: list[float | None] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # every matched character's, in hypothesis order
 
 
 @dataclass
@@ -208,8 +209,9 @@ def stream_metrics(result: StreamResult, ref: ReferenceTiming, profile: str = DE
         if not pairs:
             pairs = matched(ref.chars, hyp)
         first = first_emission_latencies(ref, pairs, times)
-        clocks[clock] = ClockMetrics(latency_stats(char_latencies(ref.end_s, pairs, times)),
-                                     latency_stats([f for f in first if f is not None]), first)
+        lats = char_latencies(ref.end_s, pairs, times)
+        clocks[clock] = ClockMetrics(latency_stats(lats), latency_stats([f for f in first if f is not None]), first,
+                                     lats)
     fl, retracted, written = flicker(result.emissions)
     return StreamMetrics(clocks, len(ref.chars), len(pairs), fl, retracted, written,
                          commits_per_minute(result.emissions, result.audio_s), result.decode_calls,

@@ -67,17 +67,36 @@ def measured_cost(m: StepMeasure) -> float:
     return m.measured_s
 
 
+# A decode of ``d`` seconds may generate at most ``ceil(TOKENS_PER_S · d) + MIN_TOKENS`` tokens (and
+# never more than the long-form piece cap): fast Mandarin is ~6 characters/s at ~1.5 byte-level
+# tokens each, so 12/s leaves room, while a decoder stuck in a repetition loop — which a streaming
+# policy would otherwise pay for again at every chunk — stops early.
+TOKENS_PER_S = 12
+MIN_TOKENS = 16
+
+
+def token_cap(seconds: float, ceiling: int | None = PIECE_MAX_NEW_TOKENS) -> int:
+    cap = math.ceil(TOKENS_PER_S * seconds) + MIN_TOKENS
+    return cap if ceiling is None else min(cap, ceiling)
+
+
 def engine_transcribers(engine, recipe, preprocessing: str = "pad-audio",
                         max_new_tokens: int | None = PIECE_MAX_NEW_TOKENS) -> Transcribers:
     """ShortTranscribers of ``engine`` under ``recipe``; a streaming prompt is appended to the
-    recipe's own ``initial_prompt`` (``Recipe.with_options``). ``max_new_tokens`` is the piece
-    decode cap (a growing buffer holds up to 30 s of speech), clamped after the prompt."""
+    recipe's own ``initial_prompt`` (``Recipe.with_options``). Each decode's cap is ``token_cap``
+    of its audio length, at most ``max_new_tokens`` (clamped after the prompt)."""
 
     def make(prompt: str | None) -> ShortTranscriber:
         r = recipe
         if prompt:
             r = recipe.with_options(initial_prompt=(recipe.initial_prompt or "") + prompt)
-        return short_transcriber(engine, r, preprocessing, batch_size=1, max_new_tokens=max_new_tokens)
+
+        def run(audios):
+            longest = max((len(a) for a in audios), default=0) / SR
+            return short_transcriber(engine, r, preprocessing, batch_size=1,
+                                     max_new_tokens=token_cap(longest, max_new_tokens))(audios)
+
+        return run
 
     return make
 

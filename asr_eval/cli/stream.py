@@ -1,0 +1,169 @@
+"""`asr-eval stream` and `asr-eval import-stream`: Whisper as a streaming recognizer — CER against
+offline decoding, latency on both clocks, flicker, real time — for our policies and for other
+systems' streaming logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from asr_eval.cli import app, console
+from asr_eval.store import DEFAULT_DB, connect
+from asr_eval.store.labels import run_labels
+from asr_eval.streaming.store import DEFAULT_ALIGN_MODEL
+
+
+def _s(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def _interval(x: float | None, lo: float | None, hi: float | None, pts: bool = False) -> str:
+    if x is None:
+        return "—"
+    sign = "+" if pts else ""
+    head = f"{100 * x:{sign}.2f}".replace("-", "−")
+    return head if lo is None else f"{head} [{100 * lo:{sign}.2f}, {100 * hi:{sign}.2f}]".replace("-", "−")
+
+
+def summaries(db: Path, run_ids: list[str], normalizer: str, offline_of: dict[str, str] | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from asr_eval.streaming.evaluate import stream_summary
+
+    con = connect(db, read_only=True)
+    try:
+        rows = stream_summary(con, run_ids, normalizer, offline_of)
+        names = run_labels(con, list(dict.fromkeys([*run_ids, *(offline_of or {}).values()])))
+    finally:
+        con.close()
+    return rows, names
+
+
+def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normalizer: str) -> None:
+    """One row per streaming run: CER, ΔCER vs offline, latency median/p90 on both clocks, first
+    emission, flicker, commits/min, compute per audio second, real time."""
+    t = Table(title=f"streaming — normalizer {normalizer}; latency = emission − reference character end (s); "
+                    "unaware: the policy's own latency; aware: with this machine's compute",
+              title_justify="left", header_style="bold")
+    for c in ("run", "n", "CER % [95% CI]", "Δ CER vs offline (pts) [95% CI]", "latency med / p90\nunaware",
+              "latency med / p90\naware", "first emission\nmed unaware", "flicker %", "commits\n/min",
+              "compute\ns per s", "real time"):
+        t.add_column(c, justify="left" if c == "run" else "right")
+    for r in rows:
+        lat = r["latency_median_s"]
+        p90 = r["latency_p90_s"]
+        rt = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r["real_time"]]
+        t.add_row(names.get(r["run_id"], r["run_id"]), str(r["n"]), _interval(r["cer"], r["cer_lo"], r["cer_hi"]),
+                  _interval(r["delta_cer"], r["delta_cer_lo"], r["delta_cer_hi"], pts=True),
+                  f"{_s(lat['unaware'])} / {_s(p90['unaware'])}", f"{_s(lat['aware'])} / {_s(p90['aware'])}",
+                  _s(r["first_emission_median_s"]["unaware"]), _pct(r["flicker"]), f"{r['commits_per_minute']:.1f}",
+                  _s(r["compute_per_audio_s"]), rt)
+    console.print(t)
+    methods = sorted({r["timing_method"] for r in rows if r["timing_method"]})
+    if methods:
+        console.print(f"[dim]reference timing: {'; '.join(methods)}[/]")
+    for r in rows:
+        if r["offline_run"] and r["delta_verdict"]:
+            console.print(f"{names.get(r['run_id'], r['run_id'])} vs offline "
+                          f"({names.get(r['offline_run'], r['offline_run'])}): {r['delta_verdict']}")
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, ensure_ascii=False, indent=1)
+
+
+@app.command("stream")
+def stream_cmd(
+    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (recordings or utterances)")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir, "
+                                             "bundled:whisper-base or ct2:DIR (repeat to compare)")],
+    policy: Annotated[str, typer.Option(help="Streaming policy(ies), comma-separated: local-agreement, "
+                                             "vad-segment, hold-k")] = "local-agreement",
+    chunk_s: Annotated[str, typer.Option(help="Chunk size(s) in seconds, comma-separated (one run per policy × "
+                                              "chunk size)")] = "1",
+    param: Annotated[list[str] | None, typer.Option(help="Policy parameter name=value, e.g. n=3 or "
+                                                         "buffer_trim_s=10 (repeatable)")] = None,
+    engine: Annotated[str, typer.Option(help="transformers or ctranslate2 (comma-separated to compare)")] = "transformers",
+    compute_type: Annotated[str, typer.Option(help="auto, float32, int8, … (comma-separated)")] = "auto",
+    preprocessing: Annotated[str, typer.Option(help="pad-audio or pad-features")] = "pad-audio",
+    recipe: Annotated[str, typer.Option(help="Decode recipe(s), comma-separated")] = "greedy",
+    offline_strategy: Annotated[str, typer.Option(help="Long-form strategy of the offline run each streaming run is "
+                                                       "compared with (vad, chunked, sequential; none: no offline run)")] = "vad",
+    split: Annotated[str, typer.Option(help="Split ('auto': test if present, else all; 'all')")] = "auto",
+    slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns")] = None,
+    align_model: Annotated[str, typer.Option(help="Model whose cross-attention aligns the reference characters in "
+                                                  "time ('none': spread evenly inside each segment)")] = DEFAULT_ALIGN_MODEL,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for the engine (0: all cores)")] = 0,
+    normalizer: Annotated[str, typer.Option(help="Normalizer profile")] = "zh-v1",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per streaming run instead of tables")] = False,
+    db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
+    parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+) -> None:
+    """Stream a corpus through policies × chunk sizes: CER vs offline, latency on both clocks, flicker, real time."""
+    from asr_eval.longform import parse_params
+    from asr_eval.scoring import expand_specs
+    from asr_eval.streaming.evaluate import stream_models
+    from asr_eval.streaming.run import expand_axes
+
+    axes = expand_axes([p.strip() for p in policy.split(",") if p.strip()],
+                       [_float(c) for c in chunk_s.split(",") if c.strip()], parse_params(param or []))
+    bases = expand_specs(model, engine, compute_type, preprocessing, recipe, device, None, threads)
+    sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
+    runs = stream_models(corpus, bases, axes, db, offline_strategy, split, normalizer, sl, parts, n_boot,
+                         progress=not as_json, align_model=align_model)
+    rows, names = summaries(db, runs.streams, normalizer, runs.offline_of)
+    if as_json:
+        typer.echo(_json_rows(rows))
+        return
+    print_stream_table(rows, names, normalizer)
+    console.print(f"store: [bold]{db}[/]  runs: {', '.join([*runs.offline, *runs.streams])}")
+
+
+def _float(v: str) -> float:
+    from asr_eval.errors import AsrEvalError
+
+    try:
+        return float(v)
+    except ValueError:
+        raise AsrEvalError(f"--chunk-s {v!r} is not a number of seconds (e.g. --chunk-s 0.5,1,2)") from None
+
+
+@app.command("import-stream")
+def import_stream_cmd(
+    path: Annotated[Path, typer.Argument(help="A folder of whisper_streaming logs (one per recording, named after "
+                                              "its utt_id or audio stem) or a JSONL streaming log")],
+    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory")],
+    name: Annotated[str, typer.Option(help="Name of the system that produced the log")],
+    split: Annotated[str, typer.Option(help="Split the log is for ('auto': test if present, else all)")] = "auto",
+    offline: Annotated[str | None, typer.Option(help="Run id to compute Δ CER against (default: none)")] = None,
+    engine_notes: Annotated[str | None, typer.Option(help="Free text kept in the run's provenance")] = None,
+    slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns")] = None,
+    align_model: Annotated[str, typer.Option(help="Model that aligns the reference in time ('none': "
+                                                  "uniform)")] = DEFAULT_ALIGN_MODEL,
+    normalizer: Annotated[str, typer.Option(help="Normalizer profile")] = "zh-v1",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's metrics as JSON")] = False,
+    db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
+) -> None:
+    """Import another system's streaming output (whisper_streaming or JSONL) and score it like our streaming runs."""
+    from asr_eval.streaming.evaluate import import_stream
+
+    sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
+    r = import_stream(corpus, path, name, db, split, normalizer, sl, n_boot, engine_notes, align_model)
+    rows, names = summaries(db, [r.run_id], normalizer, {r.run_id: offline} if offline else None)
+    if as_json:
+        typer.echo(_json_rows(rows))
+        return
+    console.print(f"imported [bold]{name}[/] ({r.format}) as run [bold]{r.run_id}[/]: {r.n_matched} recordings"
+                  + (f", [yellow]{r.n_missing} without a log[/] (scored as full deletions)" if r.n_missing else ""))
+    print_stream_table(rows, names, normalizer)
+    console.print(f"store: [bold]{db}[/]  run: {r.run_id}")

@@ -1,0 +1,169 @@
+"""Streaming runs in the store without a model: hand-made emission logs imported (JSONL and
+whisper_streaming), scored against uniform reference timing, pooled per slice, exported and
+re-imported — every number hand-computed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_eval.errors import AsrEvalError
+from asr_eval.store import connect
+from asr_eval.streaming.evaluate import import_stream, stream_summary
+from asr_eval.streaming.store import aggregate, stored_stream_slices
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two 'recordings' (quiet noise; the audio is never decoded here) with exact segments:
+    r0 4 s, one segment [0.5, 2.5] 今天天气; r1 6 s, segments [1, 2] 你好 and [3, 5] 再见朋友."""
+    from asr_eval.corpus import open_source
+    from asr_eval.shards import IngestOptions, ingest
+
+    root = tmp_path_factory.mktemp("stream_corpus")
+    src = root / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    rows = [("r0", 4.0, [[0.5, 2.5, "今天天气"]], "clean"), ("r1", 6.0, [[1.0, 2.0, "你好"], [3.0, 5.0, "再见朋友"]], "noisy")]
+    lines = []
+    for uid, dur, segs, noise in rows:
+        sf.write(src / f"{uid}.flac", (0.01 * rng.standard_normal(int(dur * SR))).astype(np.float32), SR)
+        lines.append({"id": uid, "audio_filepath": f"{uid}.flac", "text": " ".join(s[2] for s in segs),
+                      "segments": segs, "split": "test", "noise": noise})
+    (src / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+    out = root / "corpus"
+    s = ingest(open_source(str(src / "manifest.jsonl")), out, IngestOptions(workers=1, long_form=True), progress=False)
+    assert s.n_ingested == 2
+    return out
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+LOG = [  # r0: commits 今天 at 1.2 s, shows 天汽 at 2.0, commits 天气 at 3.0; r1: 你好 at 2.5, 再见朋友 at 5.5
+    {"utt_id": "r0", "emit_s": 1.2, "text": "今天"},
+    {"utt_id": "r0", "emit_s": 2.0, "text": "天汽", "final": False},
+    {"utt_id": "r0", "emit_s": 3.0, "text": "天气"},
+    {"utt_id": "r1", "emit_s": 2.5, "text": "你好"},
+    {"utt_id": "r1", "emit_s": 5.5, "text": "再见朋友"},
+]
+
+
+def test_imported_jsonl_log_scored_by_hand(corpus, tmp_path):
+    db = tmp_path / "s.duckdb"
+    r = import_stream(corpus, _jsonl(tmp_path / "log.jsonl", LOG), "sys-a", db, n_boot=200, align_model="none")
+    assert (r.format, r.n_matched, r.n_missing) == ("jsonl", 2, 0)
+    con = connect(db, read_only=True)
+    try:
+        hyps = dict(con.execute("SELECT utt_id, hyp_raw FROM hypotheses WHERE run_id = ?", [r.run_id]).fetchall())
+        assert hyps == {"r0": "今天天气", "r1": "你好再见朋友"}
+        lat = dict(con.execute("SELECT utt_id, latency_unaware FROM stream_scores WHERE run_id = ?", [r.run_id]).fetchall())
+        # r0 uniform ends 1.0 1.5 2.0 2.5 → 1.2−1.0, 1.2−1.5, 3.0−2.0, 3.0−2.5
+        assert json.loads(lat["r0"]) == pytest.approx([0.2, -0.3, 1.0, 0.5])
+        # r1: 你好 ends 1.5, 2.0 (emitted 2.5); 再见朋友 ends 3.5 4.0 4.5 5.0 (emitted 5.5)
+        assert json.loads(lat["r1"]) == pytest.approx([1.0, 0.5, 2.0, 1.5, 1.0, 0.5])
+        rows = {(x["slice_attr"], x["slice_value"]): x for x in stored_stream_slices(con, [r.run_id], "zh-v1")}
+        whole = rows[("_all", "all")]
+        pooled = np.array([0.2, -0.3, 1.0, 0.5, 1.0, 0.5, 2.0, 1.5, 1.0, 0.5])
+        assert whole["n"] == 2 and whole["n_matched"] == 10
+        assert whole["latency_median_s_unaware"] == pytest.approx(np.median(pooled))  # 0.75
+        assert whole["latency_p90_s_unaware"] == pytest.approx(np.percentile(pooled, 90))
+        assert whole["latency_median_s_aware"] == whole["latency_median_s_unaware"]  # a log has one clock
+        assert whole["latency_median_lo_unaware"] <= 0.75 <= whole["latency_median_hi_unaware"]
+        # displays r0: 今天 (+2), 今天天汽 (+2), 今天天气 (−1 +1); r1: +2, +4 → 1 retracted of 11 written
+        assert whole["flicker"] == pytest.approx(1 / 11)
+        assert whole["commits_per_minute"] == pytest.approx(4 / (10 / 60))
+        assert whole["real_time"] is None and whole["compute_per_audio_s"] is None  # unknown for a log
+        assert whole["timing_method"] == "uniform"
+        # first emission after each segment's onset: r0 1.2 − 0.5; r1 2.5 − 1.0, 5.5 − 3.0 → median 1.5
+        assert whole["first_emission_median_s_unaware"] == pytest.approx(1.5)
+        clean = rows[("noise", "clean")]
+        assert clean["n"] == 1 and clean["latency_median_s_unaware"] == pytest.approx(0.35)
+        assert clean["latency_median_lo_unaware"] is None  # one recording: no interval
+        (summ,) = stream_summary(con, [r.run_id], "zh-v1")
+        assert summ["cer"] == 0.0 and summ["latency_median_s"] == {"unaware": pytest.approx(0.75),
+                                                                     "aware": pytest.approx(0.75)}
+        assert summ["policy"] == "import" and summ["delta_cer"] is None
+    finally:
+        con.close()
+    again = import_stream(corpus, tmp_path / "log.jsonl", "sys-a", db, n_boot=200, align_model="none")
+    assert again.run_id == r.run_id
+    con = connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM eval_runs").fetchall() == [(1,)]
+    assert con.execute("SELECT count(*) FROM stream_events").fetchall() == [(5,)]
+    con.close()
+
+
+def test_whisper_streaming_folder_and_export_round_trip(corpus, tmp_path):
+    from asr_eval.export import export_all
+
+    db = tmp_path / "s.duckdb"
+    logs = tmp_path / "ws"
+    logs.mkdir()
+    (logs / "r0.txt").write_text("1200.0 0 1000 今天\n3000.0 1000 2500 天气\n", encoding="utf-8")
+    (logs / "r1.txt").write_text("2500.0 1000 2000 你好\n5500.0 3000 5000 再见朋友\n", encoding="utf-8")
+    a = import_stream(corpus, logs, "ws", db, n_boot=50, align_model="none")
+    assert a.format == "whisper_streaming"
+    b = import_stream(corpus, _jsonl(tmp_path / "log.jsonl", LOG), "sys-a", db, n_boot=50, align_model="none")
+    res = export_all(db, tmp_path / "out", runs=[b.run_id])
+    exported = tmp_path / "out" / "stream" / f"{b.run_id}.jsonl"
+    assert exported in res.files
+    c = import_stream(corpus, exported, "sys-a-again", db, n_boot=50, align_model="none")
+    con = connect(db, read_only=True)
+    try:
+        def facts(run):
+            return con.execute("SELECT utt_id, latency_unaware, retracted_chars, written_chars FROM stream_scores "
+                               "WHERE run_id = ? ORDER BY utt_id", [run]).fetchall()
+        assert facts(c.run_id) == facts(b.run_id)  # the exported log re-imports with the same metrics
+        ws = dict(con.execute("SELECT utt_id, latency_unaware FROM stream_scores WHERE run_id = ?", [a.run_id]).fetchall())
+        assert json.loads(ws["r0"]) == pytest.approx([0.2, -0.3, 1.0, 0.5])
+        s = {r["run_id"]: r for r in stream_summary(con, [a.run_id, b.run_id], "zh-v1")}
+        assert s[a.run_id]["flicker"] == 0.0 and s[b.run_id]["flicker"] == pytest.approx(1 / 11)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"utt_id": "r9", "emit_s": 1.0, "text": "x"}\n', r"log\.jsonl:1: utt_id 'r9' names no recording"),
+    ('{"utt_id": "r0", "emit_s": 2.0, "text": "a"}\n{"utt_id": "r0", "emit_s": 1.0, "text": "b"}\n', r"log\.jsonl:2"),
+    ('{"utt_id": "r0", "emit_s": -1.0, "text": "a"}\n', r"log\.jsonl:1"),
+    ("", "empty file"),
+])
+def test_a_bad_log_is_refused_whole_and_nothing_is_stored(corpus, tmp_path, content, match):
+    db = tmp_path / "s.duckdb"
+    (tmp_path / "log.jsonl").write_text(content, encoding="utf-8")
+    with pytest.raises(AsrEvalError, match=match):
+        import_stream(corpus, tmp_path / "log.jsonl", "bad", db, align_model="none")
+    assert not db.exists() or connect(db, read_only=True).execute("SELECT count(*) FROM eval_runs").fetchall() == [(0,)]
+
+
+def _rec(lat_u, lat_a, audio_s=10.0, retracted=0, written=10, commits=2, calls=5, compute=4.0, rt=True,
+         first=(1.0,)):
+    return {"audio_s": audio_s, "n_matched": len(lat_u), "latency_unaware": json.dumps(lat_u),
+            "latency_aware": json.dumps(lat_a), "first_emission_unaware": json.dumps(list(first)),
+            "first_emission_aware": json.dumps(list(first)), "retracted_chars": retracted, "written_chars": written,
+            "n_commits": commits, "decode_calls": calls, "compute_s": compute, "real_time": rt,
+            "timing_method": "uniform"}
+
+
+def test_aggregate_pools_recordings():
+    recs = [_rec([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], retracted=2, written=12, compute=4.0),
+            _rec([4.0], [6.0], audio_s=20.0, retracted=1, written=6, commits=4, calls=7, compute=30.0, rt=False,
+                 first=(None, 3.0))]
+    a = aggregate(recs, n_boot=100)
+    assert (a["n"], a["n_matched"], a["audio_s"]) == (2, 4, 30.0)
+    assert a["latency_median_s_unaware"] == 2.5 and a["latency_mean_s_unaware"] == 2.5
+    assert a["latency_median_s_aware"] == 3.0 and a["latency_p90_s_aware"] == pytest.approx(5.25)
+    assert a["flicker"] == pytest.approx(3 / 18) and a["commits_per_minute"] == pytest.approx(6 / 0.5)
+    assert a["decode_calls"] == 12 and a["compute_per_audio_s"] == pytest.approx(34 / 30)
+    assert a["real_time"] is False  # one recording fell behind
+    assert a["first_emission_median_s_unaware"] == 2.0  # segments 1.0 and 3.0 (None: no emission)
+    lo, hi = a["latency_median_lo_unaware"], a["latency_median_hi_unaware"]
+    assert 1.0 <= lo <= 2.5 <= hi <= 4.0  # resampling recordings: medians of {1,2,3}, {4}, {1,2,3,4}
