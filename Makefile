@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU machines: the local CPU wheel. GPU users pick their own, e.g.
 #   make test TORCH_SPEC="torch==2.9.1"   or   TORCH_SPEC=""  (keep the torch already in the venv)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,ray
+EXTRAS ?= test,ray,ui
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -16,7 +16,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: install test demo serve bench browser-deps clean
+.PHONY: install test demo serve ui bench browser-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ demo: install
 # Set PREFECT_API_URL to use an existing server instead.
 serve: install
 	BIN=$(BIN) flows/serve.sh
+
+# The web app on http://127.0.0.1:7860 (transcribe & compare, live microphone, browse runs).
+# Options: make ui UI_ARGS="--port 8080 --db reports/other.duckdb"
+ui: install
+	$(BIN)/asr-eval ui $(UI_ARGS)
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -8,6 +8,9 @@ exports all read slices through this module:
   the ``speaker`` column, and the whole corpus as the pseudo-slice ``_all`` / ``all``. A missing
   value is the slice ``(none)`` — a real slice (utterances nobody labelled), shown like any other.
 * ``duration_bucket`` — the derived duration slice, computed once when a corpus is loaded.
+* ``contaminated`` — the derived train/test contamination slice (``asr_eval.contamination``): for a
+  corpus with any stored check, each utterance's worst flag over every training source checked
+  (``exact`` > ``overlap`` > ``clean``; ``(none)`` where no check covered it).
 * ``available_slices`` — which slice columns get a table by default (few distinct values).
 * ``sort_values`` / ``slice_label`` — how slices are ordered and named everywhere.
 * ``stored_slice_metrics`` / ``stored_comparisons`` — the one reader of the stored per-slice rows.
@@ -26,6 +29,8 @@ ALL_ATTR, ALL_VALUE = "_all", "all"  # the whole run, stored as slice_attr '_all
 MISSING_VALUE = "(none)"  # an utterance without a value for the attribute
 SPEAKER_ATTR = "speaker"  # a column of `utterances`, offered as a slice like the ingested columns
 DURATION_ATTR = "duration_bucket"
+CONTAMINATED_ATTR = "contaminated"  # derived from the `contamination` table (asr_eval.contamination)
+CONTAMINATION_FLAGS = ("exact", "overlap", "clean")  # worst first
 MAX_AUTO_SLICE_VALUES = 50  # columns with more distinct values (ids, sentences) are not default slices
 
 # Derived slice: duration buckets (upper bounds in seconds, label).
@@ -43,13 +48,27 @@ def duration_bucket(seconds: float) -> str:
     return DURATION_BUCKETS[-1][1]
 
 
+def _contamination_sql() -> str:
+    """The ``contaminated`` slice: the worst flag of an utterance over every stored check, for the
+    utterances of corpora that have been checked at all."""
+    worst = " ".join(f"WHEN '{f}' THEN {len(CONTAMINATION_FLAGS) - i}" for i, f in enumerate(CONTAMINATION_FLAGS))
+    back = " ".join(f"WHEN {len(CONTAMINATION_FLAGS) - i} THEN '{f}'" for i, f in enumerate(CONTAMINATION_FLAGS))
+    return (f"SELECT u.corpus_id, u.utt_id, '{CONTAMINATED_ATTR}' AS attr, coalesce(c.flag, '{MISSING_VALUE}') AS value "
+            "FROM utterances u SEMI JOIN (SELECT DISTINCT corpus_id FROM contamination) k ON k.corpus_id = u.corpus_id "
+            f"LEFT JOIN (SELECT corpus_id, utt_id, CASE max(CASE flag {worst} ELSE 0 END) {back} END AS flag "
+            "FROM contamination GROUP BY corpus_id, utt_id) c ON c.corpus_id = u.corpus_id AND c.utt_id = u.utt_id")
+
+
 def membership_sql(attrs: Sequence[str] | None = None) -> str:
     """A parenthesised SQL relation (corpus_id, utt_id, attr, value) of slice membership. With
     ``attrs`` the caller binds the list as ``$attrs`` and only the needed branches are read (the
     others would each cost a full scan)."""
     want = None if attrs is None else set(attrs)
     parts = []
-    if want is None or want - {SPEAKER_ATTR, ALL_ATTR}:
+    if want is None or CONTAMINATED_ATTR in want:  # with attrs, $attrs is referenced: callers always bind it
+        parts.append(_contamination_sql() + ("" if want is None else
+                                             f" WHERE '{CONTAMINATED_ATTR}' IN (SELECT unnest($attrs))"))
+    if want is None or want - {SPEAKER_ATTR, ALL_ATTR, CONTAMINATED_ATTR}:
         parts.append(f"SELECT corpus_id, utt_id, attr, coalesce(value, '{MISSING_VALUE}') AS value FROM utterance_attrs"
                      + ("" if want is None else " WHERE attr IN (SELECT unnest($attrs))"))
     if want is None or SPEAKER_ATTR in want:
@@ -61,11 +80,16 @@ def membership_sql(attrs: Sequence[str] | None = None) -> str:
 
 
 def available_slices(con: duckdb.DuckDBPyConnection, corpus_id: str) -> list[str]:
-    """Slice attributes worth a table by default: columns with 1..MAX_AUTO_SLICE_VALUES values."""
+    """Slice attributes worth a table by default: columns with 1..MAX_AUTO_SLICE_VALUES values, and
+    ``contaminated`` once the corpus has been checked for contamination."""
     rows = con.execute(
         "SELECT attr, count(DISTINCT value) FROM utterance_attrs WHERE corpus_id = ? GROUP BY attr ORDER BY attr",
         [corpus_id]).fetchall()
-    return [a for a, k in rows if 1 <= k <= MAX_AUTO_SLICE_VALUES]
+    out = [a for a, k in rows if 1 <= k <= MAX_AUTO_SLICE_VALUES]
+    checked = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'contamination'"
+                          ).fetchall()[0][0] and con.execute(
+        "SELECT 1 FROM contamination WHERE corpus_id = ? LIMIT 1", [corpus_id]).fetchall()
+    return sorted([*out, CONTAMINATED_ATTR]) if checked and CONTAMINATED_ATTR not in out else out
 
 
 def value_key(v: Any) -> tuple[float, str]:

@@ -1,5 +1,6 @@
 """Flow `finetune`: fine-tune a Whisper base on a corpus (library: asr_eval.train.finetune),
-then register the checkpoints and the loss stream in DuckDB (the single writer step)."""
+then register the checkpoints and the loss stream in DuckDB (the single writer step), which also
+checks its training texts against the split it will be scored on (asr_eval.contamination)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def register_task(out: str, db: str) -> list[str]:
         con.close()
 
 
+@task
+def contamination_task(model_ids: list[str], db: str) -> list[dict]:
+    """The lineage contamination check stored at registration (training texts vs the scored split)."""
+    from asr_eval.contamination import lineage
+
+    con = connect(db, read_only=True)
+    try:
+        return [{k: (str(v) if k == "checked_at" else v) for k, v in r.items()} for r in lineage(con, model_ids)]
+    finally:
+        con.close()
+
+
 def config_from(**kw) -> dict:
     """Keep only FinetuneConfig fields that were given (None = library default)."""
     names = {f.name for f in fields(FinetuneConfig)}
@@ -51,6 +64,12 @@ def finetune_flow(corpus: str = DEMO_CORPUS, base: str = BUNDLED, out: str = str
                       device=device, seed=seed)
     res = finetune_task(corpus, base, out, cfg)
     res["registered"] = register_task(out, db)
+    res["contamination"] = contamination_task(res["registered"], db)
+    for c in res["contamination"][:1]:
+        bad = c["n_exact"] + c["n_overlap"]
+        print(f"contamination: {bad} of {c['n_utts']} utterances of {c['corpus_id']} [{c['eval_split']}] occur in the "
+              f"training texts ({c['n_exact']} exact, {c['n_overlap']} overlap)"
+              + ("; scores on that split are optimistic — read them on the slice contaminated=clean" if bad else ""))
     print(f"fine-tune {res['training_run_id']}: status {res['status']}, zero-shot CER {res['zero_shot_cer']}, "
           f"best CER {res['best_cer']} at step {res['best_step']}, final CER {res['final_cer']}")
     return res

@@ -240,7 +240,7 @@ def test_a_bad_chunk_size_is_a_clear_error(chunk_s):
 
 
 def test_params_are_the_dataclass_fields():
-    assert make_policy("hold-k", k=3).params() == {"k": 3, "window_s": 10.0}
+    assert make_policy("hold-k", k=3).params() == {"loop_guard": True, "k": 3, "window_s": 10.0}
     assert set(make_policy("vad-segment").params()) >= {"threshold", "close_s", "max_segment_s", "prompt_chars"}
 
 
@@ -264,6 +264,47 @@ def test_engine_transcribers_append_the_streaming_prompt_to_the_recipes_own():
 
     make = engine_transcribers(Engine(), get_recipe("prompt-simplified"))
     res = simulate(make_policy("local-agreement", buffer_trim_s=1.0), clock_audio(3), make, 1.0)
-    # 1 s: 好 · 2 s: 好 agreed, a segment end → the buffer is cut at 2 s · 3 s: prompted with 好
-    assert seen == [(1, "以下是普通话的句子。", 300, "pad-audio", 1)] * 2 + [(1, "以下是普通话的句子。好", 300, "pad-audio", 1)]
+    # 1 s: 好 · 2 s: 好 agreed, a segment end → the buffer is cut at 2 s · 3 s: prompted with 好.
+    # Each decode's cap is 12 tokens per second of its audio + 16 (28 for 1 s, 40 for 2 s), ≤ the engine's 300.
+    assert seen == [(1, "以下是普通话的句子。", 28, "pad-audio", 1), (1, "以下是普通话的句子。", 40, "pad-audio", 1),
+                    (1, "以下是普通话的句子。好", 28, "pad-audio", 1)]
     assert res.text == "好好"
+
+
+def test_the_loop_guard_cuts_a_repetition_loop_before_the_agreement():
+    """whisper-base on 0.5 s chunks of long_009 (bench/README.md): two hypotheses that loop alike
+    agreed on the loop and committed 我比较小 twenty times. With the guard (default) each hypothesis
+    is cut after the loop's first copy; without it the loop is committed."""
+    from asr_eval.streaming.simulate import cut_loop
+
+    loop = "他喝了一杯冷水我比较小我比较小我比较小我比较小我比较小"
+    assert cut_loop(loop) == "他喝了一杯冷水我比较小"
+    assert cut_loop("今天天气很好") == "今天天气很好" and cut_loop("好好好") == "好好好"  # 3 copies: not a loop
+    hyps = ["他喝了", loop, loop, loop]
+    guarded = simulate(make_policy("local-agreement"), clock_audio(4), Script(list(hyps)), 1.0)
+    assert guarded.text == "他喝了一杯冷水我比较小"
+    raw = simulate(make_policy("local-agreement", loop_guard=False), clock_audio(4), Script(list(hyps)), 1.0)
+    assert raw.text == loop
+
+
+def test_local_agreement_compares_across_script_and_punctuation_flips():
+    """whisper-base on long_009 (2 s chunks): the same speech decoded as 趴晚上常常學習,別哭 and then
+    他晚上常常学习别哭 — the hypotheses agree once folded (t2s, no punctuation); the commit is the
+    newest hypothesis's own text, and the next step strips it whatever script it comes back in."""
+    from asr_eval.streaming.policies import fold
+
+    assert fold("學習, 別哭。OK") == ("学习别哭ok", [0, 1, 4, 5, 7, 8])
+    script = Script(["趴晚上", "他晚上常常學習,別哭", "他晚上常常学习别哭去", "他晚上常常學習,別哭去洗澡"])
+    res = simulate(make_policy("local-agreement"), clock_audio(4), script, 1.0)
+    assert [e.text for e in res.emissions] == ["", "", "他晚上常常学习别哭", "去", "洗澡"]  # the last: the flush
+    assert res.text == "他晚上常常学习别哭去洗澡"
+
+
+def test_a_hypothesis_that_stops_early_is_no_segment_end():
+    """A decode that re-transcribes the committed text and drops the rest (whisper-base did, at 8 s
+    of long_009) must not let the buffer be cut there: the skipped speech would be lost."""
+    hyps = ["今天", "今天天气", "今天", "今天天气很好", "今天天气很好啊", "今天天气很好啊"]
+    script = Script(hyps)
+    res = simulate(make_policy("local-agreement", buffer_trim_s=2.0), clock_audio(6), script, 1.0)
+    assert res.text == "今天天气很好啊"
+    assert all(start == 0.0 for start, _, _ in script.calls)  # no committed segment end: never trimmed

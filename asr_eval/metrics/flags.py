@@ -48,7 +48,8 @@ HALLUCINATIONS_FILE = "hallucinations_zh.txt"
 REPEAT_MIN_COPIES = 4
 REPEAT_MIN_SPAN = 8
 INSERTION_FACTOR = 3
-_REPEAT = re.compile(rf"(.{{1,15}}?)\1{{{REPEAT_MIN_COPIES - 1},}}", re.S)
+REPEATED_UNIT = re.compile(rf"(.{{1,15}}?)\1{{{REPEAT_MIN_COPIES - 1},}}", re.S)
+_REPEAT = REPEATED_UNIT
 _WORD = re.compile(f"{WORD_LETTER}")
 _NON_WORD = re.compile(r"[\W_]+")
 

@@ -36,6 +36,18 @@ stream_scores      [run_id, utt_id, normalizer]  streaming metrics of one record
                    latencies on both clocks, first-emission latency, flicker
 stream_slices      [run_id, normalizer, slice_attr, slice_value]  the same pooled per slice, with
                    bootstrap intervals over recordings for the latency median
+utterance_errors   [run_id, utt_id, normalizer]  the error taxonomy of one scored utterance (homophone,
+                   tone, near-homophone, variant, number format, Latin, other substitutions; particle
+                   insertions/deletions; the other deletions and insertions) and its pinyin errors
+error_slices       [run_id, normalizer, slice_attr, slice_value]  the same pooled per slice, with shares
+                   and the pinyin error rate (toneless and with tones) with bootstrap 95% CIs
+error_confusions   [run_id, normalizer, ref_tok, hyp_tok]  every substitution pair of a run with its
+                   count, the pinyin each side was read with (most frequent) and its class
+contamination_sources [source_hash]  a set of training texts checked for overlap (corpus split or file)
+contamination      [corpus_id, utt_id, source_hash]  one evaluation utterance against one training source:
+                   exact match, longest shared character n-gram, share of its 8-grams, flag
+lineage_contamination [model_id, corpus_id, eval_split, source_hash]  a fine-tune's own training texts
+                   checked against the split it is scored on (the lineage record)
 
 Every score carries provenance: normalizer profile name + rules hash (utterance_scores,
 slice_metrics, comparisons) and, through run_id, the model hash, decode params and versions.
@@ -43,7 +55,7 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -359,12 +371,107 @@ CREATE TABLE IF NOT EXISTS stream_slices (
     PRIMARY KEY (run_id, normalizer, slice_attr, slice_value)
 );
 """,
+    # v4: what kind of errors (issue 22): the Mandarin error taxonomy and pinyin error rate per
+    # utterance and per slice, substitution pairs, and train/test contamination (per utterance and
+    # per training source, and in a fine-tune's lineage).
+    """
+CREATE TABLE IF NOT EXISTS utterance_errors (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    homophone INTEGER, tone INTEGER, near_homophone INTEGER,   -- substitutions (asr_eval.metrics.taxonomy)
+    variant INTEGER, number_format INTEGER, latin INTEGER, other INTEGER,
+    particle INTEGER,                     -- inserted or deleted particles (的 了 吗 呢 …)
+    deletion INTEGER, insertion INTEGER,  -- the other deletions / insertions (all ten sum to S + D + I)
+    py_n INTEGER,                         -- reference syllables (one per character)
+    py_err INTEGER,                       -- pinyin errors without tones (S + D + I)
+    pyt_err INTEGER,                      -- pinyin errors with tones
+    PRIMARY KEY (run_id, utt_id, normalizer)
+);
+
+CREATE TABLE IF NOT EXISTS error_slices (
+    run_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    slice_attr VARCHAR NOT NULL,
+    slice_value VARCHAR NOT NULL,
+    n BIGINT,
+    ref_chars BIGINT,
+    errors BIGINT,                        -- character errors S + D + I (the shares' denominator)
+    homophone BIGINT, tone BIGINT, near_homophone BIGINT, variant BIGINT, number_format BIGINT,
+    latin BIGINT, other BIGINT, particle BIGINT, deletion BIGINT, insertion BIGINT,
+    shares JSON,                          -- {"homophone": share of errors, ...}
+    per DOUBLE, per_lo DOUBLE, per_hi DOUBLE,      -- pinyin error rate, toneless, bootstrap 95% CI
+    pter DOUBLE, pter_lo DOUBLE, pter_hi DOUBLE,   -- pinyin error rate with tones
+    n_boot INTEGER,
+    ci_method VARCHAR,
+    reliable BOOLEAN,
+    pinyin_version VARCHAR,               -- pypinyin release the readings came from (its dictionary decides them)
+    PRIMARY KEY (run_id, normalizer, slice_attr, slice_value)
+);
+
+CREATE TABLE IF NOT EXISTS error_confusions (
+    run_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    ref_tok VARCHAR NOT NULL,
+    hyp_tok VARCHAR NOT NULL,
+    n BIGINT,
+    ref_pinyin VARCHAR,                   -- the reading in context (the most frequent one)
+    hyp_pinyin VARCHAR,
+    class VARCHAR,                        -- the class of the most frequent reading pair
+    PRIMARY KEY (run_id, normalizer, ref_tok, hyp_tok)
+);
+
+CREATE TABLE IF NOT EXISTS contamination_sources (
+    source_hash VARCHAR PRIMARY KEY,      -- hash of the normalized training texts + normalizer rules + n
+    kind VARCHAR,                         -- 'corpus' | 'file'
+    corpus_id VARCHAR,                    -- kind corpus: the training corpus and split
+    split VARCHAR,
+    path VARCHAR,
+    n_texts BIGINT,
+    n_chars BIGINT,
+    normalizer VARCHAR,
+    normalizer_hash VARCHAR,
+    ngram INTEGER,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS contamination (
+    corpus_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    source_hash VARCHAR NOT NULL,
+    split VARCHAR,
+    exact BOOLEAN,                        -- the normalized reference is one of the training texts
+    longest_ngram INTEGER,                -- longest character n-gram shared with the training texts
+    ngram_share DOUBLE,                   -- share of its character n-grams found there (NULL: shorter than n)
+    threshold DOUBLE,
+    flag VARCHAR,                         -- 'exact' | 'overlap' (share >= threshold) | 'clean'
+    PRIMARY KEY (corpus_id, utt_id, source_hash)
+);
+
+CREATE TABLE IF NOT EXISTS lineage_contamination (
+    model_id VARCHAR NOT NULL,
+    corpus_id VARCHAR NOT NULL,           -- the corpus it is scored on
+    eval_split VARCHAR NOT NULL,          -- 'all' for every utterance
+    source_hash VARCHAR NOT NULL,
+    training_run_id VARCHAR,
+    n_utts BIGINT, n_exact BIGINT, n_overlap BIGINT, n_clean BIGINT,
+    threshold DOUBLE,
+    checked_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (model_id, corpus_id, eval_split, source_hash)
+);
+""",
 ]
 
 TABLES = (
     "meta", "corpora", "utterances", "utterance_attrs", "models", "eval_runs", "hypotheses",
     "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts", "gates",
     "stream_events", "stream_recordings", "stream_scores", "stream_slices",
+    "utterance_errors", "error_slices", "error_confusions", "contamination_sources", "contamination",
+    "lineage_contamination",
 )
 STREAM_TABLES = ("stream_events", "stream_recordings", "stream_scores", "stream_slices")  # v3: absent from a read-only older store
-
+# v4: absent from a read-only older store (the report leaves the "What kind of errors" section out)
+ERROR_TABLES = ("utterance_errors", "error_slices", "error_confusions", "contamination_sources", "contamination",
+                "lineage_contamination")

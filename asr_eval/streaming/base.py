@@ -71,7 +71,11 @@ def register(cls: type) -> type:
 
 @dataclass
 class PolicyBase:
+    """``loop_guard``: cut every hypothesis at its first repetition loop before the policy sees it
+    (``simulate.cut_loop``); a parameter of every policy, so part of every run id."""
+
     name: ClassVar[str] = ""
+    loop_guard: bool = True
 
     def params(self) -> dict[str, Any]:
         """The parameters as recorded with the run (and hashed into its id)."""

@@ -14,9 +14,19 @@ the rest is its *tail*. The commit is the longest common prefix (in characters) 
 of the last ``n`` hypotheses; what is left of the newest tail is the tentative text. No commit
 before ``n`` hypotheses since the start (or since a forced cut).
 
-Buffer trimming without timestamps. A step whose tail is empty after its commit (its whole
-hypothesis of audio ``[b, T)`` is committed: a *committed segment end*) records the point
-``T``. After a step, if the buffer is longer than ``buffer_trim_s`` and such a point lies after
+Comparisons (stripping the committed text, the common prefix) are made on the *folded* text
+(``fold``): punctuation and whitespace dropped, each character converted to Simplified Chinese
+(OpenCC t2s, the normalizer's table), NFKC, lower case — whisper-base switches script and
+punctuation between two decodes of the same audio (趴晚上常常學習,別哭 / 他晚上常常学习别哭), and
+two hypotheses that say the same thing must agree. The commit is then cut from the newest
+hypothesis's own text after as many folded characters as were agreed (never inside a Latin word
+or number of it).
+
+Buffer trimming without timestamps. A step whose commit is not empty and after which every
+agreed tail is used up (the last ``n`` hypotheses of audio ``[b, T)`` agree to their end and all
+of it is committed: a *committed segment end*) records the point ``T``. (A hypothesis that
+merely stops early — it re-transcribes the committed text and drops the rest — commits nothing
+and records no point: cutting the buffer there would lose the speech it skipped.) After a step, if the buffer is longer than ``buffer_trim_s`` and such a point lies after
 ``b``, ``b`` moves to the latest one (the text committed after that point stays "in the
 buffer"). Because Whisper's segment end times are unknown here (whisper_streaming cuts at the
 end of the last Whisper segment inside the committed text), the cut can only be made where the
@@ -52,12 +62,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import functools
+import unicodedata
+
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.vad import speech_regions
+from asr_eval.text.normalizer import opencc_t2s
 from asr_eval.streaming.base import SR, WINDOW_S, Decoder, PolicyBase, Step, common_prefix, register, safe_cut
+
+
+@functools.cache
+def _fold_char(c: str) -> str:
+    """One character's comparison key ("" for punctuation and whitespace)."""
+    if c.isspace() or unicodedata.category(c)[0] in "PSZC":
+        return ""
+    k = unicodedata.normalize("NFKC", c)
+    if len(k) != 1:
+        k = c
+    t = opencc_t2s().convert(k)
+    return (t if len(t) == 1 else k).lower()
+
+
+def fold(text: str) -> tuple[str, list[int]]:
+    """The comparison key of ``text`` (module docstring) and, per key character, the index of its
+    character in ``text``."""
+    key, where = [], []
+    for i, c in enumerate(text):
+        if f := _fold_char(c):
+            key.append(f)
+            where.append(i)
+    return "".join(key), where
+
+
+def after_folded(text: str, k: int) -> int:
+    """The index in ``text`` just after its first ``k`` folded characters (0 for k = 0)."""
+    if k <= 0:
+        return 0
+    _, where = fold(text)
+    return where[k - 1] + 1 if k <= len(where) else len(text)
 
 
 def strip_committed(hyp: str, committed: str) -> int:
@@ -69,9 +114,15 @@ def strip_committed(hyp: str, committed: str) -> int:
         return 0
     if hyp.startswith(committed):
         return len(committed)
-    n = len(committed)
-    best = min(range(len(hyp) + 1), key=lambda j: (Levenshtein.distance(committed, hyp[:j]), abs(j - n)))
-    return best if Levenshtein.distance(committed, hyp[:best]) < n else 0
+    c, _ = fold(committed)
+    h, where = fold(hyp)
+    n = len(c)
+    if not n:
+        return 0
+    best = min(range(len(h) + 1), key=lambda j: (Levenshtein.distance(c, h[:j]), abs(j - n)))
+    if Levenshtein.distance(c, h[:best]) >= n:
+        return 0
+    return where[best - 1] + 1 if best else 0
 
 
 def overlap(committed: str, hyp: str) -> int:
@@ -147,17 +198,18 @@ class _LocalAgreementSession:
         hyp = decode(audio[self.b:t], self.prompt())
         mine = self.committed[len(self.committed) - self.in_buffer:]
         tail = hyp[strip_committed(hyp, mine):]
-        commit = ""
+        commit, agreed = "", []
         if len(self.tails) >= self.p.n - 1:
             agreed = self.tails[len(self.tails) - (self.p.n - 1):] + [tail]
-            lcp = common_prefix(agreed)
-            commit = lcp[:min(safe_cut(a, len(lcp)) for a in agreed)]
-        k = len(commit)
-        self.tails = [x[k:] for x in self.tails + [tail]][max(0, len(self.tails) + 1 - (self.p.n - 1)):]
-        tail = tail[k:]
+            kf = len(common_prefix([fold(a)[0] for a in agreed]))
+            commit = tail[:safe_cut(tail, after_folded(tail, kf))]
+        kf = len(fold(commit)[0])
+        self.tails = [x[after_folded(x, kf):] for x in self.tails + [tail]][
+            max(0, len(self.tails) + 1 - (self.p.n - 1)):]
+        tail = tail[len(commit):]
         self.committed += commit
-        self.in_buffer += k
-        if not tail:
+        self.in_buffer += len(commit)
+        if commit and all(not fold(a[after_folded(a, kf):])[0] for a in agreed):
             self.points.append((t, len(self.committed)))
         if t - self.b > self.p.buffer_trim_s * SR:
             later = [pt for pt in self.points if pt[0] > self.b]

@@ -101,11 +101,27 @@ def engine_transcribers(engine, recipe, preprocessing: str = "pad-audio",
     return make
 
 
-class _Decoder:
-    """The ``Decoder`` handed to a policy: counts calls and decoded audio."""
+def cut_loop(text: str) -> str:
+    """``text`` up to the end of the first copy of its first repetition loop — the pathology flag's
+    definition (``asr_eval.metrics.flags``: a unit of 1–15 characters repeated at least 4 times in a
+    row, the run at least 8 characters) — and nothing after it; unchanged without one."""
+    from asr_eval.metrics.flags import REPEAT_MIN_SPAN, REPEATED_UNIT
 
-    def __init__(self, transcribers: Transcribers) -> None:
+    for m in REPEATED_UNIT.finditer(text):
+        if len(m.group()) >= REPEAT_MIN_SPAN:
+            return text[:m.start() + len(m.group(1))]
+    return text
+
+
+class _Decoder:
+    """The ``Decoder`` handed to a policy: counts calls and decoded audio; with ``loop_guard`` (the
+    policy's parameter) every hypothesis is cut at its first repetition loop (``cut_loop``) before
+    the policy sees it — whisper-base loops on short buffers ("我比较小,我比较小,…"), and two
+    hypotheses that loop alike would otherwise agree on the loop and commit it."""
+
+    def __init__(self, transcribers: Transcribers, loop_guard: bool = False) -> None:
         self.transcribers = transcribers
+        self.loop_guard = loop_guard
         self.calls = 0
         self.decoded_s = 0.0
         self.proc_s = 0.0
@@ -118,7 +134,8 @@ class _Decoder:
         self.calls += 1
         self.decoded_s += len(audio) / SR
         self.proc_s += res.proc_s
-        return res.texts[0] if res.texts else ""
+        text = res.texts[0] if res.texts else ""
+        return cut_loop(text) if self.loop_guard else text
 
 
 def chunk_ends(n_samples: int, chunk_s: float) -> list[int]:
@@ -144,7 +161,7 @@ def simulate(policy: Policy, audio: np.ndarray, transcribers: Transcribers, chun
     cost = cost or measured_cost
     ends = chunk_ends(len(audio), chunk_s)
     session = policy.session()
-    dec = _Decoder(transcribers)
+    dec = _Decoder(transcribers, bool(getattr(policy, "loop_guard", False)))
     emissions: list[Emission] = []
     committed: list[str] = []
     shown = ""

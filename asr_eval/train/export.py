@@ -63,7 +63,9 @@ def _drop_trainer_max_length(path: Path) -> None:
 
 def register_finetune(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> list[str]:
     """The single-writer step of a fine-tuning run: its corpus, base model and exported models
-    (with lineage) into ``models``, its loss stream into training_runs/training_log.
+    (with lineage) into ``models``, its loss stream into training_runs/training_log, and the
+    contamination of the split it will be scored on by its training texts
+    (``asr_eval.contamination.check_finetune`` → ``lineage_contamination``).
     Idempotent; returns the registered model ids (best, final)."""
     from asr_eval.monitor.curve import with_meta
     from asr_eval.monitor.readers import read_stream
@@ -87,4 +89,8 @@ def register_finetune(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> li
                       status=run["status"], finished_at=run.get("finished_at"),
                       base_model_id=run["base_model_id"], corpus_id=run["corpus_id"])
     save_run(con, curve, baseline_run_id=run.get("baseline_run_id"))
+    # Lineage: the run's training texts against the split its models will be scored on.
+    from asr_eval.contamination import check_finetune
+
+    check_finetune(con, run, out_dir)
     return ids
