@@ -34,16 +34,7 @@ import pyarrow.parquet as pq
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.metrics.align import chars
-from asr_eval.metrics.overlap import (
-    CLEAN,
-    DEFAULT_THRESHOLD,
-    EXACT,
-    NGRAM,
-    OVERLAP,
-    Overlap,
-    TextIndex,
-    overlap,
-)
+from asr_eval.metrics.overlap import CLEAN, DEFAULT_THRESHOLD, EXACT, NGRAM, OVERLAP, Overlap, TextIndex, overlap
 from asr_eval.provenance import stable_hash
 from asr_eval.slices import ALL_ATTR, CONTAMINATED_ATTR
 from asr_eval.store.tx import replace_rows, transaction

@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from asr_eval.metrics.overlap import TextIndex, overlap, suffix_array
+from asr_eval.metrics.overlap import TextIndex, overlap, suffix_array  # noqa: E402
 
 TRAIN = ["今天天气很好我们去公园散步", "我们去北京看看长城", "火车站怎么走请告诉我", "这个问题非常重要需要讨论"]
 # test utterance -> (raw reference, exact, longest shared n-gram, 8-gram share, flag at 0.5, flag at 0.2)
@@ -184,12 +184,7 @@ def runs_store(corpus, tmp_path):
 
     from asr_eval.scoring.analysis import analyse
     from asr_eval.store import connect
-    from asr_eval.store.load import (
-        load_corpus,
-        load_hypotheses,
-        register_model,
-        upsert_eval_run,
-    )
+    from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 
     con = connect(tmp_path / "s.duckdb")
     cid = load_corpus(con, corpus)

@@ -61,7 +61,7 @@ def test_local_agreement_2_commits_what_two_hypotheses_agree_on_even_when_one_ch
 
 def test_local_agreement_trims_the_buffer_at_a_committed_segment_end_and_prompts_with_what_it_cut():
     script = Script(["你好", "你好", "你好我们", "你好我们走", "我们走吧", "我们走吧", ""])
-    res = simulate(make_policy("local-agreement", buffer_trim_s=3.0), clock_audio(7), script, 1.0)
+    res = simulate(make_policy("local-agreement", buffer_trim_s=3.0, trim_margin_s=0.0), clock_audio(7), script, 1.0)
     assert [(t, c) for t, c, _ in log(res) if c] == [(2.0, "你好"), (4.0, "我们"), (5.0, "走"), (6.0, "吧")]
     # 2 s: 你好 fully committed (a segment end). 4 s: buffer 4 s > 3 s → cut at 2 s; 我们 stays in
     # the buffer (re-transcribed, stripped), 你好 becomes the prompt. 6 s: 吧 completes → cut at 6 s.
@@ -263,7 +263,7 @@ def test_engine_transcribers_append_the_streaming_prompt_to_the_recipes_own():
             return SimpleNamespace(texts=["好"] * len(audios), n_tokens=[1] * len(audios), proc_s=0.5)
 
     make = engine_transcribers(Engine(), get_recipe("prompt-simplified"))
-    res = simulate(make_policy("local-agreement", buffer_trim_s=1.0), clock_audio(3), make, 1.0)
+    res = simulate(make_policy("local-agreement", buffer_trim_s=1.0, trim_margin_s=0.0), clock_audio(3), make, 1.0)
     # 1 s: 好 · 2 s: 好 agreed, a segment end → the buffer is cut at 2 s · 3 s: prompted with 好.
     # Each decode's cap is 12 tokens per second of its audio + 16 (28 for 1 s, 40 for 2 s), ≤ the engine's 300.
     assert seen == [(1, "以下是普通话的句子。", 28, "pad-audio", 1), (1, "以下是普通话的句子。", 40, "pad-audio", 1),
@@ -308,3 +308,15 @@ def test_a_hypothesis_that_stops_early_is_no_segment_end():
     res = simulate(make_policy("local-agreement", buffer_trim_s=2.0), clock_audio(6), script, 1.0)
     assert res.text == "今天天气很好啊"
     assert all(start == 0.0 for start, _, _ in script.calls)  # no committed segment end: never trimmed
+
+
+def test_a_cut_with_a_margin_starts_inside_committed_speech_and_strips_it_by_overlap():
+    """Default trim_margin_s = 1: the buffer is cut 1 s before the committed segment end (2 s), so
+    the next hypotheses re-transcribe the end of the committed text (好) — in another script here —
+    and that overlap is stripped, not committed twice."""
+    script = Script(["你好", "你好", "你好我们", "你好我们走", "好我們走吧", "好我们走吧", "吧"])
+    res = simulate(make_policy("local-agreement", buffer_trim_s=3.0), clock_audio(7), script, 1.0)
+    # 4 s: cut at 2 s − 1 s; 6 s: 吧 completes a segment end → cut at 6 s − 1 s
+    assert [c[:2] for c in script.calls] == [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (0.0, 4.0), (1.0, 4.0), (1.0, 5.0),
+                                              (5.0, 2.0)]
+    assert res.text == "你好我们走吧"

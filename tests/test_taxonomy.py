@@ -13,17 +13,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from asr_eval.metrics import score_pair
-from asr_eval.metrics.taxonomy import (
-    ALL_BUCKETS,
-    CLASSES,
-    classify_pair,
-    classify_substitution,
-    near_homophones,
-    pinyin_counts,
-    pinyin_error_rate,
-    readings,
-    split_syllable,
+from asr_eval.metrics import score_pair  # noqa: E402
+from asr_eval.metrics.taxonomy import (  # noqa: E402
+    ALL_BUCKETS, CLASSES, classify_pair, classify_substitution, near_homophones, pinyin_counts,
+    pinyin_error_rate, readings, split_syllable,
 )
 
 # (reference, hypothesis, the class of its one substitution) — every class, polyphones from context
@@ -293,3 +286,15 @@ def test_report_section(store):
     assert "17.86%" in row and "21.43%" in row  # pinyin ER toneless 5/28, with tones 6/28
     assert "hang2 → hang2" in sec and "fine-tune against its base model" in sec
     assert "<script" not in sec
+
+
+def test_classify_many_over_workers_matches_one_process(monkeypatch):
+    from asr_eval.metrics import taxonomy
+    from asr_eval.metrics.align import align, alignment_json
+
+    pairs = [(r, h) for r, h, _ in SUBSTITUTIONS] + [("你好吗", "你好"), ("好", "好人")]
+    als = [alignment_json(r, h, align(r, h)) for r, h in pairs]
+    one = taxonomy.classify_many(als, workers=1)
+    monkeypatch.setattr(taxonomy, "PARALLEL_MIN", 4)
+    monkeypatch.setattr(taxonomy, "CHUNK", 5)
+    assert taxonomy.classify_many(als, workers=2) == one

@@ -18,7 +18,13 @@ from asr_eval.audio import decode_flac
 from asr_eval.errors import AsrEvalError
 from asr_eval.ui import render
 from asr_eval.ui.models import BUNDLED_MODEL, EngineCache, model_choices
-from asr_eval.ui.transcribe import Config, compare, load_clip, score_text, transcribe_clip
+from asr_eval.ui.transcribe import (
+    Config,
+    compare,
+    load_clip,
+    score_text,
+    transcribe_clip,
+)
 
 SR = 16_000
 
@@ -159,14 +165,14 @@ def test_engine_cache_reuses_and_evicts_least_recently_used(tiny_dir, tmp_path):
         return object()
 
     c = EngineCache(2, create=fake)
-    a, load_a = c.get(str(tiny_dir), "transformers", "auto", "cpu")
+    a, _ = c.get(str(tiny_dir), "transformers", "auto", "cpu")
     a2, load_a2 = c.get(str(tiny_dir), "transformers", "float32", "cpu")  # auto = float32 on a CPU: one engine
     assert a is a2 and load_a2 == 0.0 and c.loads == 1 and c.hits == 1
     (tmp_path / "link").symlink_to(tiny_dir)
     assert c.get(str(tmp_path / "link"), "transformers", "auto", "cpu")[0] is a  # the same folder, canonical
     b, _ = c.get(str(tiny_dir), "ctranslate2", "int8", "cpu")
     c.get(str(tiny_dir), "transformers", "auto", "cpu")  # a is now the most recently used
-    d, _ = c.get(str(tiny_dir), "ctranslate2", "float32", "cpu")  # evicts b
+    c.get(str(tiny_dir), "ctranslate2", "float32", "cpu")  # evicts b
     assert c.loads == 3 and c.evicted == [(str(tiny_dir.resolve()), "ctranslate2", "int8", "cpu")]
     assert len(c.keys()) == 2 and c.get(str(tiny_dir), "transformers", "auto", "cpu")[0] is a
     assert c.get(str(tiny_dir), "ctranslate2", "int8", "cpu")[0] is not b and c.loads == 4  # reloaded
@@ -406,7 +412,7 @@ def test_ui_command_needs_gradio_and_says_how_to_install_it(monkeypatch):
 
 def test_ui_command_help_and_app_build(tmp_path):
     pytest.importorskip("gradio")
-    out = subprocess.run([sys.executable, "-m", "asr_eval", "ui", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "asr_eval", "ui", "--help"], capture_output=True, text=True, check=False,
                          timeout=120)
     assert out.returncode == 0 and "--port" in out.stdout and "--db" in out.stdout and "--host" in out.stdout
     from asr_eval.ui.app import build_app

@@ -16,10 +16,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
-from conftest import DEMO_CORPUS  # noqa: E402
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import DEMO_CORPUS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -33,12 +33,7 @@ def collect(db: Path, refs: list[str], normalizer: str, top: int) -> dict[str, A
     from asr_eval.errors import AsrEvalError
     from asr_eval.gate import resolve_pair, resolve_run
     from asr_eval.scoring.analysis import stored_ci_method
-    from asr_eval.scoring.errors import (
-        confusion_changes,
-        error_taxonomy,
-        run_summary,
-        top_confusions,
-    )
+    from asr_eval.scoring.errors import confusion_changes, error_taxonomy, run_summary, top_confusions
 
     if not 1 <= len(refs) <= 2:
         raise AsrEvalError("give one --run (its errors) or two (A then B: what B fixed and introduced)")

@@ -34,8 +34,10 @@ no pinyin error; a tone substitution is an error only with tones.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -281,6 +283,31 @@ def classify_alignment(alignment: Sequence[tuple[str, str, str]]) -> UtteranceEr
             out.pyt_err = s + d + ins
         else:
             out.py_err = s + d + ins
+    return out
+
+
+CHUNK = 20_000            # alignments per worker task
+PARALLEL_MIN = 3 * CHUNK  # below this, worker start-up costs more than it saves
+
+
+def _classify_chunk(alignments: Sequence[str | Sequence | None]) -> list[UtteranceErrors]:
+    return [classify_alignment(parse_alignment(a)) for a in alignments]
+
+
+def classify_many(alignments: Sequence[str | Sequence | None], workers: int | None = None) -> list[UtteranceErrors]:
+    """``classify_alignment`` of many stored alignments (JSON text), over worker processes for big
+    inputs like ``metrics.score.score_many`` (the readings' cache is per process)."""
+    from asr_eval.metrics.score import default_workers
+
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or len(alignments) < PARALLEL_MIN:
+        return _classify_chunk(alignments)
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    out: list[UtteranceErrors] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futs = [pool.submit(_classify_chunk, list(alignments[a:a + CHUNK])) for a in range(0, len(alignments), CHUNK)]
+        for f in futs:
+            out += f.result()
     return out
 
 

@@ -134,12 +134,7 @@ def _labels(con: duckdb.DuckDBPyConnection, sel: Selection) -> dict[str, str]:
 
 
 def taxonomy_view(con: duckdb.DuckDBPyConnection, sel: Selection, normalizer: str) -> TaxonomyView | None:
-    from asr_eval.scoring.errors import (
-        confusion_changes,
-        has_error_tables,
-        stored_error_slices,
-        top_confusions,
-    )
+    from asr_eval.scoring.errors import confusion_changes, has_error_tables, stored_error_slices, top_confusions
 
     if not sel.runs or not has_error_tables(con):
         return None

@@ -23,21 +23,8 @@ import pyarrow as pa
 
 from asr_eval import slices as slices_mod
 from asr_eval.errors import AsrEvalError
-from asr_eval.metrics.stats import (
-    MIN_REF_CHARS,
-    MIN_UTTS,
-    Evidence,
-    bootstrap_ci,
-    resampling_for,
-)
-from asr_eval.metrics.taxonomy import (
-    ALL_BUCKETS,
-    CLASSES,
-    classify_alignment,
-    classify_substitution,
-    parse_alignment,
-    pinyin_version,
-)
+from asr_eval.metrics.stats import MIN_REF_CHARS, MIN_UTTS, Evidence, bootstrap_ci, resampling_for
+from asr_eval.metrics.taxonomy import ALL_BUCKETS, CLASSES, classify_many, classify_substitution, pinyin_version
 from asr_eval.store.tx import insert_arrow, replace_rows, transaction
 
 _UTT_SCHEMA = pa.schema([("run_id", pa.string()), ("utt_id", pa.string()), ("normalizer", pa.string()),
@@ -63,11 +50,13 @@ def error_taxonomy(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str 
     prof = get_profile(normalizer)
     cur = con.execute("SELECT utt_id, alignment, cer_n, cer_s + cer_d + cer_i FROM utterance_scores "
                       "WHERE run_id = ? AND normalizer = ? ORDER BY utt_id", [run_id, prof.name])
+    rows = cur.fetchall()
+    classified = iter(classify_many([al for _, al, _, e in rows if e]))
     cols: dict[str, list] = {c: [] for c in _UTT_SCHEMA.names}
     pairs: Counter[tuple[str, str]] = Counter()
     readings: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = {}
-    for utt, al, n, e in cur.fetchall():
-        ue = classify_alignment(parse_alignment(al)) if e else None
+    for utt, _, n, e in rows:
+        ue = next(classified) if e else None
         for c, v in (("run_id", run_id), ("utt_id", utt), ("normalizer", prof.name),
                      ("normalizer_hash", prof.rules_hash)):
             cols[c].append(v)

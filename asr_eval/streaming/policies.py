@@ -26,9 +26,15 @@ Buffer trimming without timestamps. A step whose commit is not empty and after w
 agreed tail is used up (the last ``n`` hypotheses of audio ``[b, T)`` agree to their end and all
 of it is committed: a *committed segment end*) records the point ``T``. (A hypothesis that
 merely stops early — it re-transcribes the committed text and drops the rest — commits nothing
-and records no point: cutting the buffer there would lose the speech it skipped.) After a step, if the buffer is longer than ``buffer_trim_s`` and such a point lies after
-``b``, ``b`` moves to the latest one (the text committed after that point stays "in the
-buffer"). Because Whisper's segment end times are unknown here (whisper_streaming cuts at the
+and records no point: cutting the buffer there would lose the speech it skipped.) After a step,
+if the buffer is longer than ``buffer_trim_s`` and such a point ``P`` lies after ``b``, ``b``
+moves to ``max(b, P − trim_margin_s)`` (the text committed after ``P`` stays "in the buffer").
+The margin is there because ``P`` is a chunk arrival, not a word boundary: the last chunk may
+hold the beginning of a word no hypothesis has written yet, and a buffer starting at ``P``
+would cut it (whisper-base then garbles or drops what follows — measured on long_009). With a
+margin the buffer starts inside committed speech whose extent in characters is unknown, so
+until the next cut each hypothesis's re-transcription of committed text is found by ``overlap``
+(on folded text) instead of ``strip_committed``. Because Whisper's segment end times are unknown here (whisper_streaming cuts at the
 end of the last Whisper segment inside the committed text), the cut can only be made where the
 hypothesis of everything before it was committed in full; in speech that happens at pauses,
 when two consecutive hypotheses agree to their end. **30 s cap**: a buffer that would exceed
@@ -159,6 +165,7 @@ class LocalAgreement(PolicyBase):
     buffer_trim_s: float = 15.0
     max_buffer_s: float = WINDOW_S
     prompt_chars: int = 100  # ≈ 100-150 Whisper tokens of Mandarin; whisper_streaming: 200 (Latin)
+    trim_margin_s: float = 1.0  # the buffer is cut this far before a committed segment end
 
     def __post_init__(self) -> None:
         _check(self.n >= 1, f"local-agreement: n {self.n} must be ≥ 1 (2 is LocalAgreement-2)")
@@ -166,6 +173,8 @@ class LocalAgreement(PolicyBase):
         _check(0 < self.buffer_trim_s <= self.max_buffer_s,
                f"local-agreement: buffer_trim_s {self.buffer_trim_s} must be in (0, max_buffer_s={self.max_buffer_s}]")
         _check(self.prompt_chars >= 0, f"local-agreement: prompt_chars {self.prompt_chars} must be ≥ 0")
+        _check(0 <= self.trim_margin_s < self.buffer_trim_s,
+               f"local-agreement: trim_margin_s {self.trim_margin_s} must be in [0, buffer_trim_s={self.buffer_trim_s})")
 
     def session(self) -> _LocalAgreementSession:
         return _LocalAgreementSession(self)
@@ -180,6 +189,7 @@ class _LocalAgreementSession:
         self.tails: list[str] = []  # uncommitted tails of the last n-1 hypotheses
         self.points: list[tuple[int, int]] = []  # committed segment ends: (sample, len(committed))
         self.prev_t = 0
+        self.overlapping = False  # strip re-transcribed committed text by overlap (after a cut with a margin)
 
     def prompt(self) -> str | None:
         before = self.committed[:len(self.committed) - self.in_buffer]
@@ -194,10 +204,16 @@ class _LocalAgreementSession:
             forced = self.tails[-1] if self.tails else ""
             self.committed += forced
             self.b, self.in_buffer, self.tails, self.points = self.prev_t, 0, [], []
+            self.overlapping = False
         self.prev_t = t
         hyp = decode(audio[self.b:t], self.prompt())
-        mine = self.committed[len(self.committed) - self.in_buffer:]
-        tail = hyp[strip_committed(hyp, mine):]
+        if self.overlapping:  # the buffer starts inside committed speech (a cut with a margin)
+            c, (h, where) = fold(self.committed)[0], fold(hyp)
+            jf = overlap(c, h)
+            tail = hyp[where[jf - 1] + 1 if jf else 0:]
+        else:
+            mine = self.committed[len(self.committed) - self.in_buffer:]
+            tail = hyp[strip_committed(hyp, mine):]
         commit, agreed = "", []
         if len(self.tails) >= self.p.n - 1:
             agreed = self.tails[len(self.tails) - (self.p.n - 1):] + [tail]
@@ -214,8 +230,10 @@ class _LocalAgreementSession:
         if t - self.b > self.p.buffer_trim_s * SR:
             later = [pt for pt in self.points if pt[0] > self.b]
             if later:
-                self.b = later[-1][0]
-                self.in_buffer = len(self.committed) - later[-1][1]
+                point, length = later[-1]
+                self.b = max(self.b, point - round(self.p.trim_margin_s * SR))
+                self.overlapping = self.b < point
+                self.in_buffer = len(self.committed) - length
                 self.points = []
         return Step(forced + commit, tail)
 

@@ -18,8 +18,21 @@ import gradio as gr
 from asr_eval.errors import AsrEvalError
 from asr_eval.ui import render
 from asr_eval.ui.browse import SLICE_HEADERS, list_runs, run_view, slice_table
-from asr_eval.ui.live import CHUNK_SIZES, DEFAULT_CHUNK_S, DEFAULT_POLICY, LiveConfig, LiveSession, new_session, pcm
-from asr_eval.ui.models import BUNDLED_MODEL, DEFAULT_MAX_ENGINES, EngineCache, model_choices
+from asr_eval.ui.live import (
+    CHUNK_SIZES,
+    DEFAULT_CHUNK_S,
+    DEFAULT_POLICY,
+    LiveConfig,
+    LiveSession,
+    new_session,
+    pcm,
+)
+from asr_eval.ui.models import (
+    BUNDLED_MODEL,
+    DEFAULT_MAX_ENGINES,
+    EngineCache,
+    model_choices,
+)
 from asr_eval.ui.transcribe import DEFAULT_STRATEGY, MAX_UPLOAD_S, Config, compare
 
 log = logging.getLogger(__name__)
@@ -115,7 +128,7 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                             cfg_outputs += [info, text, diff]
                             model_pickers.append(w[0])
 
-            def on_transcribe(path, ref, norm, strat, *values, progress=gr.Progress()):
+            def on_transcribe(path, ref, norm, strat, *values, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
                 rows = [values[i:i + 6] for i in range(0, len(values), 6)]
                 enabled = [(k, Config(*map(_s, r[1:]))) for k, r in enumerate(rows) if r[0]]
                 empty = ["", "", ""] * N_CONFIGS

@@ -9,6 +9,7 @@ is an ``AsrEvalError`` whose message the page shows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -123,7 +124,7 @@ SLICE_HEADERS = ["slice", "value", "n", "hours", "CER %", "CER 95% CI", "MER %",
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None or x != x else f"{100 * x:.2f}"
+    return "—" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
 def slice_table(rows: list[dict[str, Any]]) -> list[list[Any]]:

@@ -108,7 +108,7 @@ class LiveSession:
             self.stream = self._make()
         except AsrEvalError as exc:
             self.error = str(exc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("starting the live stream failed")
             self.error = f"unexpected {type(exc).__name__}: {exc}"
         while True:
@@ -121,13 +121,13 @@ class LiveSession:
                 self.stream.feed(*item)
             except AsrEvalError as exc:
                 self.error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - show it in the page; the server keeps serving
+            except Exception as exc:
                 log.exception("live stream failed")
                 self.error = f"unexpected {type(exc).__name__}: {exc}"
         if not self.error and self.stream is not None and not self.stream.state.done:
             try:
                 self.stream.finish()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("live stream finish failed")
                 self.error = f"finishing the stream failed: {type(exc).__name__}: {exc}"
 

@@ -34,7 +34,7 @@ def css() -> str:
     the report's colour variables defined on that scope (not on :root, which is gradio's)."""
     from asr_eval.report.build import _static
 
-    text = re.sub(r"/\*.*?\*/", "", _static("report.css"), flags=re.S)
+    text = re.sub(r"/\*.*?\*/", "", _static("report.css"), flags=re.DOTALL)
     out = []
     for m in re.finditer(r"([^{}]+)\{([^{}]*)\}", text):
         sel, body = m.group(1).strip(), m.group(2).strip()

@@ -137,8 +137,8 @@ class Result:
         if self.error:
             return f"**error:** {self.error}"
         how = f"long-form `{self.strategy}`" if self.strategy != "short" else "one 30 s window"
-        parts = [f"**{self.proc_s:.2f} s** processing · **RTFx {self.rtfx:.1f}** on {self.audio_s:.1f} s of audio "
-                 f"({how})",
+        parts = [(f"**{self.proc_s:.2f} s** processing · **RTFx {self.rtfx:.1f}** on {self.audio_s:.1f} s of audio "
+                  f"({how})"),
                  f"model loaded in {self.load_s:.1f} s" if self.load_s else "model cached"]
         if self.cer is not None and self.counts is not None:
             n, s, d, i = self.counts
@@ -197,7 +197,7 @@ def compare(cache: EngineCache, configs: list[Config], src: str | Path | bytes |
             out.append(transcribe_clip(cache, cfg, clip, strategy, reference, normalizer, device))
         except AsrEvalError as exc:
             out.append(Result(cfg, error=str(exc), audio_s=clip.duration_s))
-        except Exception as exc:  # noqa: BLE001 - a library failure must not take the other columns (or the page) down
+        except Exception as exc:
             log.exception("configuration %s failed", cfg)
             out.append(Result(cfg, error=f"unexpected {type(exc).__name__}: {exc}", audio_s=clip.duration_s))
     say(1.0, "done")
