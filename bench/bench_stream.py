@@ -75,7 +75,7 @@ def _f(x, d=2, pct=False):
 
 def table(r: dict) -> str:
     lines = [f"\n{r['engine']} {r['compute_type']}: offline vad CER {_f(r['offline_cer'], pct=True)} % "
-             f"(RTFx {_f(r['offline_rtfx'], 1)}), {r['audio_s']:.0f} s of audio, all runs {r['wall_s']:.0f} s",
+             f"(RTFx {_f(r['offline_rtfx'], 1)}), {r['audio_s']:.0f} s of audio, all runs {r['wall_s']:.0f} s:", "",
              "| policy | chunk s | CER % | ΔCER vs offline (pts) [95% CI] | latency med / p90 unaware (s) | "
              "latency med / p90 aware (s) | first emission med (s) | flicker % | decode calls | compute s per s "
              "| real time |", "|" + "---|" * 11]

@@ -96,7 +96,7 @@ def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
 
     corpus, db = tmp_path / "long", str(tmp_path / "s.duckdb")
     runs = long_form_flow(["long_008"], corpus=str(corpus), model=tiny, strategies="sequential,chunked",
-                          db=db, device="cpu", stream_chunk_s=10.0)
+                          db=db, device="cpu", stream_chunk_s=10.0, stream_engine="transformers")
     assert (tmp_path / "long_src" / "audio" / "long_008.flac").is_file()
     con = duckdb.connect(db, read_only=True)
     assert con.execute(f"SELECT strategy, stream_policy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "

@@ -173,10 +173,14 @@ def _set_text(b, elem_id: str, value: str, enter: bool = False) -> None:
     el.send_keys(Keys.TAB)
 
 
+_REQUESTS = iter(range(1, 100))
+
+
 def _transcribe(b, timeout: float = 120.0) -> None:
-    _js(b, "document.getElementById('cfg1-info').innerText = ''; document.getElementById('tr-status').innerText = '';")
+    """Click Transcribe and wait for this request's status line (numbered by the app)."""
+    n = next(_REQUESTS)
     b.find_element("css selector", "#tr-run").click()
-    _wait(lambda: _text(b, "tr-status").strip(), timeout, what="the transcription")
+    _wait(lambda: _text(b, "tr-status").strip().startswith(f"#{n} "), timeout, what=f"transcription #{n}")
 
 
 def _shot(b, name: str) -> None:

@@ -8,6 +8,7 @@ a toast), never a traceback, and the server keeps serving.
 from __future__ import annotations
 
 import html
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -128,7 +129,10 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                             cfg_outputs += [info, text, diff]
                             model_pickers.append(w[0])
 
+            requests = itertools.count(1)
+
             def on_transcribe(path, ref, norm, strat, *values, progress=gr.Progress()):  # noqa: B008 (gradio's idiom)
+                n = next(requests)
                 rows = [values[i:i + 6] for i in range(0, len(values), 6)]
                 enabled = [(k, Config(*map(_s, r[1:]))) for k, r in enumerate(rows) if r[0]]
                 empty = ["", "", ""] * N_CONFIGS
@@ -136,7 +140,7 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                     results = compare(cache, [c for _, c in enabled], path, strat, ref, norm, device, max_audio_s,
                                       progress=lambda f, d: progress(f, desc=d))
                 except AsrEvalError as exc:
-                    return [_say(str(exc)), *empty]
+                    return [f"#{n} · {_say(str(exc))}", *empty]
                 out = ["", *["*(not enabled)*", "", ""] * N_CONFIGS]
                 for (k, _), res in zip(enabled, results, strict=True):
                     if res.error:
@@ -144,7 +148,7 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                     out[1 + 3 * k:4 + 3 * k] = [res.summary(), res.text,
                                                 render.diff_html(res.alignment) if res.alignment else ""]
                 ok = sum(r.error is None for r in results)
-                out[0] = f"{ok} of {len(results)} configuration(s) transcribed {results[0].audio_s:.1f} s of audio."
+                out[0] = f"#{n} · {ok} of {len(results)} configuration(s) transcribed {results[0].audio_s:.1f} s of audio."
                 return out
 
             run.click(on_transcribe, [audio, reference, normalizer, strategy, *cfg_inputs], [tr_status, *cfg_outputs],
