@@ -57,8 +57,10 @@ def contamination_cmd(
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
         return
-    t = Table(title=f"contamination of {rep.corpus_id} [{out['split']}] by {src.describe()} — {ngram}-gram share "
-                    f"≥ {threshold:g} is 'overlap'; normalizer {normalizer}", title_justify="left", header_style="bold")
+    console.print(f"training texts: {src.describe()}; 'overlap' = {ngram}-gram share ≥ {threshold:g}; "
+                  f"normalizer {normalizer}")
+    console.print(f"[bold]contamination of {rep.corpus_id} [{out['split']}][/]")
+    t = Table(header_style="bold")
     for c in ("flag", "utterances", "share %"):
         t.add_column(c, justify="left" if c == "flag" else "right")
     for f, k in out["counts"].items():

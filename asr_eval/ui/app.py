@@ -166,7 +166,8 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                     chunk = gr.Dropdown(list(CHUNK_SIZES), value=DEFAULT_CHUNK_S, label="chunk size (s)",
                                         elem_id="live-chunk")
                 mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="microphone",
-                               elem_id="live-mic")
+                               elem_id="live-mic",  # no live waveform: drawing it costs the browser a core
+                               waveform_options=gr.WaveformOptions(show_recording_waveform=False))
                 live_text = gr.HTML(render.live_html("", ""), elem_id="live-text")
                 live_stats = gr.Markdown(elem_id="live-stats")
                 session = gr.State(None, delete_callback=lambda s: s.close() if isinstance(s, LiveSession) else None)
