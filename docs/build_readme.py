@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["overview", "demo", "ingest", "demo_corpus", "text_metrics", "models", "engines", "score", "streaming", "train", "monitor",
+ORDER = ["overview", "demo", "ingest", "demo_corpus", "text_metrics", "models", "engines", "score", "streaming", "errors", "train", "monitor",
          "report", "flows", "bench", "deps", "testing"]
 
 

@@ -29,10 +29,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SR = 16_000
 MODEL, ENGINE = "bundled:whisper-base", "ctranslate2"
-# Live committed text vs the offline transcript of the same audio (same model, engine, recipe):
-# measured 0.0–6.3 % CER on this machine (docs/ui.md); the bound leaves room for where in its loop
-# Chromium's fake device starts and for the policy's own differences from one-pass decoding.
-LIVE_CER_BOUND = 0.25
+LIVE_COMPUTE = "int8"  # the Live tab's default on a CPU
+# Live committed text (local-agreement, 1 s chunks) vs the offline transcript of the same file (same
+# model, engine, recipe, preprocessing): measured 3.4 % CER (1 of 29 characters: 曼 for 漫) in each of
+# 7 runs on the 2-core VM, loaded or not (docs/ui.md). The bound, ~4×, leaves room for where the
+# fake device's audio falls on chunk boundaries and for when the test stops recording.
+LIVE_CER_BOUND = 0.15
 
 
 def _utterances(n: int, skip: int = 0) -> list[dict]:
@@ -45,7 +47,7 @@ def _utterances(n: int, skip: int = 0) -> list[dict]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """An upload (one test utterance, FLAC as shipped), a corrupt file, and the microphone's WAV:
-    four utterances with pauses (~9 s of speech), then 5 s of silence so that the recording stops
+    four utterances with pauses (~9 s of speech), then 8 s of silence so that the recording stops
     before Chromium loops the file, 16-bit."""
     tmp = tmp_path_factory.mktemp("ui-browser")
     (upload,) = _utterances(1)
@@ -53,7 +55,7 @@ def files(tmp_path_factory):
     for r in _utterances(4, skip=1):
         pieces += [sf.read(DEMO_CORPUS / r["file_name"], dtype="float32")[0], np.zeros(int(0.6 * SR), np.float32)]
     speech_s = sum(len(p) for p in pieces) / SR
-    pieces.append(np.zeros(5 * SR, np.float32))
+    pieces.append(np.zeros(8 * SR, np.float32))
     mic = tmp / "mic.wav"
     sf.write(mic, np.concatenate(pieces), SR, subtype="PCM_16")
     bad = tmp / "corrupt.wav"
@@ -64,16 +66,19 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def library(files):
-    """The library's own answers, computed without the app: transcript of the upload and of the
-    microphone file (ingest's decoding, engine.transcribe, greedy, pad-audio)."""
+    """The library's own answers, computed without the app: transcripts of the upload and of the
+    microphone file (ingest's decoding, engine.transcribe; the microphone file at the Live tab's
+    compute type)."""
     from asr_eval.audio import decode_flac, encode_flac, load
     from asr_eval.engines import create_engine, get_recipe
 
-    engine = create_engine(ENGINE, MODEL, device="cpu")
+    engine = create_engine(ENGINE, MODEL, device="cpu")  # auto: float32 on a CPU
     audio = [decode_flac(encode_flac(load(files[k]).samples)) for k in ("upload", "mic")]
-    texts = engine.transcribe(audio, get_recipe("greedy"), "pad-audio").texts
+    greedy = engine.transcribe(audio[:1], get_recipe("greedy"), "pad-audio").texts[0]
     beam = engine.transcribe(audio[:1], get_recipe("beam5"), "pad-features").texts[0]
-    return {"upload": texts[0], "mic": texts[1], "upload_beam5_pad_features": beam}
+    live = create_engine(ENGINE, MODEL, device="cpu", compute_type=LIVE_COMPUTE)
+    mic = live.transcribe(audio[1:], get_recipe("greedy"), "pad-audio").texts[0]
+    return {"upload": greedy, "mic": mic, "upload_beam5_pad_features": beam}
 
 
 def _free_port() -> int:
@@ -146,6 +151,13 @@ def _value(b, elem_id: str) -> str:
                   "return e ? e.value : '';", elem_id)
 
 
+def _page(b, url: str) -> None:
+    """The app's page (loaded once; the tests also run alone)."""
+    if not b.current_url.startswith(url):
+        b.get(url)
+    _wait(lambda: _js(b, "return !!document.querySelector('#tr-run')"), what="the app")
+
+
 def _tab(b, name: str) -> None:
     btn = _wait(lambda: _js(b, "return [...document.querySelectorAll('button[role=tab]')]"
                                ".find(x => x.innerText.trim() === arguments[0]) || null;", name), what=f"tab {name}")
@@ -163,7 +175,9 @@ def _upload(b, path: Path) -> None:
     _wait(lambda: _js(b, "return !document.querySelector('#tr-audio input[type=file]');"), 30, what="the upload")
 
 
-def _set_text(b, elem_id: str, value: str, enter: bool = False) -> None:
+def _set_text(b, elem_id: str, value: str, choose: bool = False) -> None:
+    """Type into a textbox, or into a dropdown and pick the option that is ``value`` (labelled
+    ``value`` or ``value (…)``; a value no option has is entered as a custom value)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -172,10 +186,15 @@ def _set_text(b, elem_id: str, value: str, enter: bool = False) -> None:
     el.send_keys(Keys.CONTROL, "a")
     el.send_keys(Keys.DELETE)
     el.send_keys(value)
-    if enter:
+    if choose:
+        time.sleep(0.3)
+        opts = [o for o in b.find_elements(By.CSS_SELECTOR, "[role=option]")
+                if o.text.strip() == value or o.text.strip().startswith(value + " (")]
+        if opts:
+            opts[0].click()
+            return
         el.send_keys(Keys.ENTER)
     el.send_keys(Keys.TAB)
-    b.find_element(By.TAG_NAME, "h2").click()  # close an open dropdown list
 
 
 _REQUESTS = iter(range(1, 100))
@@ -205,13 +224,13 @@ def test_upload_gives_the_librarys_transcript_and_cer(browser, app, files, libra
     from asr_eval.metrics import score_pair
 
     b = browser
-    b.get(app["url"])
-    _wait(lambda: _js(b, "return !!document.querySelector('#tr-audio input[type=file]')"), what="the app")
+    _page(b, app["url"])
+    _tab(b, "Transcribe & compare")
     _upload(b, files["upload"])
     _set_text(b, "tr-ref", files["upload_text"])
     # configuration 3: the same engine (cached) with beam search and faster-whisper's preprocessing
     _js(b, "document.querySelector('#cfg3-on input').click();")
-    _set_text(b, "cfg3-recipe", "beam5", enter=True)
+    _set_text(b, "cfg3-recipe", "beam5", choose=True)
     _js(b, "[...document.querySelectorAll('#cfg3-pre label')].find(x => x.innerText.includes('pad-features')).click();")
     _transcribe(b)
     for k, want in ((1, library["upload"]), (3, library["upload_beam5_pad_features"])):
@@ -227,16 +246,18 @@ def test_upload_gives_the_librarys_transcript_and_cer(browser, app, files, libra
 
 def test_errors_show_in_the_page_and_the_app_keeps_serving(browser, app, files, library):
     b = browser
+    _page(b, app["url"])
+    _tab(b, "Transcribe & compare")
     _upload(b, files["bad"])
     _transcribe(b)
     status = _text(b, "tr-status")
     assert "error:" in status and "corrupt.wav" in status, status
     _upload(b, files["upload"])
-    _set_text(b, "cfg1-model", "no/such/model/here", enter=True)
+    _set_text(b, "cfg1-model", "no/such/model/here", choose=True)
     _transcribe(b)
     info = _text(b, "cfg1-info")
     assert "error:" in info and "no such folder" in info, info
-    _set_text(b, "cfg1-model", MODEL, enter=True)
+    _set_text(b, "cfg1-model", MODEL, choose=True)
     _transcribe(b)
     assert _value(b, "cfg1-text") == library["upload"] and "model cached" in _text(b, "cfg1-info")
     assert app["demo"].asr_eval_cache.loads == 1  # one engine, loaded once, for all these requests
@@ -246,17 +267,21 @@ def test_live_microphone_commits_text_while_it_plays(browser, app, files, librar
     from asr_eval.metrics import score_pair
 
     b = browser
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    _page(b, app["url"])
     _tab(b, "Live")
     record = _wait(lambda: _js(b, "return [...document.querySelectorAll('#live-mic button')]"
                                   ".find(x => /record/i.test(x.innerText + (x.getAttribute('aria-label') || '')))"
                                   " || null;"), what="the record button")
     record.click()
-    # Stop once the speech has played and some text is committed, at the latest 4 s after the speech
-    # (the file's silent tail is 5 s: later, Chromium's loop would start the speech again).
+    # Stop once the speech has played and some text is committed, at the latest 6 s after the speech
+    # (the file's silent tail is 8 s: later, Chromium's loop would start the speech again).
     t0, seen = time.monotonic(), []
-    while (t := time.monotonic() - t0) < files["speech_s"] + 4.0:
+    while (t := time.monotonic() - t0) < files["speech_s"] + 6.0:
         committed = _js(b, "const e = document.querySelector('#live-text .committed'); return e ? e.innerText : '';")
         seen.append((round(t, 1), committed))
+        if committed and sum(bool(c) for _, c in seen) == 1:
+            b.save_screenshot(str(SCREENSHOTS / "ui-live.png"))  # mid-stream: committed + grey tentative
         if committed and t > files["speech_s"] + 1.0:
             break
         time.sleep(0.5)
@@ -273,11 +298,12 @@ def test_live_microphone_commits_text_while_it_plays(browser, app, files, librar
           f"{time.monotonic() - t0:.1f} s; "
           f"final {final!r}; offline {library['mic']!r}; CER vs offline {100 * cer:.1f} %; {_text(b, 'live-stats')}")
     assert cer <= LIVE_CER_BOUND, (final, library["mic"], cer)
-    _shot(b, "ui-live.png")
+    _shot(b, "ui-live-finished.png")
 
 
 def test_browse_a_stored_run(browser, app):
     b = browser
+    _page(b, app["url"])
     _tab(b, "Browse a run")
     _wait(lambda: _js(b, "return document.querySelectorAll('#br-worst audio').length"), 30, what="the worst utterances")
     assert _js(b, "return document.querySelectorAll('#br-worst .utt').length") == 10

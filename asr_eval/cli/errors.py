@@ -66,8 +66,9 @@ def print_errors(data: dict[str, Any]) -> None:
     from asr_eval.metrics.taxonomy import ALL_BUCKETS, CLASSES, LABELS
 
     runs, names = data["runs"], data["labels"]
-    t = Table(title=f"what kind of errors — normalizer {data['normalizer']}; share = of all character errors "
-                    "(S + D + I)", title_justify="left", header_style="bold")
+    console.print(f"[bold]what kind of errors[/] — normalizer {data['normalizer']}; share = of all character "
+                  "errors (S + D + I)")
+    t = Table(header_style="bold")
     t.add_column("class")
     for r in runs:
         t.add_column(f"{names.get(r['run_id'], r['run_id'])}\ncount (share %)", justify="right")

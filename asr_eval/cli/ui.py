@@ -50,4 +50,4 @@ def ui_cmd(
                       "once `asr-eval score` has written some")
     demo = build_app(db, device=device, max_engines=max_engines, max_audio_s=max_audio_s)
     console.print(f"asr-eval ui on [bold]http://{host}:{port}[/] (store {db}; Ctrl-C stops it)")
-    launch(demo, host=host, port=port, share=share)
+    launch(demo, host=host, port=port, share=share, quiet=not share)  # gradio prints the public link

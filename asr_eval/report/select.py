@@ -16,7 +16,7 @@ import duckdb
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.store.labels import run_labels
-from asr_eval.store.schema import STREAM_TABLES, TABLES
+from asr_eval.store.schema import ERROR_TABLES, STREAM_TABLES, TABLES
 
 # One colour per run, in selection order; chosen to stay distinguishable for common colour blindness.
 PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626")
@@ -116,7 +116,7 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
 def check_store(con: duckdb.DuckDBPyConnection, where: str) -> None:
     """Fail with a clear message when the file is not an asr-eval store."""
     have = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    missing = [t for t in TABLES if t not in have and t not in STREAM_TABLES]
+    missing = [t for t in TABLES if t not in have and t not in STREAM_TABLES + ERROR_TABLES]
     if missing:
         raise AsrEvalError(
             f"{where} is not an asr-eval store (missing tables: {', '.join(missing)}); "

@@ -198,7 +198,8 @@ def analyse(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: 
             ci_method: str | Mapping[str, str] = "auto", min_utts: int = MIN_UTTS,
             min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> None:
     """Score, slice and compare a set of runs of one corpus (every pair, first run as A), with each
-    run's error taxonomy and pinyin error rate (``scoring.errors``). ``ci_method`` ('auto' | 'utterance' | 'speaker-block', or one per run id): a pair resamples
+    run's error taxonomy and pinyin error rate (``scoring.errors``).
+    ``ci_method`` ('auto' | 'utterance' | 'speaker-block', or one per run id): a pair resamples
     utterances when either of its runs does."""
     from asr_eval.scoring.errors import error_taxonomy
 

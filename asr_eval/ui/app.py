@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 N_CONFIGS = 3
 LATE_BLOCK_S = 1.5  # a microphone block this soon after "stop" belongs to the finished recording
 STREAM_EVERY_S = 0.5
+# Live on a CPU decodes the whole buffer every chunk: float32 whisper-base needed 1.35 s of compute per
+# second of audio on the 2-core VM (local-agreement, 1 s chunks), int8 0.81 s — only int8 keeps up.
+LIVE_CPU_COMPUTE = "int8"
 # system fonts only: the app must work offline (gradio's default theme fetches Google Fonts)
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
@@ -70,19 +73,36 @@ def _options(device: str) -> dict[str, Any]:
     kind = "cuda" if pick_device(device).startswith("cuda") else "cpu"
     return {"engines": engine_names(), "recipes": list(RECIPES), "preprocessing": list(PREPROCESSING),
             "strategies": sorted(STRATEGIES), "policies": sorted(POLICIES), "profiles": list_profiles(),
-            "profile": DEFAULT_PROFILE,
+            "profile": DEFAULT_PROFILE, "kind": kind,
             "compute": {n: ["auto", *e.compute_types.get(kind, ())] for n, e in ENGINES.items()}}
 
 
-def _config_widgets(opts: dict[str, Any], models: list[tuple[str, str]], prefix: str, engine: str) -> list[Any]:
-    """Model, engine, compute type, recipe, preprocessing pickers (compute types follow the engine)."""
-    model = gr.Dropdown(models, value=BUNDLED_MODEL, allow_custom_value=True, label="model",
-                        info="from the store, or type a folder, ct2:FOLDER or a hub id", elem_id=f"{prefix}-model")
-    eng = gr.Dropdown(opts["engines"], value=engine, label="engine", elem_id=f"{prefix}-engine")
-    ct = gr.Dropdown(opts["compute"].get(engine, ["auto"]), value="auto", label="compute type",
-                     elem_id=f"{prefix}-compute")
-    rec = gr.Dropdown(opts["recipes"], value="greedy", label="decode recipe", elem_id=f"{prefix}-recipe")
-    pre = gr.Radio(opts["preprocessing"], value="pad-audio", label="preprocessing", elem_id=f"{prefix}-pre")
+def _config_widgets(opts: dict[str, Any], models: list[tuple[str, str]], prefix: str, engine: str,
+                    extra: list[Any] | None = None, compute: str = "auto") -> list[Any]:
+    """Model, engine, compute type, recipe, preprocessing pickers (compute types follow the engine);
+    stacked in a column, or in two rows (with ``extra`` widgets built by the caller) when given ``extra``."""
+    def make():
+        model = gr.Dropdown(models, value=BUNDLED_MODEL, allow_custom_value=True, label="model", min_width=280,
+                            info="from the store, or type a folder, ct2:FOLDER or a hub id", elem_id=f"{prefix}-model")
+        eng = gr.Dropdown(opts["engines"], value=engine, label="engine", elem_id=f"{prefix}-engine")
+        ct = gr.Dropdown(opts["compute"].get(engine, ["auto"]), value=compute, label="compute type",
+                         elem_id=f"{prefix}-compute")
+        return model, eng, ct
+
+    def make2():
+        rec = gr.Dropdown(opts["recipes"], value="greedy", label="decode recipe", elem_id=f"{prefix}-recipe")
+        pre = gr.Radio(opts["preprocessing"], value="pad-audio", label="preprocessing", elem_id=f"{prefix}-pre")
+        return rec, pre
+
+    if extra is None:
+        (model, eng, ct), (rec, pre) = make(), make2()
+    else:
+        with gr.Row():
+            model, eng, ct = make()
+        with gr.Row():
+            rec, pre = make2()
+            for w in extra:
+                w.render()
     eng.input(lambda e: gr.update(choices=opts["compute"].get(e, ["auto"]), value="auto"), eng, ct)
     return [model, eng, ct, rec, pre]
 
@@ -158,13 +178,14 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
             with gr.Tab("Live", id="live", elem_id="tab-live"):
                 gr.Markdown("Speak: the committed text (never retracted) grows as you talk, the tentative tail "
                             "(grey) may still change. Settings apply to the next recording.")
-                with gr.Row():
-                    lw = _config_widgets(opts, models, "live", "ctranslate2")
-                    model_pickers.append(lw[0])
-                    policy = gr.Dropdown(opts["policies"], value=DEFAULT_POLICY, label="streaming policy",
-                                         elem_id="live-policy")
-                    chunk = gr.Dropdown(list(CHUNK_SIZES), value=DEFAULT_CHUNK_S, label="chunk size (s)",
-                                        elem_id="live-chunk")
+                policy = gr.Dropdown(opts["policies"], value=DEFAULT_POLICY, label="streaming policy",
+                                     elem_id="live-policy", render=False)
+                chunk = gr.Dropdown(list(CHUNK_SIZES), value=DEFAULT_CHUNK_S, label="chunk size (s)",
+                                    elem_id="live-chunk", render=False)
+                with gr.Group():
+                    lw = _config_widgets(opts, models, "live", "ctranslate2", extra=[policy, chunk],
+                                         compute=LIVE_CPU_COMPUTE if opts["kind"] == "cpu" else "auto")
+                model_pickers.append(lw[0])
                 mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="microphone",
                                elem_id="live-mic",  # no live waveform: drawing it costs the browser a core
                                waveform_options=gr.WaveformOptions(show_recording_waveform=False))
