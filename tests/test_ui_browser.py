@@ -30,11 +30,12 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SR = 16_000
 MODEL, ENGINE = "bundled:whisper-base", "ctranslate2"
 LIVE_COMPUTE = "int8"  # the Live tab's default on a CPU
-# Live committed text (local-agreement, 1 s chunks) vs the offline transcript of the same file (same
-# model, engine, recipe, preprocessing): measured 3.4 % CER (1 of 29 characters: 曼 for 漫) in each of
-# 7 runs on the 2-core VM, loaded or not (docs/ui.md). The bound, ~4×, leaves room for where the
-# fake device's audio falls on chunk boundaries and for when the test stops recording.
-LIVE_CER_BOUND = 0.15
+# Live committed text (local-agreement, 1 s chunks, int8) vs the offline transcript of the same file
+# (same model, engine, compute type, recipe, preprocessing): measured 0.0, 0.0, 0.0, 3.4 and 6.9 % CER
+# (0–2 of 29 characters: 曼 for 漫, an inserted 衣) in 5 runs on the 2-core VM while other jobs ran
+# (docs/ui.md). The bound, ~3× the worst, leaves room for where the fake device's audio falls on
+# chunk boundaries and for when the test stops recording.
+LIVE_CER_BOUND = 0.20
 
 
 def _utterances(n: int, skip: int = 0) -> list[dict]:
@@ -158,6 +159,10 @@ def _page(b, url: str) -> None:
     _wait(lambda: _js(b, "return !!document.querySelector('#tr-run')"), what="the app")
 
 
+def _dismiss_notices(b) -> None:
+    _js(b, "document.querySelectorAll('[data-testid=toast-close], button.toast-close').forEach(x => x.click());")
+
+
 def _tab(b, name: str) -> None:
     btn = _wait(lambda: _js(b, "return [...document.querySelectorAll('button[role=tab]')]"
                                ".find(x => x.innerText.trim() === arguments[0]) || null;", name), what=f"tab {name}")
@@ -269,6 +274,7 @@ def test_live_microphone_commits_text_while_it_plays(browser, app, files, librar
     b = browser
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     _page(b, app["url"])
+    _dismiss_notices(b)  # the previous test's error notices
     _tab(b, "Live")
     record = _wait(lambda: _js(b, "return [...document.querySelectorAll('#live-mic button')]"
                                   ".find(x => /record/i.test(x.innerText + (x.getAttribute('aria-label') || '')))"
@@ -304,6 +310,7 @@ def test_live_microphone_commits_text_while_it_plays(browser, app, files, librar
 def test_browse_a_stored_run(browser, app):
     b = browser
     _page(b, app["url"])
+    _dismiss_notices(b)
     _tab(b, "Browse a run")
     _wait(lambda: _js(b, "return document.querySelectorAll('#br-worst audio').length"), 30, what="the worst utterances")
     assert _js(b, "return document.querySelectorAll('#br-worst .utt').length") == 10

@@ -107,7 +107,8 @@ def load_clip(src: str | Path | bytes, max_s: float = MAX_UPLOAD_S, name: str | 
                   audio_path=None if is_bytes else Path(src), source_path=source)
     got = _process(u, MIN_DURATION_S, MAX_DURATION_S, keep_long=False, long_form=True, max_long_s=max_s)
     if isinstance(got, tuple):
-        raise AsrEvalError(audio_message(got[0], got[1], source, max_s))
+        detail = got[1] if is_bytes else got[1].replace(str(src), source)  # not the upload's temp path
+        raise AsrEvalError(audio_message(got[0], detail, source, max_s))
     return Clip(got["audio"], float(got["duration_s"]), source)
 
 
