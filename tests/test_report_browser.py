@@ -121,7 +121,8 @@ def test_report_from_real_scoring_output_in_headless_chromium(browser, tmp_path)
     fs = build_scored_store(tmp_path / "scored")
     res = build_report(fs.db, tmp_path / "scored.html", ReportOptions(title="Real scorer output"))
     charts = _open_and_check(browser, res.path, (XSS_SCRIPT,))
-    assert charts["ci"]["n"] == charts["ci"]["drawn"] >= 3 and charts["bars"] == {"n": 1, "drawn": 1}
+    # bars: the error-class chart of the error analysis + the error-kind stacked bars ("What kind of errors")
+    assert charts["ci"]["n"] == charts["ci"]["drawn"] >= 3 and charts["bars"] == {"n": 2, "drawn": 2}
     assert charts["line"] == {"n": 0, "drawn": 0} and charts["audio"] > 0  # no training runs in this store
     assert 0.5 < _first_audio_duration(browser) < 1.2  # ingested 0.6–1.0 s clips
     _screenshot(browser, tmp_path / "scored.png", "report_scored.png")
