@@ -145,10 +145,10 @@ def test_stream_cli_json(small_corpus, tiny_model, tmp_path):
 def test_local_agreement_on_the_bundled_model_against_offline(tmp_path):
     """One demo recording (long_008: 69 s, white noise, long pauses) with bundled whisper-base on
     ctranslate2: LocalAgreement-2 at 2 s chunks (half the decodes of 1 s: ~35 s here) against the
-    offline vad run of the same model. Measured on the 2-core AVX2 VM (docs/streaming.md): offline
-    7.0 % CER; streaming 2 s: see the docs; at 1 s 11.3 % (+4.3 points), median latency 1.7 s
-    unaware / 4.3 s aware. Bound: streaming CER ≤ offline + 10 points; median unaware latency
-    between the chunk size and 10 s; the aware clock never earlier than the unaware one."""
+    offline vad run of the same model. On long_008 + long_009 (bench/README.md, ct2 int8) LA at 2 s
+    costs +0.6 points over offline at a 3.0 s median latency. Bound: streaming CER ≤ offline + 10
+    points; median unaware latency between the chunk size and 10 s; the aware clock never earlier
+    than the unaware one."""
     import sys
 
     from asr_eval.corpus import open_source
