@@ -38,3 +38,29 @@ def write_audio(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int
 @pytest.fixture
 def make_audio():
     return write_audio
+
+
+def headless_chromium(*extra_args: str, window: str = "1400,1000"):
+    """A headless Chromium WebDriver with its console log captured, for the browser tests (report,
+    web app); skips when Chromium/chromedriver are missing. Returns (driver, profile dir to remove)."""
+    import shutil
+    import tempfile
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("headless Chromium not installed: `make browser-deps` (Debian packages chromium, chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="asr-eval-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                f"--window-size={window}", f"--user-data-dir={profile}", *extra_args):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver, profile

@@ -9,7 +9,6 @@ import csv
 import os
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,14 +18,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DEMO_CORPUS
+from conftest import DEMO_CORPUS, headless_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "reports" / "ui_screenshots"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 SR = 16_000
 MODEL, ENGINE = "bundled:whisper-base", "ctranslate2"
 LIVE_COMPUTE = "int8"  # the Live tab's default on a CPU
@@ -105,23 +102,9 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(files):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("headless Chromium not installed: `make browser-deps` (Debian packages chromium, chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="asr-eval-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                "--window-size=1400,1100", f"--user-data-dir={profile}", "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={files['mic']}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
+    driver, profile = headless_chromium("--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+                                        "--use-fake-device-for-media-stream",
+                                        f"--use-file-for-fake-audio-capture={files['mic']}", window="1400,1100")
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)

@@ -40,6 +40,7 @@ from asr_eval.store.labels import run_labels
 from asr_eval.store.schema import STREAM_TABLES
 from asr_eval.streaming.base import CLOCKS, Emission
 from asr_eval.streaming.metrics import ReferenceTiming
+from asr_eval.streaming.store import stored_logs
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626")
 OFFLINE_COLOR = "#475569"
@@ -371,12 +372,6 @@ def _pick_recording(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str
     return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def _emissions(con: duckdb.DuckDBPyConnection, run_id: str, utt_id: str) -> list[Emission]:
-    return [Emission(a, b, t or "", tt or "", k, bool(f)) for a, b, t, tt, k, f in con.execute(
-        "SELECT emit_s, emit_aware_s, text, tentative, chunk, final FROM stream_events WHERE run_id = ? AND utt_id = ? "
-        "ORDER BY seq", [run_id, utt_id]).fetchall()]
-
-
 _METHOD_RE = re.compile(r"^(?:aligned|mixed):(?P<key>.*?)(?: \(\d+/\d+ aligned\))?$")
 
 
@@ -506,7 +501,7 @@ def timeline(con: duckdb.DuckDBPyConnection, run: Mapping[str, Any], normalizer:
     rec = _pick_recording(con, run["run_id"], normalizer)
     if rec is None:
         return None
-    ems = _emissions(con, run["run_id"], rec["utt_id"])
+    ems = stored_logs(con, run["run_id"], rec["utt_id"]).get(rec["utt_id"], [])
     ref_chars, ends, spans, source, is_matched = reference_times(rec, ems, normalizer, timing)
     dur = float(rec["audio_s"] or rec["duration_s"] or max((e.emit_s for e in ems), default=0.0))
     shown = min(dur, max_s)

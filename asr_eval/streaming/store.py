@@ -90,12 +90,12 @@ def load_stream_events(con: duckdb.DuckDBPyConnection, run_id: str, parts: Seque
     return store_stream_log(con, run_id, logs, stats)
 
 
-def stored_logs(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list[Emission]]:
-    """A run's emission log per recording, in order."""
+def stored_logs(con: duckdb.DuckDBPyConnection, run_id: str, utt_id: str | None = None) -> dict[str, list[Emission]]:
+    """A run's emission log per recording (only ``utt_id``'s when given), in order."""
     out: dict[str, list[Emission]] = {}
     for u, a, b, t, tt, k, f in con.execute(
             "SELECT utt_id, emit_s, emit_aware_s, text, tentative, chunk, final FROM stream_events WHERE run_id = ? "
-            "ORDER BY utt_id, seq", [run_id]).fetchall():
+            "AND (? IS NULL OR utt_id = ?) ORDER BY utt_id, seq", [run_id, utt_id, utt_id]).fetchall():
         out.setdefault(u, []).append(Emission(a, b, t or "", tt or "", k, bool(f)))
     return out
 
