@@ -14,6 +14,9 @@ BENCHES = [
     ["bench_recipes.py"],
     ["bench_report.py"],
     ["bench_longform.py", "--rss-limit-s", "300"],
+    ["bench_stream.py"],
+    ["bench_alignment.py"],
+    ["bench_decode_speedups.py"],
 ]
 
 if __name__ == "__main__":

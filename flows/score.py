@@ -61,16 +61,18 @@ def headline_line(row: dict) -> str:
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
            batch_size: int | None, engine: str, compute_type: str, preprocessing: str, recipe: str,
            max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int,
-           strategy: str = "short") -> list[str]:
+           strategy: str = "short", engine_options: list[str] | None = None) -> list[str]:
     from pathlib import Path
 
     from asr_eval.corpus_handle import open_corpus
     from asr_eval.scoring import expand_specs
+    from asr_eval.scoring.parts import with_baselines
 
     sp = open_corpus(corpus).resolve_split(split)
     parts = parts or str(Path(db).parent / "parts")
-    specs = expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
-                         strategies=strategy, max_new_tokens=max_new_tokens)
+    specs = with_baselines(expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
+                                        strategies=strategy, engine_options=engine_options or (),
+                                        max_new_tokens=max_new_tokens))
     futures = [transcribe_shard_task.submit(s.to_dict(), corpus, sh, sp, parts)
                for s in specs for sh in shards_for_split(corpus, sp)]
     results = [f.result() for f in futures]
@@ -79,7 +81,25 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
     create_table_artifact(key="score-headline", table=table, description=f"{corpus} [{sp or 'all'}], {normalizer}")
     for row in table:
         print(headline_line(row))
+    for line in option_verdicts(db, run_ids, normalizer):
+        print(line)
     return run_ids
+
+
+def option_verdicts(db: str, run_ids: list[str], normalizer: str) -> list[str]:
+    """'engine options B vs A: identical on N/N' for each run verified against its run without options."""
+    from asr_eval.scoring.parity import parity_pairs
+    from asr_eval.store import connect
+    from asr_eval.store.labels import run_labels
+
+    con = connect(db, read_only=True)
+    try:
+        pairs = [p for p in parity_pairs(con, run_ids, normalizer) if p.options_only]
+        names = run_labels(con, run_ids)
+    finally:
+        con.close()
+    return [f"engine options {names.get(p.run_b, p.run_b)} vs {names.get(p.run_a, p.run_a)}: {p.verdict}"
+            for p in pairs]
 
 
 @flow(name="score", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -88,12 +108,13 @@ def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split
                engine: str = "transformers", compute_type: str = "auto", preprocessing: str = "pad-audio",
                recipe: str = "greedy", max_new_tokens: int | None = None, normalizer: str = "zh-v1",
                slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None,
-               strategy: str = "short") -> list[str]:
+               strategy: str = "short", engine_options: list[str] | None = None) -> list[str]:
     """Score MODELS × ENGINE(s) × RECIPE(s) on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB.
     engine, compute_type, preprocessing, recipe and strategy (long-form: sequential, chunked, vad) take
-    comma-separated lists, as the CLI does."""
+    comma-separated lists, as the CLI does; engine_options takes KEY=VALUE[,VALUE…] items (each run with
+    them is verified against the same run without them)."""
     args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
-            recipe, max_new_tokens, normalizer, slices, n_boot, strategy)
+            recipe, max_new_tokens, normalizer, slices, n_boot, strategy, engine_options)
     if ray_address:
         return _score_on_ray(ray_address, *args)
     return _score(*args)

@@ -18,6 +18,18 @@ def engines_cmd() -> None:
     for name, e in sorted(ENGINES.items()):
         t.add_row(name, e.summary, ", ".join(e.compute_types.get("cpu", ())), ", ".join(e.compute_types.get("cuda", ())))
     console.print(t)
+    from asr_eval.engines.base import engine_entry
+    from asr_eval.engines.options import all_options
+
+    t = Table(title="engine options (--engine-option KEY=VALUE; claimed output-preserving, verified against the run "
+                    "without them)", title_justify="left", header_style="bold")
+    for c in ("engine", "option", "default", "values", "what"):
+        t.add_column(c)
+    for name in sorted(ENGINES):
+        for o in all_options(engine_entry(name).options).values():
+            default = "—" if o.default is None else str(o.default).lower()
+            t.add_row(name, o.name, default, o.values, o.summary)
+    console.print(t)
     t = Table(title="decode recipes (--recipe)", title_justify="left", header_style="bold")
     t.add_column("name")
     t.add_column("what")

@@ -189,15 +189,24 @@ def score_cmd(
                                                "vad; comma-separated to compare")] = "short",
     strategy_param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value, e.g. stride_s=4 "
                                                                   "(repeatable; applies to each strategy that has it)")] = None,
+    engine_option: Annotated[list[str] | None, typer.Option(
+        "--engine-option", "-O", help="Engine speed option KEY=VALUE[,VALUE…], e.g. cache=static, compile=true, "
+        "inter_threads=2 (repeatable; a value list is an axis; `asr-eval engines` lists them)")] = None,
+    verify_options: Annotated[bool, typer.Option(help="Also score each configuration without its engine options and "
+                                                      "report whether the transcripts are identical")] = True,
 ) -> None:
-    """Transcribe a corpus split with models × engines × recipes (× long-form strategies) and score it per slice."""
+    """Transcribe a corpus split with models × engines × recipes (× long-form strategies × engine options) and
+    score it per slice."""
     from asr_eval.longform import parse_params
     from asr_eval.scoring import expand_specs, score_models
+    from asr_eval.scoring.parts import with_baselines
 
     specs = expand_specs(model, engine, compute_type, preprocessing, recipe, device, batch_size, threads,
                          strategies=strategy, strategy_params=parse_params(strategy_param or []),
-                      max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
-                      repetition_penalty=repetition_penalty)
+                         engine_options=engine_option or (), max_new_tokens=max_new_tokens,
+                         no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty)
+    if verify_options:
+        specs = with_baselines(specs)
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     run_ids = score_models(corpus, specs, db, split=split, slices=sl, normalizer=normalizer, parts_root=parts,
                            n_boot=n_boot, ci_method=ci_method, min_utts=min_utts, min_ref_chars=min_ref_chars,
@@ -305,9 +314,10 @@ def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
                       f"scored with {scored} — what a deployment using {scored} sees, not what it was trained on")
 
 
-def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
-    """Engine parity: for runs of the same weights that differ in engine/compute/preprocessing/recipe,
-    % identical raw transcripts and the paired CER difference."""
+def print_parity(db: Path, run_ids: list[str], normalizer: str, options_only: bool = False) -> None:
+    """Engine parity: for runs of the same weights that differ in engine/compute/preprocessing/recipe/
+    engine options, % identical raw transcripts and the paired CER difference; then the verdict on each
+    engine-options pair (only those with ``options_only``)."""
     from asr_eval.scoring.parity import parity_pairs
 
     con = connect(db, read_only=True)
@@ -316,6 +326,9 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
         names = run_labels(con, run_ids)
     finally:
         con.close()
+    if options_only:
+        print_option_verdicts(pairs, names)
+        return
     if not pairs:
         return
     t = Table(title="engine parity (same weights; B vs A)", title_justify="left", header_style="bold")
@@ -326,3 +339,20 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
                   f"{p.n_identical}/{p.n} ({100 * p.identical:.1f} %)", _pct(p.delta).replace("-", "−") if p.delta is not None else "—",
                   f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None else "—")
     console.print(t)
+    print_option_verdicts(pairs, names)
+
+
+def print_option_verdicts(pairs, names: dict[str, str]) -> None:
+    """One line per engine-options pair: the speed option is output-preserving here (identical on
+    N/N), or it is not — then the utterances that differ, raw transcripts side by side."""
+    for p in (p for p in pairs if p.options_only):
+        a, b = names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b)
+        if p.n and p.n_identical == p.n:
+            console.print(f"[green]✔ engine options[/] {b} vs {a}: transcripts [bold]{p.verdict}[/] — output-preserving here")
+            continue
+        console.print(f"[red]✘ engine options[/] {b} vs {a}: transcripts [bold]{p.verdict}[/] — NOT output-preserving "
+                      "on this model, data and machine:")
+        for d in p.divergent:
+            console.print(f"   {d.utt_id}: A {d.hyp_a!r}\n   {' ' * len(d.utt_id)}  B {d.hyp_b!r}")
+        if (more := p.n - p.n_identical - len(p.divergent)) > 0:
+            console.print(f"   … and {more} more (the report's engine section lists them by CER change)")

@@ -107,16 +107,21 @@ def stream_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per streaming run instead of tables")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
     parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+    engine_option: Annotated[list[str] | None, typer.Option(
+        "--engine-option", "-O", help="Engine speed option KEY=VALUE[,VALUE…] (see `asr-eval engines`); each "
+        "configuration is also run without it and the transcripts compared")] = None,
 ) -> None:
     """Stream a corpus through policies × chunk sizes: CER vs offline, latency on both clocks, flicker, real time."""
     from asr_eval.longform import parse_params
     from asr_eval.scoring import expand_specs
+    from asr_eval.scoring.parts import with_baselines
     from asr_eval.streaming.evaluate import stream_models
     from asr_eval.streaming.run import expand_axes
 
     axes = expand_axes([p.strip() for p in policy.split(",") if p.strip()],
                        [_float(c) for c in chunk_s.split(",") if c.strip()], parse_params(param or []))
-    bases = expand_specs(model, engine, compute_type, preprocessing, recipe, device, None, threads)
+    bases = with_baselines(expand_specs(model, engine, compute_type, preprocessing, recipe, device, None, threads,
+                                        engine_options=engine_option or ()))
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     runs = stream_models(corpus, bases, axes, db, offline_strategy, split, normalizer, sl, parts, n_boot,
                          progress=not as_json, align_model=align_model)
@@ -125,6 +130,10 @@ def stream_cmd(
         typer.echo(_json_rows(rows))
         return
     print_stream_table(rows, names, normalizer)
+    if engine_option:
+        from asr_eval.cli.score import print_parity
+
+        print_parity(db, [*runs.offline, *runs.streams], normalizer, options_only=True)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join([*runs.offline, *runs.streams])}")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from asr_eval.engines.options import CTRANSLATE2, TRANSFORMERS, OptionSet
 from asr_eval.errors import AsrEvalError
 
 if TYPE_CHECKING:
@@ -113,33 +114,41 @@ class EngineEntry:
     module: str  # imported on first use, so `asr-eval --help` does not import torch or ctranslate2
     summary: str
     compute_types: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device kind -> allowed
+    options: OptionSet = field(default_factory=OptionSet)  # speed options (``engines.options``); batch_size for all
 
 
 ENGINES: dict[str, EngineEntry] = {
     "transformers": EngineEntry(None, "asr_eval.engines.transformers_engine",
                                 "transformers WhisperForConditionalGeneration.generate (PyTorch)",
-                                {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "float16", "bfloat16")}),
+                                {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "float16", "bfloat16")},
+                                TRANSFORMERS),
     "ctranslate2": EngineEntry(None, "asr_eval.engines.ctranslate2_engine",
                                "ctranslate2.models.Whisper.generate (the engine under faster-whisper)",
                                {"cpu": ("float32", "int8", "int8_float32", "int16", "bfloat16"),
                                 "cuda": ("float32", "float16", "bfloat16", "int8_float16", "int8_bfloat16",
-                                         "int8_float32", "int8")}),
+                                         "int8_float32", "int8")},
+                               CTRANSLATE2),
 }
 
 
-def register_engine(name: str, summary: str = "", compute_types: dict[str, tuple[str, ...]] | None = None):
+def register_engine(name: str, summary: str = "", compute_types: dict[str, tuple[str, ...]] | None = None,
+                    options: OptionSet | None = None):
     """Class/function decorator: ``@register_engine("myengine")`` makes ``--engine myengine`` work.
-    The factory is called as ``factory(files, device=…, compute_type=…, threads=…)``."""
+    The factory is called as ``factory(files, device=…, compute_type=…, threads=…)``, plus
+    ``options=`` (every option resolved, ``engines.options.resolve``) when the engine declares
+    an ``OptionSet``."""
 
     def deco(factory: EngineFactory) -> EngineFactory:
         entry = ENGINES.get(name)
         if entry is None:
             ENGINES[name] = EngineEntry(factory, factory.__module__, summary or (factory.__doc__ or "").strip(),
-                                        compute_types or {})
+                                        compute_types or {}, options or OptionSet())
         else:
             entry.factory = factory
             if compute_types:
                 entry.compute_types = compute_types
+            if options:
+                entry.options = options
         return factory
 
     return deco
@@ -193,13 +202,18 @@ def resolve_compute_type(name: str, compute_type: str, device: str) -> str:
 
 
 def create_engine(name: str, model: str | ModelFiles, device: str = "auto", compute_type: str = "auto",
-                  threads: int = 0) -> Engine:
-    """Load ``model`` (a name or ``ModelFiles``) into engine ``name``."""
+                  threads: int = 0, options: dict[str, Any] | None = None) -> Engine:
+    """Load ``model`` (a name or ``ModelFiles``) into engine ``name`` with engine ``options``
+    (``engines.options``; checked before any weights are read)."""
+    from asr_eval.engines.options import resolve
     from asr_eval.models.loading import ModelFiles, open_model, pick_device
 
     entry = engine_entry(name)
+    opts = resolve(name, options)
     files = model if isinstance(model, ModelFiles) else open_model(model)
     dev = pick_device(device)
     ct = resolve_compute_type(name, compute_type, dev)
     assert entry.factory is not None
+    if entry.options.options:  # batch_size, the one option every engine has, is the driver's (scoring.parts)
+        return entry.factory(files, device=dev, compute_type=ct, threads=threads, options=opts)
     return entry.factory(files, device=dev, compute_type=ct, threads=threads)

@@ -5,6 +5,7 @@ transcribe loop). The model is converted once per (weights hash, quantization) a
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -25,18 +26,25 @@ class CTranslate2Engine(EngineBase):
 
     name = "ctranslate2"
 
-    def __init__(self, files, device: str = "cpu", compute_type: str = "float32", threads: int = 0):
+    def __init__(self, files, device: str = "cpu", compute_type: str = "float32", threads: int = 0,
+                 options: dict[str, Any] | None = None):
         import ctranslate2
 
+        from asr_eval.engines.options import resolve
         from asr_eval.models.convert import ct2_folder
 
         self.files, self.device, self.compute_type = files, device, compute_type
+        self.options = resolve(self.name, options)
         self.version = ctranslate2.__version__
         self.folder = ct2_folder(files, compute_type)
         kind, _, index = device.partition(":")
-        self.threads = threads or (len(os.sched_getaffinity(0)) if kind == "cpu" else 0)
+        self.workers = self.options["inter_threads"]
+        # threads per worker: the option, else --threads, else the cores shared among the workers
+        cores = len(os.sched_getaffinity(0)) if kind == "cpu" else 0
+        self.threads = self.options["intra_threads"] or threads or (max(1, cores // self.workers) if cores else 0)
         self.model = ctranslate2.models.Whisper(str(self.folder), device=kind, device_index=int(index or 0),
-                                                compute_type=compute_type, intra_threads=self.threads)
+                                                compute_type=compute_type, intra_threads=self.threads,
+                                                inter_threads=self.workers)
         tok = files.processor.tokenizer
         self._ids = {t: tok.convert_tokens_to_ids(t) for t in
                      ("<|startoftranscript|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>",
@@ -44,11 +52,12 @@ class CTranslate2Engine(EngineBase):
 
     def identity(self) -> dict[str, Any]:
         return {"engine": self.name, "ctranslate2": self.version, "device": self.device,
-                "compute_type": self.compute_type, "intra_threads": self.threads, "ct2_folder": str(self.folder)}
+                "compute_type": self.compute_type, "intra_threads": self.threads, "inter_threads": self.workers,
+                "ct2_folder": str(self.folder)}
 
     def suggest_batch_size(self, recipe) -> int:
         if not self.device.startswith("cuda"):
-            return CPU_BATCH_SIZE
+            return CPU_BATCH_SIZE * self.workers  # one utterance per worker
         dtype_bytes = 1 if self.compute_type.startswith("int8") else 4 if self.compute_type == "float32" else 2
         return gpu_batch_size(self.files.config, self.device, max(2, dtype_bytes), recipe.beam_size,
                               recipe.max_new_tokens)
@@ -74,8 +83,6 @@ class CTranslate2Engine(EngineBase):
         if hasattr(features, "detach"):
             features = features.detach()
             features = features.float().cpu().numpy() if not self.device.startswith("cuda") else features.float()
-        sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(features) if isinstance(features, np.ndarray)
-                                                else features.contiguous())
         prompt = self._prompt(request)
         m = request.max_new_tokens
         # CTranslate2's Whisper generates at most min(max_length // 2, max_length - len(prompt) + 1) tokens
@@ -88,12 +95,20 @@ class CTranslate2Engine(EngineBase):
         sampling = request.temperature > 0
         if sampling:
             ctranslate2.set_random_seed(request.seed)
-        results = self.model.generate(
-            sv, [prompt] * int(sv.shape[0]), beam_size=request.beam_size, patience=request.patience,
-            num_hypotheses=request.num_candidates, repetition_penalty=request.repetition_penalty,
-            no_repeat_ngram_size=request.no_repeat_ngram_size, max_length=max_length,
-            return_scores=True, sampling_topk=0 if sampling else 1,
-            sampling_temperature=request.temperature if sampling else 1.0)
+        kw = dict(beam_size=request.beam_size, patience=request.patience,
+                  num_hypotheses=request.num_candidates, repetition_penalty=request.repetition_penalty,
+                  no_repeat_ngram_size=request.no_repeat_ngram_size, max_length=max_length,
+                  return_scores=True, sampling_topk=0 if sampling else 1,
+                  sampling_temperature=request.temperature if sampling else 1.0)
+        n = len(features)
+        if self.workers > 1 and n > 1 and not sampling:  # (sampling stays one call: one seeded random stream)
+            # inter_threads: the batch is split into one part per worker, submitted at once, decoded in parallel
+            bounds = np.linspace(0, n, min(self.workers, n) + 1).astype(int)
+            pending = [self.model.generate(_view(features[a:b]), [prompt] * (b - a), asynchronous=True, **kw)
+                       for a, b in itertools.pairwise(bounds)]
+            results = [r.result() for part in pending for r in part]
+        else:
+            results = self.model.generate(_view(features), [prompt] * n, **kw)
         eot = self._ids["<|endoftext|>"]
         out: list[list[Candidate]] = []
         for res in results:
@@ -106,3 +121,11 @@ class CTranslate2Engine(EngineBase):
                 cands.append(Candidate(tokens, avg, len(ids) >= m))
             out.append(cands)
         return out
+
+
+def _view(features: Any) -> Any:
+    """A StorageView of a batch of features (numpy on CPU, a torch tensor on a GPU)."""
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(features) if isinstance(features, np.ndarray)
+                                              else features.contiguous())

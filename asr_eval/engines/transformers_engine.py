@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import resource
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, register_engine
+from asr_eval.errors import AsrEvalError
 
 # On CPU throughput is flat in batch size (whisper-base, measured: batch 1, 4, 8 within noise,
 # 16 slower): the fixed 30 s encoder pass is ~2/3 of each utterance's compute and batching does
@@ -75,19 +77,26 @@ class TransformersEngine(EngineBase):
     name = "transformers"
 
     def __init__(self, files, device: str = "cpu", compute_type: str = "float32", threads: int = 0,
-                 loaded: Any = None):
+                 loaded: Any = None, options: dict[str, Any] | None = None):
         import torch
         import transformers
 
+        from asr_eval.engines.options import resolve
         from asr_eval.models.loading import load
 
         if threads:
             torch.set_num_threads(threads)
-        self.lm = loaded or load(files.spec.name, device=device, dtype=compute_type, files=files)
+        self.options = resolve(self.name, options)
+        if loaded is not None and self.options["attn"] != "sdpa":
+            loaded.model.set_attn_implementation(self.options["attn"])
+        self.lm = loaded or load(files.spec.name, device=device, dtype=compute_type, files=files,
+                                 attn=self.options["attn"])
         self.files = files
         self.device, self.compute_type = self.lm.device, self.lm.dtype
         self.version = transformers.__version__
         self.threads = torch.get_num_threads()
+        self.assistant = (load_assistant(self.options["assistant"], self.lm, files)
+                          if self.options["assistant"] else None)
 
     @classmethod
     def from_loaded(cls, lm: Any) -> TransformersEngine:
@@ -103,7 +112,11 @@ class TransformersEngine(EngineBase):
 
         ident: dict[str, Any] = {"engine": self.name, "transformers": self.version, "torch": torch.__version__,
                                  "device": self.device, "compute_type": self.compute_type, "threads": self.threads,
-                                 "attn_implementation": getattr(self.lm.model.config, "_attn_implementation", None)}
+                                 "attn_implementation": getattr(self.lm.model.config, "_attn_implementation", None),
+                                 "cache": self.options["cache"], "compile": self.options["compile"]}
+        if self.assistant is not None:
+            ident["assistant"] = {"name": self.options["assistant"], "model_id": self.assistant.model_id,
+                                  "class": type(self.assistant.model).__name__}
         if self.device.startswith("cuda"):
             ident["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
         return ident
@@ -111,6 +124,8 @@ class TransformersEngine(EngineBase):
     def suggest_batch_size(self, recipe) -> int:
         import torch
 
+        if self.assistant is not None:
+            return 1  # transformers' assisted generation takes one sequence at a time
         if not self.device.startswith("cuda"):
             return CPU_BATCH_SIZE
         return gpu_batch_size(self.lm.model.config, self.device, getattr(torch, self.compute_type).itemsize,
@@ -118,6 +133,25 @@ class TransformersEngine(EngineBase):
 
     def peak_memory_bytes(self) -> int | None:
         return peak_process_memory(self.device)
+
+    def _speed_kwargs(self, request: DecodeRequest) -> dict[str, Any]:
+        """``generate`` arguments of the engine options (cache, compile, assistant)."""
+        opts, kw = self.options, {}
+        if opts["cache"] == "none":
+            kw["use_cache"] = False
+        elif opts["cache"] == "static":
+            kw["cache_implementation"] = "static"
+            if opts["compile"]:
+                kw["compile_config"] = compile_config(self.device)
+            else:
+                kw["disable_compile"] = True  # transformers compiles a static cache on GPUs by itself
+        if self.assistant is not None:
+            if request.temperature > 0 or request.beam_size > 1:
+                raise AsrEvalError(f"engine option assistant={opts['assistant']} works with greedy decoding only; "
+                                   f"this pass asks for beam {request.beam_size} at temperature {request.temperature} "
+                                   "(a fallback recipe samples) — use --recipe greedy")
+            kw["assistant_model"] = self.assistant.model
+        return kw
 
     def decode(self, features, request: DecodeRequest) -> list[list[Candidate]]:
         import torch
@@ -142,6 +176,9 @@ class TransformersEngine(EngineBase):
             prev = gc.prev_sot_token_id if getattr(gc, "prev_sot_token_id", None) is not None else \
                 self.files.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
             kw["prompt_ids"] = torch.tensor([prev, *request.prompt_ids], device=self.device)
+        kw.update(self._speed_kwargs(request))
+        if self.assistant is not None and len(feats) > 1:  # assisted generation: one sequence at a time
+            return [c for i in range(len(feats)) for c in self.decode(feats[i:i + 1], request)]
         with torch.inference_mode():
             out = model.generate(input_features=feats, **kw)
         seqs = (out.sequences if hasattr(out, "sequences") else out).cpu()  # .cpu() also waits for the GPU
@@ -169,3 +206,47 @@ class TransformersEngine(EngineBase):
             rows.append(Candidate(tokens, avg, cut))
         n = request.num_candidates
         return [rows[i * n:(i + 1) * n] for i in range(len(rows) // n)]
+
+
+def compile_config(device: str) -> Any:
+    """How the decoder step is compiled: transformers' own path for Whisper (static cache +
+    ``torch.compile`` of the forward in ``generate``). CUDA graphs (``reduce-overhead``) on a GPU;
+    plain inductor on CPU, where transformers only compiles when told to (``_compile_all_devices``)."""
+    from transformers import CompileConfig
+
+    cfg = CompileConfig(mode="reduce-overhead" if device.startswith("cuda") else "default")
+    if not device.startswith("cuda"):
+        cfg._compile_all_devices = True
+    return cfg
+
+
+@dataclass
+class Assistant:
+    model: Any
+    model_id: str
+
+
+def load_assistant(name: str, main: Any, files: Any) -> Assistant:
+    """The draft model of speculative decoding: a Whisper (its own encoder, same mel bins) or a
+    decoder-only ``WhisperForCausalLM`` that reads the scored model's encoder output (distil-whisper's
+    layout). Its tokenizer must be the scored model's, token for token — else drafts mean other text."""
+    import torch
+    from transformers import WhisperForCausalLM, WhisperForConditionalGeneration
+
+    from asr_eval.models.loading import open_model
+
+    af = open_model(name)
+    if af.processor.tokenizer.get_vocab() != files.processor.tokenizer.get_vocab():
+        raise AsrEvalError(f"engine option assistant={name}: its tokenizer differs from {files.spec.name}'s "
+                           f"({len(af.processor.tokenizer)} vs {len(files.processor.tokenizer)} tokens, or other ids); "
+                           "speculative decoding needs the same vocabulary — pick an assistant of the same family")
+    decoder_only = "WhisperForCausalLM" in (af.config.architectures or [])
+    if not decoder_only and af.config.num_mel_bins != files.config.num_mel_bins:
+        raise AsrEvalError(f"engine option assistant={name}: it reads {af.config.num_mel_bins} mel bins, "
+                           f"{files.spec.name} {files.config.num_mel_bins}; its encoder cannot read the same features")
+    cls = WhisperForCausalLM if decoder_only else WhisperForConditionalGeneration
+    model = cls.from_pretrained(af.folder, dtype=getattr(torch, main.dtype), attn_implementation="sdpa",
+                                local_files_only=True)
+    model.to(main.device).eval()
+    model.generation_config = main.model.generation_config  # the same forced language, task and suppression
+    return Assistant(model, af.model_id)

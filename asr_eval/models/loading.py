@@ -249,8 +249,9 @@ def open_model(name: str, local_files_only: bool | None = None) -> ModelFiles:
 
 def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only: bool | None = None, *,
          language: str = "zh", task: str = "transcribe", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-         files: ModelFiles | None = None) -> LoadedModel:
-    """Load a Whisper for scoring or fine-tuning (eval mode, SDPA attention). ``local_files_only``
+         files: ModelFiles | None = None, attn: str = "sdpa") -> LoadedModel:
+    """Load a Whisper for scoring or fine-tuning (eval mode, ``attn`` attention: sdpa unless an
+    engine option says eager). ``local_files_only``
     defaults to ``HF_HUB_OFFLINE``; an uncached hub model then fails at once with the fix."""
     import torch
     from transformers import WhisperForConditionalGeneration
@@ -266,7 +267,7 @@ def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only:
     try:
         model = WhisperForConditionalGeneration.from_pretrained(
             src, revision=sha or "main", local_files_only=offline or spec.source != "hub",
-            dtype=getattr(torch, dt), attn_implementation="sdpa")
+            dtype=getattr(torch, dt), attn_implementation=attn)
     except OSError as e:
         raise AsrEvalError(f"model {spec.name!r}: weights could not be loaded from {src} ({e}); "
                            f"re-download it (`hf download {spec.name}`) or check the folder's model.safetensors") from e

@@ -1,5 +1,6 @@
 """Report view of the engine axis: how each run was produced (engine, compute type, preprocessing,
-recipe, strategy), engine parity between runs of the same weights, and what decoding did per run
+recipe, strategy, engine options), engine parity between runs of the same weights (the verdict on
+speed options that claim to leave transcripts unchanged), and what decoding did per run
 and per slice (temperature fallbacks fired, outputs cut off at max_new_tokens)."""
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def engine_view(con: duckdb.DuckDBPyConnection, run_ids: list[str], normalizer: 
     for rid, x in ax.items():
         p = json.loads(prov.get(rid) or "null") or {}
         axes[rid] = {"engine": x.engine, "compute_type": x.compute_type, "preprocessing": x.preprocessing,
-                     "recipe": x.recipe, "strategy": x.strategy, "kind": x.kind,
+                     "recipe": x.recipe, "strategy": x.strategy, "kind": x.kind, "options": x.options,
                      "identity": p.get("engine") or {}, "import": {k: v for k, v in p.items() if k != "engine"}
                      if x.kind == "import" else {}}
     return EngineView(axes, parity_pairs(con, run_ids, normalizer, top),

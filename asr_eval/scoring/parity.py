@@ -1,7 +1,10 @@
 """Engine parity: runs of the same weights (same model id = same content hash) on the same
-corpus split that differ in engine, compute type, preprocessing or recipe. How many raw
-transcripts are identical, the paired CER difference (from the stored comparison), and the most
-divergent utterances. Read-only; used by ``asr-eval score`` and the report."""
+corpus split that differ in engine, compute type, preprocessing, recipe or engine options. How
+many raw transcripts are identical, the paired CER difference (from the stored comparison), and
+the most divergent utterances. Read-only; used by ``asr-eval score`` and the report.
+
+A pair that differs in engine options only is the verification of output-preserving options
+(``engines.options``): ``ParityPair.verdict`` says "identical on N/N" or how many differ."""
 
 from __future__ import annotations
 
@@ -39,8 +42,23 @@ class ParityPair:
     def identical(self) -> float:
         return self.n_identical / self.n if self.n else 0.0
 
+    @property
+    def options_only(self) -> bool:
+        """The two runs differ in engine options only: a check of speed options that claim to
+        leave transcripts unchanged."""
+        return self.differs_in == ["engine_options"]
 
-AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy")
+    @property
+    def verdict(self) -> str | None:
+        """For an engine-options pair: 'identical on N/N' or 'differs on K/N'; else None."""
+        if not self.options_only:
+            return None
+        if self.n and self.n_identical == self.n:
+            return f"identical on {self.n}/{self.n}"
+        return f"differs on {self.n - self.n_identical}/{self.n}"
+
+
+AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy", "engine_options")
 
 
 def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
@@ -48,7 +66,7 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
     if len(run_ids) < 2:
         return []
     rows = con.execute(
-        f"""SELECT run_id, model_id, corpus_id, coalesce(split, ''), {', '.join(f'coalesce({a}, {chr(39)}{chr(39)})' for a in AXES)}
+        f"""SELECT run_id, model_id, corpus_id, coalesce(split, ''), {', '.join(f'coalesce({a}::VARCHAR, {chr(39)}{chr(39)})' for a in AXES)}
             FROM eval_runs WHERE coalesce(kind, 'model') = 'model' AND run_id IN ({', '.join('?' * len(run_ids))})""",
         list(run_ids)).fetchall()
     order = {r: i for i, r in enumerate(run_ids)}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class RunSpec:
     strategy: str = "short"  # long-form strategy for recordings > 30 s ('short': none; such items are an error)
     strategy_params: dict[str, Any] = field(default_factory=dict)
     stream: dict[str, Any] | None = None  # streaming axis (asr_eval.streaming.run.stream_axis): policy, chunk_s, params
+    engine_options: dict[str, Any] = field(default_factory=dict)  # engines.options, canonical (defaults dropped)
     device: str = "auto"
     batch_size: int | None = None
     threads: int = 0
@@ -69,6 +70,11 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def run_batch_size(self, batch_size: int | None, engine: Any) -> int:
+        """The batch size: the batch_size engine option (part of the run id), else the knob, else the engine's."""
+        return (self.engine_options.get("batch_size") or batch_size or self.batch_size
+                or engine.suggest_batch_size(self.recipe_obj))
+
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -77,11 +83,14 @@ def _csv(value: str) -> list[str]:
 def expand_specs(models: list[str], engines: str = "transformers", compute_types: str = "auto",
                  preprocessing: str = "pad-audio", recipes: str = "greedy", device: str = "auto",
                  batch_size: int | None = None, threads: int = 0, strategies: str = "short",
-                 strategy_params: dict[str, Any] | None = None, **options: Any) -> list[RunSpec]:
-    """Every model × engine × compute type × preprocessing × recipe × long-form strategy
-    (comma-separated lists), in that order; recipe ``options`` (max_new_tokens, …) apply to every
-    recipe, ``strategy_params`` to each strategy that has them. Fails before any inference."""
+                 strategy_params: dict[str, Any] | None = None, engine_options: Sequence[str] = (),
+                 **options: Any) -> list[RunSpec]:
+    """Every model × engine × compute type × preprocessing × recipe × long-form strategy × engine
+    option values (comma-separated lists), in that order; recipe ``options`` (max_new_tokens, …)
+    apply to every recipe, ``strategy_params`` to each strategy that has them, ``engine_options``
+    (``KEY=V1,V2``, ``engines.options``) to every engine. Fails before any inference."""
     from asr_eval.engines.base import engine_entry
+    from asr_eval.engines.options import canonical, expand
     from asr_eval.engines.preprocessing import check_mode
 
     for p in _csv(preprocessing):
@@ -91,9 +100,25 @@ def expand_specs(models: list[str], engines: str = "transformers", compute_types
     recs = [get_recipe(r, **options) for r in _csv(recipes)]
     strats = _strategies(_csv(strategies) or ["short"], strategy_params or {})
     return [RunSpec(model=m, engine=e, compute_type=c, preprocessing=p, recipe=r.to_dict(), strategy=st,
-                    strategy_params=sp, device=device, batch_size=batch_size, threads=threads)
+                    strategy_params=sp, engine_options=canonical(e, o, r), device=device, batch_size=batch_size,
+                    threads=threads)
             for m, e, c, p, r, (st, sp) in itertools.product(models, _csv(engines), _csv(compute_types),
-                                                             _csv(preprocessing), recs, strats)]
+                                                             _csv(preprocessing), recs, strats)
+            for o in expand(e, engine_options)]
+
+
+def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``specs`` plus, after each one with output-preserving engine options, the same run without
+    them (unless listed already): what verifies that those options leave the transcripts as they were."""
+    from asr_eval.engines.options import baseline
+
+    out: list[RunSpec] = []
+    for s in specs:
+        base = replace(s, engine_options=baseline(s.engine, s.engine_options))
+        for x in (base, s) if base != s else (s,):
+            if x not in out:
+                out.append(x)
+    return out
 
 
 def _strategies(names: list[str], params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -132,6 +157,7 @@ class RunInfo:
     strategy: str = "short"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     stream: dict[str, Any] | None = None
+    engine_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 0
     n_utts: int = 0
     audio_s: float = 0.0
@@ -158,9 +184,11 @@ class RunInfo:
 
 def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, engine_version: str,
                 compute_type: str, preprocessing: str, recipe: dict, strategy: str = "short",
-                strategy_params: dict | None = None, stream: dict | None = None) -> str:
+                strategy_params: dict | None = None, stream: dict | None = None,
+                engine_options: dict | None = None) -> str:
     """Deterministic, so a restarted run finds its own finished parts; every axis that changes the
-    hypotheses is in it (a long-form strategy or a streaming policy also names the readable prefix)."""
+    hypotheses — or claims not to (engine options) — is in it (a long-form strategy or a streaming
+    policy also names the readable prefix). Axes at their defaults add nothing: ids stay stable."""
     short = model_id.split("@")[0].rstrip("/").split("/")[-1].replace(":", "-")
     key = [model_id, corpus_id, split, engine, engine_version, compute_type, preprocessing, recipe, strategy]
     if strategy != "short":
@@ -169,6 +197,8 @@ def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, e
     if stream:
         key.append({"stream": stream})
         short = f"{short}-{stream['policy']}-{stream['chunk_s']:g}s"
+    if engine_options:
+        key.append({"engine_options": engine_options})
     return f"{short}-{stable_hash(key, 10)}"
 
 
@@ -304,10 +334,12 @@ def cached_engine(spec: RunSpec):
     since large checkpoints are GBs."""
     from asr_eval.engines import create_engine
 
-    key = (spec.model, spec.engine, spec.compute_type, spec.device, spec.threads)
+    key = (spec.model, spec.engine, spec.compute_type, spec.device, spec.threads,
+           tuple(sorted(spec.engine_options.items())))
     if key not in _ENGINE_CACHE:
         _ENGINE_CACHE.clear()
-        _ENGINE_CACHE[key] = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads)
+        _ENGINE_CACHE[key] = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads,
+                                           spec.engine_options)
     return _ENGINE_CACHE[key]
 
 
@@ -316,14 +348,15 @@ def start_run(engine, corpus: Corpus, split: str | None, spec: RunSpec, parts_ro
     recipe = spec.recipe_obj.to_dict()
     run_id = make_run_id(engine.files.model_id, corpus.corpus_id, split, engine.name, engine.version,
                          engine.compute_type, spec.preprocessing, recipe, spec.strategy, spec.strategy_params,
-                         spec.stream)
+                         spec.stream, spec.engine_options)
     parts_dir = Path(parts_root) / run_id
     parts_dir.mkdir(parents=True, exist_ok=True)
     eng = {"name": engine.name, "version": engine.version, "compute_type": engine.compute_type,
            "device": engine.device, "identity": engine.identity()}
     return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir, engine=eng,
                    preprocessing=spec.preprocessing, recipe=recipe, strategy=spec.strategy,
-                   strategy_params=dict(spec.strategy_params), stream=spec.stream, model=model_row(engine.files))
+                   strategy_params=dict(spec.strategy_params), stream=spec.stream,
+                   engine_options=dict(spec.engine_options), model=model_row(engine.files))
 
 
 def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, spec: RunSpec,
@@ -331,7 +364,7 @@ def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, sp
     """Decode every shard of ``split`` into ``parts_root/RUN_ID/part-*.parquet`` (the CLI path)."""
     corpus = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
     info = start_run(engine, corpus, split, spec, parts_root)
-    bs = batch_size or spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
+    bs = spec.run_batch_size(batch_size, engine)
     info.batch_size = bs
     shards = corpus.shards_for(split)
     with Progress(_label(engine, info), sum(s.n(split) for s in shards), _unit(spec), enabled=progress) as bar:
@@ -360,7 +393,7 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
     corpus = open_corpus(corpus_dir)
     engine = cached_engine(spec)
     info = start_run(engine, corpus, split, spec, parts_root)
-    info.batch_size = spec.batch_size or engine.suggest_batch_size(spec.recipe_obj)
+    info.batch_size = spec.run_batch_size(None, engine)
     shard = corpus.path / shard_file
     stats, skipped = finished_part(info.parts_dir, shard), True
     if stats is None:  # a finished part is reused as it is: nothing to transcribe, no progress to show
@@ -386,6 +419,10 @@ def _label(engine, info: RunInfo) -> str:
     strategy = f" · {info.strategy}" if info.strategy != "short" else ""
     if info.stream:
         strategy = f" · streaming {info.stream['policy']} {info.stream['chunk_s']:g}s"
+    if info.engine_options:
+        from asr_eval.engines.options import describe
+
+        strategy += f" · {describe(info.engine_options)}"
     return (f"transcribing {engine.files.spec.name} · {engine.name} {engine.compute_type} · "
             f"{info.recipe['name']}{strategy}")
 

@@ -48,6 +48,7 @@ def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: dateti
         "compute_type": eng.get("compute_type"), "preprocessing": info.preprocessing, "recipe": info.recipe.get("name"),
         "strategy": info.strategy, "strategy_params": info.strategy_params or None,
         "stream_policy": (info.stream or {}).get("policy"), "stream_params": _stream_params(info.stream),
+        "engine_options": info.engine_options or None,
         "provenance": {"engine": eng.get("identity"), "peak_memory_bytes": info.peak_mem, **info.extra},
         "n_missing": max(0, n_split - n),
     })
@@ -80,7 +81,8 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
     for spec in specs:
         spec = RunSpec.make(spec) if isinstance(spec, str) else spec
         started = _now()
-        engine = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads)
+        engine = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads,
+                               spec.engine_options)
         t0 = time.perf_counter()
         info = transcribe_corpus(engine, corpus, split, spec, parts_root, spec.batch_size, progress=progress)
         info.extra["wall_s"] = round(time.perf_counter() - t0, 3)

@@ -1,18 +1,21 @@
 """Readable names for runs and models in every table and the report.
 
 A run is labelled by its model's display name, plus only the axes (engine, compute type,
-preprocessing, recipe, strategy) on which the runs shown together differ — so two engines on one
+preprocessing, recipe, strategy, engine options) on which the runs shown together differ — so two engines on one
 model read "whisper-base · ctranslate2 int8" instead of two hashes. Full ids stay in provenance.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 
-AXES = ("engine", "compute_type", "preprocessing", "recipe", "strategy")  # a streaming run's strategy: "streaming POLICY Cs"
+from asr_eval.engines.options import describe
+
+AXES = ("engine", "compute_type", "preprocessing", "recipe", "strategy", "options")  # a streaming run's strategy: "streaming POLICY Cs"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class RunAxes:
     recipe: str
     strategy: str
     kind: str
+    options: str = "defaults"  # engine options (engines.options.describe)
 
 
 def model_display(name: str, source: str | None, display_name: str | None = None, step: int | None = None) -> str:
@@ -44,15 +48,15 @@ def run_axes(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[str
         f"""SELECT r.run_id, m.name, m.source, m.display_name, m.step, coalesce(r.engine, 'transformers'),
                    coalesce(r.compute_type, r.dtype, ''), coalesce(r.preprocessing, 'pad-audio'),
                    coalesce(r.recipe, 'greedy'), coalesce(r.strategy, 'short'), coalesce(r.kind, 'model'),
-                   r.stream_policy, json_extract(r.stream_params, '$.chunk_s')::DOUBLE
+                   r.stream_policy, json_extract(r.stream_params, '$.chunk_s')::DOUBLE, r.engine_options
             FROM eval_runs r LEFT JOIN models m USING (model_id)
             WHERE r.run_id IN ({', '.join('?' * len(run_ids))})""", list(run_ids)).fetchall()
     out = {}
-    for rid, name, source, disp, step, eng, ct, pre, rec, strat, kind, policy, chunk in rows:
+    for rid, name, source, disp, step, eng, ct, pre, rec, strat, kind, policy, chunk, opts in rows:
         model = model_display(name or rid, source, disp, step)
         if policy:
             strat = f"streaming {policy}" + (f" {chunk:g}s" if chunk is not None else "")
-        out[rid] = RunAxes(rid, model, eng, ct, pre, rec, strat, kind)
+        out[rid] = RunAxes(rid, model, eng, ct, pre, rec, strat, kind, describe(json.loads(opts) if opts else None))
     return out
 
 
@@ -70,7 +74,7 @@ def run_labels(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[s
         eng = " ".join(getattr(x, a) for a in ("engine", "compute_type") if a in varying)
         if eng:
             parts.append(eng)
-        parts += [getattr(x, a) for a in ("preprocessing", "recipe", "strategy") if a in varying]
+        parts += [getattr(x, a) for a in ("preprocessing", "recipe", "strategy", "options") if a in varying]
         labels[rid] = " · ".join(parts)
     seen: dict[str, int] = {}
     for v in labels.values():

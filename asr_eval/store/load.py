@@ -140,7 +140,7 @@ EVAL_RUN_COLUMNS = (
     "run_id", "corpus_id", "split", "model_id", "status", "started_at", "finished_at", "device", "dtype",
     "batch_size", "decode_params", "versions", "n_utts", "audio_s", "proc_s", "rtfx", "peak_gpu_mem_bytes",
     "kind", "engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy", "strategy_params",
-    "provenance", "n_missing", "stream_policy", "stream_params")
-_JSON_COLS = {"decode_params", "versions", "strategy_params", "provenance", "stream_params"}
+    "provenance", "n_missing", "stream_policy", "stream_params", "engine_options")
+_JSON_COLS = {"decode_params", "versions", "strategy_params", "provenance", "stream_params", "engine_options"}
 _EVAL_RUN_DEFAULTS = {"kind": "model", "engine": "transformers", "preprocessing": "pad-audio", "recipe": "greedy",
                       "strategy": "short"}

@@ -14,7 +14,7 @@ utterance_attrs    [corpus_id, utt_id, attr]  slice columns in long form (attr, 
 models             [model_id]  every model scored or trained; fine-tuned ones carry lineage
                    (base_model_id, corpus_id, training_run_id, step)
 eval_runs          [run_id]  one model decoding one corpus split: device, dtype, batch size,
-                   decode parameters, library versions, RTFx
+                   decode parameters, engine options (speed options, verified), library versions, RTFx
 hypotheses         [run_id, utt_id]  raw model text. Normalization happens at scoring time,
                    so a new normalizer rescoring never re-runs inference
 utterance_scores   [run_id, utt_id, normalizer]  normalized ref/hyp, CER/MER/WER counts,
@@ -55,7 +55,7 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -461,6 +461,11 @@ CREATE TABLE IF NOT EXISTS lineage_contamination (
     checked_at TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (model_id, corpus_id, eval_split, source_hash)
 );
+""",
+    # v5: engine options (issue 21): how an engine computed (cache, compile, attention, assistant,
+    # threads, workers, batch size) — part of the run id, compared with the run without them.
+    """
+ALTER TABLE eval_runs ADD COLUMN engine_options JSON;                 -- {"cache": "static", ...}; NULL: defaults
 """,
 ]
 
