@@ -33,10 +33,11 @@ install: $(VENV)/.installed
 
 # Headless Chromium (+ a CJK font for readable screenshots) for the report's browser test
 # (Debian packages; CI runs as root).
+# Headless Chromium + CJK fonts (browser tests) and a C++ compiler (torch.compile on CPU: -O compile=true).
 browser-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! fc-list 2>/dev/null | grep -qi "noto.*cjk"; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; \
-	  else echo "chromium/chromedriver missing and not root: the browser test will be skipped"; fi; fi
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! fc-list 2>/dev/null | grep -qi "noto.*cjk" || ! command -v g++ >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk g++ >/dev/null; \
+	  else echo "chromium/chromedriver/g++ missing and not root: the browser and compile tests will be skipped"; fi; fi
 
 test: install browser-deps
 	$(BIN)/python -m pytest -q --durations=30

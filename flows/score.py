@@ -88,13 +88,12 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
 
 def option_verdicts(db: str, run_ids: list[str], normalizer: str) -> list[str]:
     """'engine options B vs A: identical on N/N' for each run verified against its run without options."""
-    from asr_eval.scoring.parity import parity_pairs
+    from asr_eval.scoring.parity import option_checks
     from asr_eval.store import connect
-    from asr_eval.store.labels import run_labels
 
     con = connect(db, read_only=True)
     try:
-        pairs = [p for p in parity_pairs(con, run_ids, normalizer) if p.options_only]
+        pairs = option_checks(con, run_ids, normalizer)
         names = run_labels(con, run_ids)
     finally:
         con.close()

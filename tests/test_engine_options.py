@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json  # noqa: E402
+import shutil  # noqa: E402
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -152,6 +153,8 @@ def test_option_keeps_greedy_tokens_and_logprobs(models, audios, reference, opts
     assert ident["cache"] == eng.options["cache"] and ident["attn_implementation"] == eng.options["attn"]
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ "
+                    "compiler (`make browser-deps` installs g++ as root)")
 def test_static_cache_with_compile_keeps_greedy_tokens(models, audios, reference):
     eng = create_engine("transformers", models["main"], "cpu", "float32",
                         options={"cache": "static", "compile": "true"})
@@ -276,8 +279,10 @@ def test_an_option_that_changes_transcripts_is_reported_not_hidden(models, corpu
     con.close()
     assert pair.verdict == "differs on 3/6" and len(pair.divergent) == 3
     assert all(d.hyp_a.startswith(d.hyp_b) and d.hyp_a != d.hyp_b for d in pair.divergent)  # the dropped token
-    assert ParityPair("a", "b", "m", 6, 6, differs_in=["engine_options"]).verdict == "identical on 6/6"
-    assert ParityPair("a", "b", "m", 6, 6, differs_in=["engine", "engine_options"]).verdict is None
+    assert ParityPair("a", "b", "m", 6, 6, differs_in=["engine_options"], options_check=True).verdict == \
+        "identical on 6/6"
+    assert ParityPair("a", "b", "m", 6, 6, differs_in=["engine", "engine_options"], options_check=True).verdict is None
+    assert ParityPair("a", "b", "m", 6, 6, differs_in=["engine_options"]).verdict is None  # two option sets
     print_option_verdicts([], {})  # nothing to say: no output
 
 
@@ -285,11 +290,22 @@ def test_score_cli_verifies_a_speed_option_and_the_report_says_so(models, corpus
     from asr_eval.report import build_report
 
     db = tmp_path / "s.duckdb"
-    res = CliRunner().invoke(_app(), ["score", "--corpus", str(corpus), "-m", models["main"], "-O", "cache=none",
-                                   "--device", "cpu", "--max-new-tokens", "12", "--split", "test", "--n-boot", "50",
-                                   "--db", str(db)], env={"COLUMNS": "200"})
+    res = CliRunner().invoke(_app(), ["score", "--corpus", str(corpus), "-m", models["main"], "-O",
+                                      "cache=none,static", "--device", "cpu", "--max-new-tokens", "12", "--split",
+                                      "test", "--n-boot", "50", "--db", str(db)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "✔ engine options" in res.output and "identical on 6/6" in res.output
-    assert "cache=none" in res.output  # the label names the option
+    checks = [line for line in res.output.splitlines() if "engine options" in line and "identical on" in line]
+    assert len(checks) == 2 and all("✔" in line and "identical on 6/6" in line for line in checks)
+    # each against the run without options; cache=none vs cache=static is no check of either
+    assert "main · cache=none vs opts0/main · defaults:" in checks[0]
+    assert "main · cache=static vs opts0/main · defaults:" in checks[1]
     html = build_report(db, tmp_path / "r.html").path.read_text(encoding="utf-8")
     assert "engine options: defaults →" in html and "✔ identical on 6/6" in html
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_install(models, monkeypatch):
+    import asr_eval.engines.transformers_engine as te
+
+    monkeypatch.setattr(te.shutil, "which", lambda name: None)
+    with pytest.raises(AsrEvalError, match=r"no C\+\+ compiler was found; install one \(`apt-get install g\+\+`\)"):
+        create_engine("transformers", models["main"], "cpu", "float32", options={"cache": "static", "compile": "true"})

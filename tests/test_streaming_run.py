@@ -141,6 +141,24 @@ def test_stream_cli_json(small_corpus, tiny_model, tmp_path):
     assert row["offline_run"] is None and row["delta_cer"] is None
 
 
+def test_stream_cli_verifies_engine_options(small_corpus, tiny_model, tmp_path):
+    """-O on `asr-eval stream`: each streaming run is also run without the option, and the JSON row
+    of the one with it carries the verdict (streaming re-decodes at batch 1: where speed options matter)."""
+    from typer.testing import CliRunner
+
+    from asr_eval.cli import _register_commands, app
+
+    _register_commands()
+    res = CliRunner().invoke(app, ["stream", "--corpus", str(small_corpus), "--model", tiny_model, "--chunk-s", "2",
+                                   "--policy", "hold-k", "-O", "cache=none", "--offline-strategy", "none",
+                                   "--align-model", "none", "--device", "cpu", "--n-boot", "20", "--json",
+                                   "--db", str(tmp_path / "s.duckdb")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r.get("engine_options_verdict") for r in rows] == [None, "identical on 2/2"]
+    assert len({r["run_id"] for r in rows}) == 2 and rows[0]["cer"] == rows[1]["cer"]
+
+
 @pytest.mark.integration
 def test_local_agreement_on_the_bundled_model_against_offline(tmp_path):
     """One demo recording (long_008: 69 s, white noise, long pauses) with bundled whisper-base on

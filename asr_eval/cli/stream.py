@@ -127,6 +127,16 @@ def stream_cmd(
                          progress=not as_json, align_model=align_model)
     rows, names = summaries(db, runs.streams, normalizer, runs.offline_of)
     if as_json:
+        if engine_option:  # each streaming run with options: its verdict against the same run without them
+            from asr_eval.scoring.parity import option_checks
+
+            con = connect(db, read_only=True)
+            try:
+                verdicts = {p.run_b: p.verdict for p in option_checks(con, runs.streams, normalizer)}
+            finally:
+                con.close()
+            for r in rows:
+                r["engine_options_verdict"] = verdicts.get(r["run_id"])
         typer.echo(_json_rows(rows))
         return
     print_stream_table(rows, names, normalizer)

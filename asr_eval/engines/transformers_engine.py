@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,9 @@ class TransformersEngine(EngineBase):
         if threads:
             torch.set_num_threads(threads)
         self.options = resolve(self.name, options)
+        if self.options["compile"] and not device.startswith("cuda") and not (shutil.which("g++") or shutil.which("c++")):
+            raise AsrEvalError("engine option compile=true on CPU builds C++ kernels (torch inductor) and no C++ compiler "
+                               "was found; install one (`apt-get install g++`) or drop compile=true")
         if loaded is not None and self.options["attn"] != "sdpa":
             loaded.model.set_attn_implementation(self.options["attn"])
         self.lm = loaded or load(files.spec.name, device=device, dtype=compute_type, files=files,

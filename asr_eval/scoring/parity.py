@@ -9,10 +9,13 @@ A pair that differs in engine options only is the verification of output-preserv
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+
+from asr_eval.errors import AsrEvalError
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ParityPair:
     delta_hi: float | None = None
     differs_in: list[str] = field(default_factory=list)
     divergent: list[Divergent] = field(default_factory=list)
+    options_check: bool = False  # B is A plus output-preserving engine options (set by ``parity_pairs``)
 
     @property
     def identical(self) -> float:
@@ -44,13 +48,13 @@ class ParityPair:
 
     @property
     def options_only(self) -> bool:
-        """The two runs differ in engine options only: a check of speed options that claim to
-        leave transcripts unchanged."""
-        return self.differs_in == ["engine_options"]
+        """B is the same configuration as A plus speed options that claim to leave transcripts
+        unchanged (A: without them) — the check of those options."""
+        return self.options_check and self.differs_in == ["engine_options"]
 
     @property
     def verdict(self) -> str | None:
-        """For an engine-options pair: 'identical on N/N' or 'differs on K/N'; else None."""
+        """For an engine-options check: 'identical on N/N' or 'differs on K/N'; else None."""
         if not self.options_only:
             return None
         if self.n and self.n_identical == self.n:
@@ -78,12 +82,17 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
         differs = [ax for ax, x, y in zip(AXES, a[4:], b[4:]) if x != y]
         if not differs:
             continue
+        check = False
+        if differs == ["engine_options"]:
+            if _is_baseline_of(b, a):  # the run without the options is A
+                a, b = b, a
+            check = _is_baseline_of(a, b)
         ra, rb = a[0], b[0]
         n, same = con.execute(
             """SELECT count(*), count(*) FILTER (WHERE ha.hyp_raw IS NOT DISTINCT FROM hb.hyp_raw)
                FROM hypotheses ha JOIN hypotheses hb ON hb.utt_id = ha.utt_id AND hb.run_id = ?
                WHERE ha.run_id = ?""", [rb, ra]).fetchone()
-        p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs)
+        p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs, options_check=check)
         cmp = con.execute(
             """SELECT run_a, delta, delta_lo, delta_hi FROM comparisons WHERE normalizer = ? AND metric = 'cer'
                AND slice_attr = '_all' AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))""",
@@ -108,6 +117,27 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
         p.divergent = [Divergent(*r) for r in div]
         out.append(p)
     return out
+
+
+_OPT = 4 + AXES.index("engine_options")  # the engine_options column of a parity_pairs row
+
+
+def _is_baseline_of(x: tuple, y: tuple) -> bool:
+    """Run row ``y``'s engine options without their output-preserving ones are run row ``x``'s."""
+    from asr_eval.engines.options import baseline
+
+    ox, oy = (json.loads(r[_OPT]) if r[_OPT] else {} for r in (x, y))
+    try:
+        return baseline(y[4], oy) == ox
+    except (AsrEvalError, KeyError):  # an engine no longer registered, an option no longer known: no check
+        return False
+
+
+def option_checks(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
+                  top: int = 5) -> list[ParityPair]:
+    """The pairs among ``run_ids`` that differ in engine options only: each run with speed options
+    against the same configuration without them (``ParityPair.verdict``)."""
+    return [p for p in parity_pairs(con, run_ids, normalizer, top) if p.options_only]
 
 
 def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
