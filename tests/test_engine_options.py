@@ -123,6 +123,14 @@ def test_value_lists_are_axes_and_baselines_are_added_once():
             expand("transformers", bad)
 
 
+def test_options_go_to_the_engines_that_have_them():
+    specs = expand_specs(["m"], engines="transformers,ctranslate2", engine_options=["cache=static", "inter_threads=2"])
+    assert [(s.engine, s.engine_options) for s in specs] == [("transformers", {"cache": "static"}),
+                                                              ("ctranslate2", {"inter_threads": 2})]
+    with pytest.raises(AsrEvalError, match="engine option.s. turbo: no chosen engine .transformers, ctranslate2. has"):
+        expand_specs(["m"], engines="transformers,ctranslate2", engine_options=["cache=static", "turbo=1"])
+
+
 def test_engine_options_change_the_run_id_and_defaults_keep_the_old_one():
     base = ("m@1", "c@2", "test", "transformers", "5.23.0", "float32", "pad-audio", GREEDY.to_dict(), "short")
     old = make_run_id(*base)

@@ -291,6 +291,8 @@ def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB
         eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
         if x.kind != "import" and device and device != "cpu":
             eng += f" {device}"
+        if x.options != "defaults":
+            eng += f" · {x.options}"
         recipe = "—" if x.kind == "import" else x.recipe if x.preprocessing == "pad-audio" \
             else f"{x.recipe} ({x.preprocessing})"
         where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]

@@ -15,7 +15,7 @@ engines read the resolved values (``resolve``). Only non-default values are stor
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +191,21 @@ def expand(engine: str, items: Iterable[str]) -> list[dict[str, Any]]:
         if k not in known:
             raise AsrEvalError(f"engine {engine} has no option {k!r}; its options: {', '.join(sorted(known))}")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def for_engine(engines: Sequence[str], items: Sequence[str]) -> dict[str, list[str]]:
+    """``KEY=VALUES`` items per engine: each engine gets the ones it has (``--engine
+    transformers,ctranslate2 -O cache=static`` runs ctranslate2 without it); an option that no
+    chosen engine has is an error."""
+    pairs = [(item.partition("=")[0].strip(), item) for item in items]
+    # a malformed item goes to every engine, so ``expand`` names what is wrong with it
+    out = {e: [it for k, it in pairs if k in all_options(_set(e)) or "=" not in it or not k] for e in engines}
+    unused = list(dict.fromkeys(k for k, it in pairs if not any(it in v for v in out.values())))
+    if unused:
+        known = sorted({o for e in engines for o in all_options(_set(e))})
+        raise AsrEvalError(f"engine option(s) {', '.join(unused)}: no chosen engine ({', '.join(engines)}) has them; "
+                           f"their options: {', '.join(known)} (`asr-eval engines` lists them)")
+    return out
 
 
 def baseline(engine: str, opts: Mapping[str, Any]) -> dict[str, Any]:

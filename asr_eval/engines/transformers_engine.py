@@ -91,8 +91,6 @@ class TransformersEngine(EngineBase):
         if self.options["compile"] and not device.startswith("cuda") and not (shutil.which("g++") or shutil.which("c++")):
             raise AsrEvalError("engine option compile=true on CPU builds C++ kernels (torch inductor) and no C++ compiler "
                                "was found; install one (`apt-get install g++`) or drop compile=true")
-        if loaded is not None and self.options["attn"] != "sdpa":
-            loaded.model.set_attn_implementation(self.options["attn"])
         self.lm = loaded or load(files.spec.name, device=device, dtype=compute_type, files=files,
                                  attn=self.options["attn"])
         self.files = files

@@ -88,15 +88,16 @@ def expand_specs(models: list[str], engines: str = "transformers", compute_types
     """Every model × engine × compute type × preprocessing × recipe × long-form strategy × engine
     option values (comma-separated lists), in that order; recipe ``options`` (max_new_tokens, …)
     apply to every recipe, ``strategy_params`` to each strategy that has them, ``engine_options``
-    (``KEY=V1,V2``, ``engines.options``) to every engine. Fails before any inference."""
+    (``KEY=V1,V2``, ``engines.options``) to each engine that has them. Fails before any inference."""
     from asr_eval.engines.base import engine_entry
-    from asr_eval.engines.options import canonical, expand
+    from asr_eval.engines.options import canonical, expand, for_engine
     from asr_eval.engines.preprocessing import check_mode
 
     for p in _csv(preprocessing):
         check_mode(p)
     for e in _csv(engines):
         engine_entry(e)
+    own = for_engine(_csv(engines), engine_options)
     recs = [get_recipe(r, **options) for r in _csv(recipes)]
     strats = _strategies(_csv(strategies) or ["short"], strategy_params or {})
     return [RunSpec(model=m, engine=e, compute_type=c, preprocessing=p, recipe=r.to_dict(), strategy=st,
@@ -104,12 +105,13 @@ def expand_specs(models: list[str], engines: str = "transformers", compute_types
                     threads=threads)
             for m, e, c, p, r, (st, sp) in itertools.product(models, _csv(engines), _csv(compute_types),
                                                              _csv(preprocessing), recs, strats)
-            for o in expand(e, engine_options)]
+            for o in expand(e, own[e])]
 
 
 def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
-    """``specs`` plus, after each one with output-preserving engine options, the same run without
-    them (unless listed already): what verifies that those options leave the transcripts as they were."""
+    """``specs`` plus, just before each one with output-preserving engine options, the same run
+    without them (unless listed already): what verifies that those options leave the transcripts
+    as they were."""
     from asr_eval.engines.options import baseline
 
     out: list[RunSpec] = []
