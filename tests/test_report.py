@@ -128,6 +128,16 @@ def test_computed_slices_and_pairs(tmp_path):
     assert diffs[("grp", "y")].delta == pytest.approx(-1 / 15)
 
 
+def test_speaker_only_slices_bind_no_unused_parameter(tmp_path):
+    """Speaker membership reads no $attrs: binding it anyway was a DuckDB binder error."""
+    con = _tiny(tmp_path / "t.duckdb")
+    sel = select(con)
+    rows = queries.slice_rows(con, sel, {"c@1": ["speaker"]})
+    assert {r.attr for r in rows} == {"speaker"} and sum(r.n for r in rows if r.run_id == "A") == 4
+    diffs = queries.pair_diffs(con, sel, {"c@1": ["speaker"]})
+    assert {d.attr for d in diffs} >= {"speaker"}
+
+
 def test_confusions_flags_and_worst(tmp_path):
     con = _tiny(tmp_path / "t.duckdb")
     sel = select(con)

@@ -33,6 +33,12 @@ def _slices(attrs: Sequence[str] | None = None) -> str:
     return membership_sql(attrs)
 
 
+def _attrs(sql: str, attrs: Sequence[str]) -> dict[str, list[str]]:
+    """The ``$attrs`` binding, only where the membership relation reads it (speaker or the whole
+    set alone does not, and DuckDB refuses a parameter the statement lacks)."""
+    return {"attrs": list(attrs)} if "$attrs" in sql else {}
+
+
 @dataclass(frozen=True)
 class Rate:
     """A pooled error rate (fraction) with its 95% interval; method says where the interval came from."""
@@ -340,7 +346,7 @@ def _computed_slices(con: duckdb.DuckDBPyConnection, sel: Selection, run_id: str
       WHERE s.run_id = $run AND s.normalizer = $norm
       GROUP BY sl.attr, sl.value)
     SELECT *, {ratio_sql('cer')}, {ratio_sql('mer')} FROM agg"""
-    found = rows(con, sql, {"run": run_id, "corpus": corpus_id, "norm": sel.normalizer, "attrs": attrs})
+    found = rows(con, sql, {"run": run_id, "corpus": corpus_id, "norm": sel.normalizer, **_attrs(sql, attrs)})
     return [SliceRow(run_id, r["attr"], r["value"], int(r["cnt"]), r["hours"], _rate(r, "cer", "normal"),
                      _rate(r, "mer", "normal"), r["wer"], int(r["cer_n"] or 0),
                      Evidence(int(r["cnt"]), int(r["cer_n"] or 0)).reliable, "normal") for r in found]
@@ -398,7 +404,8 @@ def _computed_pairs(con: duckdb.DuckDBPyConnection, sel: Selection, run_a: str, 
       FROM p JOIN {_slices(attrs)} sl ON sl.corpus_id = $corpus AND sl.utt_id = p.utt_id
       GROUP BY sl.attr, sl.value)
     SELECT *, {ratio_sql('d', clamp=False)} FROM agg"""
-    found = rows(con, sql, {"a": run_a, "b": run_b, "corpus": corpus_id, "norm": sel.normalizer, "attrs": attrs})
+    found = rows(con, sql, {"a": run_a, "b": run_b, "corpus": corpus_id, "norm": sel.normalizer,
+                            **_attrs(sql, attrs)})
     return [PairDiff(run_a, run_b, r["attr"], r["value"], int(r["cnt"]), r["rate_a"], r["rate_b"], r["d"],
                      r["d_lo"], r["d_hi"], None, None, None, "normal", ref_chars=int(r["ref_chars"] or 0),
                      reliable=Evidence(int(r["cnt"]), int(r["ref_chars"] or 0)).reliable,
