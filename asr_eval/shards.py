@@ -277,9 +277,13 @@ class _Journal:
 
 def _unique_slice_names(meta_keys: dict[str, str]) -> dict[str, str]:
     """Metadata keys (in first-seen order) → distinct column names: 'Accent' and 'accent' both
-    lower-case to 'accent', so the later one becomes 'accent_2' (deterministic for a source)."""
+    lower-case to 'accent', so the later one becomes 'accent_2' (deterministic for a source). A
+    column named like a slice the store derives itself (speaker, duration_bucket, contaminated)
+    is renamed the same way, so the two never mix in one slice."""
+    from asr_eval.slices import DERIVED_ATTRS
+
     out: dict[str, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = set(DERIVED_ATTRS)
     for key, name in meta_keys.items():
         cand, k = name, 1
         while cand in taken:

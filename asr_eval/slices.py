@@ -30,6 +30,8 @@ MISSING_VALUE = "(none)"  # an utterance without a value for the attribute
 SPEAKER_ATTR = "speaker"  # a column of `utterances`, offered as a slice like the ingested columns
 DURATION_ATTR = "duration_bucket"
 CONTAMINATED_ATTR = "contaminated"  # derived from the `contamination` table (asr_eval.contamination)
+# slice names the store makes itself: an ingested column of the same name is renamed (``name_2``)
+DERIVED_ATTRS = (ALL_ATTR, SPEAKER_ATTR, DURATION_ATTR, CONTAMINATED_ATTR)
 CONTAMINATION_FLAGS = ("exact", "overlap", "clean")  # worst first
 MAX_AUTO_SLICE_VALUES = 50  # columns with more distinct values (ids, sentences) are not default slices
 

@@ -418,3 +418,26 @@ def test_bundled_demo_corpus_ingests_cleanly(tmp_path):
 
 def test_repo_has_no_stray_shards():
     assert not list((REPO / "datasets_local").glob("**/shard-*.parquet"))
+
+
+def test_a_column_named_like_a_derived_slice_is_renamed(tmp_path):
+    """`duration_bucket` and `contaminated` are slices the store derives itself; an ingested column of
+    that name would mix its values into them — it becomes `duration_bucket_2` / `contaminated_2`."""
+    src = tmp_path / "src"
+    for i in range(2):
+        write_audio(src / f"u{i}.wav", 1.0, seed=i)
+    (src / "metadata.csv").write_text("file_name,text,duration_bucket,contaminated,accent\n"
+                                      "u0.wav,你好,short,yes,north\nu1.wav,再见,long,no,south\n")
+    ingest(open_source(str(src)), tmp_path / "c", IngestOptions(workers=1), progress=False)
+    idx = read_index(tmp_path / "c")
+    assert idx["slice_columns"] == ["accent", "contaminated_2", "duration_bucket_2"]
+    from asr_eval.store import connect
+    from asr_eval.store.load import load_corpus
+
+    con = connect(tmp_path / "s.duckdb")
+    load_corpus(con, tmp_path / "c")
+    got = con.execute("SELECT attr, value FROM utterance_attrs WHERE attr LIKE 'duration_bucket%' "
+                      "ORDER BY attr, value").fetchall()
+    con.close()
+    assert got == [("duration_bucket", "0-2s"), ("duration_bucket", "0-2s"),
+                   ("duration_bucket_2", "long"), ("duration_bucket_2", "short")]
