@@ -152,7 +152,7 @@ def _source_span(u: Utterance) -> float | None:
     return None if full is None else max(0.0, full - u.offset_s)
 
 
-def _process(u: Utterance, min_s: float, max_s: float, keep_long: bool, long_form: bool = False,
+def process_item(u: Utterance, min_s: float, max_s: float, keep_long: bool, long_form: bool = False,
              max_long_s: float = MAX_LONG_FORM_S) -> dict | tuple[str, str]:
     """Worker: decode → 16 kHz mono → validate → FLAC. Returns a row or (reason, detail).
     With ``long_form``, a recording over ``max_s`` is kept up to ``max_long_s`` (flag 'long_form')
@@ -314,9 +314,9 @@ def _admit(it: Utterance | Rejection, opts: IngestOptions, seen: set[str]) -> tu
 def _decode_all(todo: list[Utterance], opts: IngestOptions, pool, workers: int) -> list[dict | tuple[str, str]]:
     args = (opts.min_duration_s, opts.max_duration_s, opts.keep_long, opts.long_form, opts.max_long_s)
     if pool and todo:
-        return list(pool.map(_process, todo, *[[a] * len(todo) for a in args],
+        return list(pool.map(process_item, todo, *[[a] * len(todo) for a in args],
                              chunksize=max(1, len(todo) // (workers * 2))))
-    return [_process(u, *args) for u in todo]
+    return [process_item(u, *args) for u in todo]
 
 
 def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str]) -> dict:

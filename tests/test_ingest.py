@@ -358,9 +358,9 @@ def test_sigkill_midway_then_resume_gives_exact_rows(tmp_path):
         "import sys, time\n"
         "import asr_eval.shards as S\n"
         "from asr_eval.corpus import open_source\n"
-        "orig = S._process\n"
+        "orig = S.process_item\n"
         "def slow(*a):\n    time.sleep(0.05)\n    return orig(*a)\n"
-        "S._process = slow\n"
+        "S.process_item = slow\n"
         f"S.ingest(open_source({str(src)!r}), {str(tmp_path / 'out')!r}, S.IngestOptions(workers=1, max_rows=5, window=4), progress=False)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", script])

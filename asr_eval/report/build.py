@@ -336,7 +336,7 @@ def long_item_view(u: queries.WorstUtt, normalize, opt: ReportOptions) -> list[d
     return pieces
 
 
-def _worst(sel: Selection, worst: dict[str, list[queries.WorstUtt]], opt: ReportOptions) -> dict[str, Any]:
+def worst_views(sel: Selection, worst: dict[str, list[queries.WorstUtt]], opt: ReportOptions) -> dict[str, Any]:
     from asr_eval.text import get_profile
 
     normalize = get_profile(sel.normalizer).normalize if sel.normalizer else None
@@ -458,7 +458,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
     errors = _errors(sel, totals, queries.flag_counts(con, sel),
                      queries.confusions(con, sel, options.top_confusions, stride), srows, slices_view)
     errors["confusion_stride"] = stride
-    worst = _worst(sel, queries.worst_utterances(con, sel, options.worst_n), options)
+    worst = worst_views(sel, queries.worst_utterances(con, sel, options.worst_n), options)
     training = _training(con, sel, options)
     js = _static("report.js")
     ctx = {

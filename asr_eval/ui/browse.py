@@ -83,7 +83,7 @@ class RunView:
     normalizer: str | None
     normalizers: tuple[str, ...]
     slices: list[dict[str, Any]]  # stored slice_metrics rows, ``_all`` first
-    worst: dict[str, Any] | None  # report.build._worst's per-run view (utts with tokens, audio keys)
+    worst: dict[str, Any] | None  # report.build.worst_views's per-run view (utts with tokens, audio keys)
     audio: Any  # report.audio.AudioEmbed
     notes: list[str] = field(default_factory=list)
 
@@ -94,7 +94,7 @@ def run_view(db: str | Path, run_id: str, normalizer: str | None = None, worst_n
     highest-CER utterances exactly as the report selects and draws them (``report.queries``,
     ``report.build``), audio read from the corpus shards."""
     from asr_eval.report import queries
-    from asr_eval.report.build import ReportOptions, _worst
+    from asr_eval.report.build import ReportOptions, worst_views
     from asr_eval.report.select import select
     from asr_eval.slices import stored_slice_metrics
 
@@ -110,7 +110,7 @@ def run_view(db: str | Path, run_id: str, normalizer: str | None = None, worst_n
         slices = stored_slice_metrics(con, [run_id], sel.normalizer)
         worst = queries.worst_utterances(con, sel, worst_n)
     opts = ReportOptions(worst_n=worst_n, audio_cap_bytes=audio_cap_bytes)
-    view = _worst(sel, worst, opts)  # the report's view model and audio embedding (reads shards, not the store)
+    view = worst_views(sel, worst, opts)  # the report's view model and audio embedding (reads shards, not the store)
     notes = list(sel.notes)
     if not slices:
         notes.append(f"no stored per-slice metrics for this run under {sel.normalizer}: re-run `asr-eval score` "

@@ -1,5 +1,5 @@
 """HTML for the web app, drawn with the report's own pieces: its Jinja environment and ``tokens``
-macro (the coloured character diff), its worst-utterance view model (``report.build._worst``,
+macro (the coloured character diff), its worst-utterance view model (``report.build.worst_views``,
 audio embedded as data URIs by ``report.audio``) and its stylesheet's rules for those elements —
 so a diff in the app looks exactly like the same diff in the HTML report.
 
@@ -111,5 +111,5 @@ without audio{% endif %}</p>
 
 
 def worst_html(per_run: dict[str, Any], audio: Any) -> str:
-    """One run's worst utterances (``report.build._worst``'s per-run view) with playable audio."""
+    """One run's worst utterances (``report.build.worst_views``'s per-run view) with playable audio."""
     return _env().from_string(_WORST).render(utts=per_run["utts"], audio=audio, uris=audio.uris)

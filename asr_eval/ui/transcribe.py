@@ -2,7 +2,7 @@
 ``asr-eval score`` stores for the same audio, model, engine, compute type, recipe, preprocessing
 and long-form strategy.
 
-The recording goes through ingest's per-item step (``shards._process``: decode → mono → 16 kHz →
+The recording goes through ingest's per-item step (``shards.process_item``: decode → mono → 16 kHz →
 validate → 16-bit FLAC; recordings over 30 s block by block, up to a cap), and the FLAC row through
 ``scoring.parts.transcribe_rows`` — the per-shard transcription loop of ``asr-eval score``: ≤ 30 s
 through ``engine.transcribe`` (the engine-neutral driver), longer through the long-form strategy
@@ -97,7 +97,7 @@ def load_clip(src: str | Path | bytes, max_s: float = MAX_UPLOAD_S, name: str | 
     """Decode and check a recording exactly as ``asr-eval ingest --long-form`` would (the same
     function); an item ingest would quarantine is an AsrEvalError naming why and what to do."""
     from asr_eval.corpus.base import Utterance
-    from asr_eval.shards import _process
+    from asr_eval.shards import process_item
 
     if src is None or (isinstance(src, (str, Path)) and not str(src)):
         raise AsrEvalError("no audio: upload a file or record from the microphone first")
@@ -105,7 +105,7 @@ def load_clip(src: str | Path | bytes, max_s: float = MAX_UPLOAD_S, name: str | 
     source = name or ("<upload>" if is_bytes else Path(src).name)
     u = Utterance(UPLOAD_ID, "", "ui", audio_bytes=bytes(src) if is_bytes else None,
                   audio_path=None if is_bytes else Path(src), source_path=source)
-    got = _process(u, MIN_DURATION_S, MAX_DURATION_S, keep_long=False, long_form=True, max_long_s=max_s)
+    got = process_item(u, MIN_DURATION_S, MAX_DURATION_S, keep_long=False, long_form=True, max_long_s=max_s)
     if isinstance(got, tuple):
         detail = got[1] if is_bytes else got[1].replace(str(src), source)  # not the upload's temp path
         raise AsrEvalError(audio_message(got[0], detail, source, max_s))
