@@ -6,6 +6,8 @@ bare GPU machine without this package's dependencies:
 
     python bench/bench_gpu.py                 # large-v3 shape on CUDA, batch 16/64/128
     python bench/bench_gpu.py --tiny          # tiny shape on CPU: a smoke test of the script
+    python bench/bench_gpu.py --speedups-only # decode speed-ups only: batch 1 and 16, dynamic / no cache /
+                                              # static / static + compile / speculative (issue 21)
 
 What is measured, per engine × precision × batch size: wall time of feature extraction
 (WhisperFeatureExtractor, torch STFT on the model's device) + ``generate`` with the prompt
@@ -110,6 +112,7 @@ class Result:
     config: dict
     rows: list[Row] = field(default_factory=list)
     ct2_status: str = "not tried"
+    speedups: list[dict] = field(default_factory=list)  # --speedups: decode options at batch 1 and 16
 
 
 def synth_audio(n: int, clip_s: float, seed: int = 0) -> list[np.ndarray]:
@@ -226,6 +229,95 @@ def add_row(res: Result, engine, precision, batch, walls, feats, new_tokens, pea
     print(f"  {engine:12s} {precision:13s} b={batch:<4d} wall {row.wall_s:.3f}s (features {row.feat_s:.3f}s)"
           f"  RTFx {row.rtfx:8.1f}  tokens/seq {row.new_tokens:5.1f}  {row.tokens_per_s:9.1f} tok/s"
           f"  peak {row.peak_mem_gib:.2f} GiB", flush=True)
+
+
+# ---------------------------------------------------------------------------- decode speed-ups (issue 21)
+
+SPEEDUP_MODES = ("dynamic", "no-cache", "static", "static+compile", "assistant")
+
+
+def draft_of(model, layers=(0, -1)):
+    """distil-whisper's draft layout cut from ``model`` (not distilled): a decoder-only
+    ``WhisperForCausalLM`` with its decoder layers ``layers``, embeddings, final norm and projection;
+    it reads the main model's encoder output. Same vocabulary by construction."""
+    from transformers import WhisperConfig, WhisperForCausalLM
+
+    n = model.config.decoder_layers
+    picked = sorted({i % n for i in layers})
+    cfg = WhisperConfig(**{**model.config.to_dict(), "decoder_layers": len(picked), "is_encoder_decoder": False})
+    dtype, dev = next(model.parameters()).dtype, next(model.parameters()).device
+    draft = WhisperForCausalLM(cfg).to(dev, dtype).eval()
+    src = model.state_dict()
+    state = {}
+    for key in draft.state_dict():
+        if key.startswith("model.decoder.layers."):
+            i, _, tail = key.removeprefix("model.decoder.layers.").partition(".")
+            state[key] = src[f"model.decoder.layers.{picked[int(i)]}.{tail}"]
+        else:
+            state[key] = src[key]
+    draft.load_state_dict(state)
+    draft.generation_config = model.generation_config
+    return draft
+
+
+def bench_speedups(model, fe, audio, args, res: Result) -> None:
+    """Per batch size (1 and 16 by default) and decode mode: wall time of ``generate`` on the same
+    features (features excluded), tokens/s, × dynamic, first-call cost (compile), and whether the
+    generated tokens are identical to the dynamic cache's. The assistant runs at batch 1 only
+    (transformers' assisted generation); with random weights its acceptance rate — hence its speed —
+    is not what a distilled draft gets: it measures the mechanism's overhead. Random weights also
+    give nearly flat logits, so a different kernel order (the assistant's multi-token verification
+    pass, a compiled graph) can flip a near-tie: "identical" here checks rounding, not a real model."""
+    import torch
+    from transformers import CompileConfig
+
+    dev = args.device
+    dtype = next(model.parameters()).dtype
+    draft = draft_of(model) if "assistant" in args.speedup_modes else None
+    for batch in args.speedup_batches:
+        feats = fe(audio[:batch], sampling_rate=SR, return_tensors="pt").input_features.to(dev, dtype)
+        base_tokens, base_wall = None, None
+        for mode in args.speedup_modes:
+            if mode == "assistant" and batch > 1:
+                continue
+            kw: dict = {}
+            if mode == "no-cache":
+                kw["use_cache"] = False
+            elif mode == "static":
+                kw.update(cache_implementation="static", disable_compile=True)
+            elif mode == "static+compile":
+                cc = CompileConfig(mode="reduce-overhead" if dev.startswith("cuda") else "default")
+                if not dev.startswith("cuda"):
+                    cc._compile_all_devices = True
+                kw.update(cache_implementation="static", compile_config=cc)
+            elif mode == "assistant":
+                kw["assistant_model"] = draft
+
+            def call(kw=kw):
+                with torch.inference_mode():
+                    return model.generate(feats, language="zh", task="transcribe", return_timestamps=False,
+                                          min_new_tokens=NEW_TOKENS, max_new_tokens=NEW_TOKENS, num_beams=1,
+                                          do_sample=False, **kw), 0.0
+
+            sync(dev)
+            t0 = time.perf_counter()
+            call()
+            sync(dev)
+            first = time.perf_counter() - t0
+            walls, _, out = time_calls(call, args.repeats, dev)
+            wall = statistics.median(walls)
+            seqs = out if isinstance(out, torch.Tensor) else out["sequences"]
+            if mode == "dynamic":
+                base_tokens, base_wall = seqs.cpu(), wall
+            row = {"mode": mode, "precision": str(dtype).removeprefix("torch."), "batch": batch,
+                   "wall_s": round(wall, 4), "first_call_s": round(first, 2),
+                   "tokens_per_s": round(batch * count_new_tokens(seqs, len(prompt_ids())) / wall, 1),
+                   "x_dynamic": None if base_wall is None else round(base_wall / wall, 2),
+                   "identical_to_dynamic": None if base_tokens is None else bool(torch.equal(seqs.cpu(), base_tokens))}
+            res.speedups.append(row)
+            print(f"  speed-up {mode:15s} b={batch:<3d} wall {wall:.3f}s first call {first:.1f}s "
+                  f"× dynamic {row['x_dynamic']}  identical {row['identical_to_dynamic']}", flush=True)
+            flush(res, args)
 
 
 # ---------------------------------------------------------------------------- CTranslate2
@@ -354,6 +446,13 @@ def markdown(res: Result) -> str:
     for r in res.rows:
         lines.append(f"| {r.engine} | {r.precision} | {r.batch} | {r.wall_s:.3f} ({r.feat_s:.3f}) | {r.rtfx:.1f} | "
                      f"{r.rtfx_demo_mean:.1f} | {r.new_tokens:g} | {r.tokens_per_s:.0f} | {r.peak_mem_gib:.2f} |")
+    if res.speedups:
+        lines += ["", "Decode speed-ups (transformers `generate` on the same features, features excluded):", "",
+                  "| mode | precision | batch | wall s | first call s | tokens/s | × dynamic | identical tokens |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for r in res.speedups:
+            lines.append(f"| {r['mode']} | {r['precision']} | {r['batch']} | {r['wall_s']:.3f} | {r['first_call_s']} | "
+                         f"{r['tokens_per_s']} | {r['x_dynamic']} | {r['identical_to_dynamic']} |")
     return "\n".join(lines)
 
 
@@ -370,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-mean-clip-s", type=float, default=2.17,
                     help="mean duration of datasets_local/demo_zh's test split (150 clips)")
     ap.add_argument("--json", default=None, help="default $OUT/bench_gpu.json when OUT is set")
+    ap.add_argument("--speedups", action="store_true", help="also the decode speed-ups (KV cache, static cache, "
+                    "static + compile, speculative decoding) on the first precision")
+    ap.add_argument("--speedups-only", action="store_true", help="only the decode speed-ups (no batch sweep, no CT2)")
+    ap.add_argument("--speedup-batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--speedup-modes", nargs="+", default=list(SPEEDUP_MODES), choices=SPEEDUP_MODES)
     args = ap.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     args.batches = args.batches or ([2, 4] if args.tiny else [16, 64, 128])
@@ -408,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     fe = WhisperFeatureExtractor(feature_size=cfg["num_mel_bins"])
     audio = synth_audio(max(args.batches), args.clip_s)
     model = None
+    if args.speedups or args.speedups_only:
+        model = build_model(cfg, getattr(torch, args.dtypes[0]), args.device)
+        audio_s = audio if len(audio) >= max(args.speedup_batches) else synth_audio(max(args.speedup_batches),
+                                                                                     args.clip_s)
+        bench_speedups(model, fe, audio_s, args, res)
+        if args.speedups_only:
+            print(markdown(res))
+            return 0
     for i, precision in enumerate(args.dtypes):
         dtype = getattr(torch, precision)
         t0 = time.perf_counter()
