@@ -50,6 +50,13 @@ def _text(s: str) -> str:
     return s.strip()
 
 
+def _model_name(s: str) -> str:
+    """A model name in its canonical form (a local folder as an absolute path), as the scorer names models."""
+    from asr_eval.models.loading import resolve
+
+    return resolve(_text(s)).name
+
+
 @dataclass(frozen=True)
 class EngineOption:
     name: str
@@ -117,7 +124,7 @@ TRANSFORMERS = OptionSet({
                          "(transformers' matmul + softmax)", "sdpa", choices=("sdpa", "eager")),
     "assistant": EngineOption("assistant", "speculative decoding: a small model with the same tokenizer drafts "
                               "tokens, the scored model verifies them (greedy recipes only; batch size 1)",
-                              None, greedy_only=True, hint="a model name (folder, hub id, …)"),
+                              None, _model_name, greedy_only=True, hint="a model name (folder, hub id, …)"),
 }, _check_transformers)
 
 CTRANSLATE2 = OptionSet({
