@@ -88,7 +88,7 @@ def tiny_model(tmp_path_factory):
     return str(build_tiny_whisper(tmp_path_factory.mktemp("tiny")))
 
 
-def test_stream_models_writes_runs_logs_and_metrics(small_corpus, tiny_model, tmp_path):
+def test_stream_models_writes_runs_logs_and_metrics(small_corpus, tiny_model, tmp_path, monkeypatch):
     db = tmp_path / "s.duckdb"
     bases = expand_specs([tiny_model], "transformers", device="cpu", max_new_tokens=8)
     axes = expand_axes(["local-agreement", "vad-segment"], [2.0])
@@ -122,6 +122,20 @@ def test_stream_models_writes_runs_logs_and_metrics(small_corpus, tiny_model, tm
         con.close()
     again = stream_models(small_corpus, bases, axes, db, n_boot=20, progress=False, align_model="none")
     assert again == runs  # deterministic ids: the parts are reused, nothing is decoded twice
+    # a rescore keeps the reference timing each run was scored with (here: uniform, no aligner at all)
+    import asr_eval.streaming.timing as timing
+    from asr_eval.scoring import rescore
+
+    def no_aligner(*a, **k):
+        raise AssertionError("rescore re-aligned a run scored with --align-model none")
+
+    monkeypatch.setattr(timing, "ct2_aligner", no_aligner)
+    con = connect(db)
+    try:
+        rescore(con, "zh-v1", runs.streams, n_boot=20)
+        assert con.execute("SELECT DISTINCT timing_method FROM stream_scores").fetchall() == [("uniform",)]
+    finally:
+        con.close()
 
 
 def test_stream_cli_json(small_corpus, tiny_model, tmp_path):

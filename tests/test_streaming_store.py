@@ -167,3 +167,21 @@ def test_aggregate_pools_recordings():
     assert a["first_emission_median_s_unaware"] == 2.0  # segments 1.0 and 3.0 (None: no emission)
     lo, hi = a["latency_median_lo_unaware"], a["latency_median_hi_unaware"]
     assert 1.0 <= lo <= 2.5 <= hi <= 4.0  # resampling recordings: medians of {1,2,3}, {4}, {1,2,3,4}
+
+
+@pytest.mark.parametrize("method, model", [
+    ("uniform", None),
+    ("aligned:ct2-align:bundled:whisper-base@0123456789ab:float32:pad-audio:mf7", "bundled:whisper-base"),
+    ("mixed:ct2-align:ct2:/m/x@abcdefabcdef:int8:pad-audio:mf7 (3/4 aligned)", "ct2:/m/x"),
+    (None, "bundled:whisper-base"),  # never scored: the default
+])
+def test_recorded_align_model_reads_the_stored_timing_method(tmp_path, method, model):
+    from asr_eval.store import connect
+    from asr_eval.streaming.store import recorded_align_model
+
+    con = connect(tmp_path / "s.duckdb")
+    if method:
+        con.execute("INSERT INTO stream_scores (run_id, utt_id, normalizer, timing_method) VALUES ('r', 'u', 'zh-v1', ?)",
+                    [method])
+    assert recorded_align_model(con, "r") == model
+    con.close()

@@ -273,7 +273,7 @@ def rescore(con: duckdb.DuckDBPyConnection, normalizer: str, run_ids: Sequence[s
     for ids in groups.values():
         modes = {r: stored_ci_method(con, r) for r in ids}
         analyse(con, ids, normalizer, slices, n_boot, seed, modes)
-        from asr_eval.streaming.store import analyse_streams, timing_source
+        from asr_eval.streaming.store import rescore_streams
 
-        analyse_streams(con, ids, timing_source(), normalizer, slices, n_boot, seed)
+        rescore_streams(con, ids, normalizer, slices, n_boot, seed)
     return [r[0] for r in rows]

@@ -19,6 +19,7 @@ against the corpus's reference timing (``asr_eval.streaming.timing``). Per slice
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,35 @@ def stream_slices(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str =
              **aggregate(recs, n_boot, seed)} for (a, v), recs in sorted(groups.items())]
     replace_rows(con, "stream_slices", "run_id = ? AND normalizer = ?", [run_id, normalizer], rows)
     return len(rows)
+
+
+_ALIGNED = re.compile(r"^(?:aligned|mixed):ct2-align:(.+)@[0-9a-f]{12}:")
+
+
+def recorded_align_model(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """The model a streaming run's reference timing was aligned with, read back from its stored
+    ``timing_method`` (``streaming.timing`` writes ``aligned:ct2-align:<model id>:…``): None for the
+    uniform fallback, the default for a run not scored yet — so a rescore keeps each run's timing."""
+    row = con.execute("SELECT timing_method FROM stream_scores WHERE run_id = ? AND timing_method IS NOT NULL "
+                      "LIMIT 1", [run_id]).fetchone()
+    if row is None:
+        return DEFAULT_ALIGN_MODEL
+    if row[0] == "uniform":
+        return None
+    m = _ALIGNED.match(row[0])
+    return m.group(1) if m else DEFAULT_ALIGN_MODEL
+
+
+def rescore_streams(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
+                    slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0) -> list[str]:
+    """``analyse_streams`` for a rescore: each streaming run with the reference timing it was
+    scored with (``recorded_align_model``), never silently re-timed with another aligner."""
+    groups: dict[str | None, list[str]] = {}
+    for r in stream_run_ids(con, run_ids):
+        groups.setdefault(recorded_align_model(con, r), []).append(r)
+    for model, ids in groups.items():
+        analyse_streams(con, ids, timing_source(model), normalizer, slices, n_boot, seed)
+    return [r for ids in groups.values() for r in ids]
 
 
 def stream_run_ids(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[str]:
