@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.ui.models import BUNDLED_MODEL, EngineCache
+from asr_eval.ui.models import EngineCache
+from asr_eval.ui.transcribe import Config
 
 log = logging.getLogger(__name__)
 CHUNK_SIZES = (0.5, 1.0, 2.0, 3.0)
@@ -32,12 +33,9 @@ _END = object()
 
 
 @dataclass(frozen=True)
-class LiveConfig:
-    model: str = BUNDLED_MODEL
-    engine: str = "ctranslate2"
-    compute_type: str = "auto"
-    recipe: str = "greedy"
-    preprocessing: str = "pad-audio"
+class LiveConfig(Config):
+    """A transcription configuration (``ui.transcribe.Config``) plus the streaming policy and chunk size."""
+
     policy: str = DEFAULT_POLICY
     chunk_s: float = DEFAULT_CHUNK_S
 
