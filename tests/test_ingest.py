@@ -258,7 +258,8 @@ def test_unknown_layout_lists_what_was_looked_for(tmp_path):
 
 
 def _bad_corpus(root: Path) -> Path:
-    good = [write_audio(root / f"good{i}.wav", 1.0, seed=i) for i in range(3)]
+    for i in range(3):
+        write_audio(root / f"good{i}.wav", 1.0, seed=i)
     sf.write(root / "zero.wav", np.zeros((0,), np.float32), 16000)
     sf.write(root / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     sf.write(root / "silent.wav", np.zeros(16000, np.float32), 16000)
