@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -372,26 +371,23 @@ def _pick_recording(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str
     return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-_METHOD_RE = re.compile(r"^(?:aligned|mixed):(?P<key>.*?)(?: \(\d+/\d+ aligned\))?$")
-
-
 def _cached_timing(rec: Mapping[str, Any], normalizer: str) -> ReferenceTiming | None:
     """The recording's forced-alignment timing from ``asr_eval.streaming.timing``'s per-corpus
     cache (``<corpus>/timing/*.json``), matched by the aligner key its scores name and the
     normalizer; None when the module, the cache or the recording is not there. Never aligns
     anything itself (that needs the alignment model)."""
-    m = _METHOD_RE.match(rec.get("timing_method") or "")
-    if m is None or not rec.get("path"):
-        return None
     try:
-        from asr_eval.streaming.timing import TIMING_DIR
+        from asr_eval.streaming.timing import TIMING_DIR, method_aligner
     except ImportError:
+        return None
+    key = method_aligner(rec.get("timing_method"))
+    if key is None or not rec.get("path"):
         return None
     folder = Path(rec["path"]) / TIMING_DIR
     for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = json.loads(f.read_text(encoding="utf-8"))
-            if doc.get("aligner") != m["key"] or doc.get("profile") != normalizer:
+            if doc.get("aligner") != key or doc.get("profile") != normalizer:
                 continue
             got = doc.get("timings", {}).get(rec["utt_id"])
             if got is not None:

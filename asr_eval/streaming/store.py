@@ -19,7 +19,6 @@ against the corpus's reference timing (``asr_eval.streaming.timing``). Per slice
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,21 +233,19 @@ def stream_slices(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str =
     return len(rows)
 
 
-_ALIGNED = re.compile(r"^(?:aligned|mixed):ct2-align:(.+)@[0-9a-f]{12}:")
-
-
 def recorded_align_model(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
     """The model a streaming run's reference timing was aligned with, read back from its stored
     ``timing_method`` (``streaming.timing`` writes ``aligned:ct2-align:<model id>:…``): None for the
     uniform fallback, the default for a run not scored yet — so a rescore keeps each run's timing."""
+    from asr_eval.streaming.timing import aligner_model, method_aligner
+
     row = con.execute("SELECT timing_method FROM stream_scores WHERE run_id = ? AND timing_method IS NOT NULL "
                       "LIMIT 1", [run_id]).fetchone()
     if row is None:
         return DEFAULT_ALIGN_MODEL
     if row[0] == "uniform":
         return None
-    m = _ALIGNED.match(row[0])
-    return m.group(1) if m else DEFAULT_ALIGN_MODEL
+    return aligner_model(method_aligner(row[0])) or DEFAULT_ALIGN_MODEL
 
 
 def rescore_streams(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",

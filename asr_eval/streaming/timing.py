@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -284,6 +285,24 @@ def timing_from_alignments(alignments: Sequence[SegmentAlignment], key: str = ""
     n = len(alignments)
     method = ("uniform" if k == 0 else f"aligned:{key}" if k == n else f"mixed:{key} ({k}/{n} aligned)")
     return ReferenceTiming("".join(out_c), ends, seg, onsets, method)
+
+
+_METHOD = re.compile(r"^(?:aligned|mixed):(?P<key>.*?)(?: \(\d+/\d+ aligned\))?$")
+_CT2_KEY = re.compile(r"^ct2-align:(?P<model>.+)@[0-9a-f]{12}:")
+
+
+def method_aligner(method: str | None) -> str | None:
+    """The aligner key inside a timing method written by ``timing_from_alignments``
+    (``aligned:<key>`` / ``mixed:<key> (k/n aligned)``); None for ``uniform`` or anything else."""
+    m = _METHOD.match(method or "")
+    return m["key"] if m else None
+
+
+def aligner_model(key: str | None) -> str | None:
+    """The model name a ``CT2Aligner.key`` was made with (``ct2-align:<model id>:…``, model id =
+    name@revision); None when the key is not one of ours."""
+    m = _CT2_KEY.match(key or "")
+    return m["model"] if m else None
 
 
 def reference_timing(audio: np.ndarray | None, segments: Sequence[Any] | None, duration_s: float,
