@@ -316,10 +316,10 @@ def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
                       f"scored with {scored} — what a deployment using {scored} sees, not what it was trained on")
 
 
-def print_parity(db: Path, run_ids: list[str], normalizer: str, options_only: bool = False) -> None:
+def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
     """Engine parity: for runs of the same weights that differ in engine/compute/preprocessing/recipe/
     engine options, % identical raw transcripts and the paired CER difference; then the verdict on each
-    engine-options pair (only those with ``options_only``)."""
+    engine-options check."""
     from asr_eval.scoring.parity import parity_pairs
 
     con = connect(db, read_only=True)
@@ -328,9 +328,6 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str, options_only: bo
         names = run_labels(con, run_ids)
     finally:
         con.close()
-    if options_only:
-        print_option_verdicts(pairs, names)
-        return
     if not pairs:
         return
     t = Table(title="engine parity (same weights; B vs A)", title_justify="left", header_style="bold")

@@ -33,17 +33,21 @@ def _interval(x: float | None, lo: float | None, hi: float | None, pts: bool = F
     return head if lo is None else f"{head} [{100 * lo:{sign}.2f}, {100 * hi:{sign}.2f}]".replace("-", "−")
 
 
-def summaries(db: Path, run_ids: list[str], normalizer: str, offline_of: dict[str, str] | None = None
-              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def summaries(db: Path, run_ids: list[str], normalizer: str, offline_of: dict[str, str] | None = None,
+              checks_of: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, str], list]:
+    """The streaming runs' summary rows, their labels, and the engine-options checks among
+    ``checks_of`` (``scoring.parity.option_checks``; none when not given), in one read."""
+    from asr_eval.scoring.parity import option_checks
     from asr_eval.streaming.evaluate import stream_summary
 
     con = connect(db, read_only=True)
     try:
         rows = stream_summary(con, run_ids, normalizer, offline_of)
-        names = run_labels(con, list(dict.fromkeys([*run_ids, *(offline_of or {}).values()])))
+        names = run_labels(con, list(dict.fromkeys([*run_ids, *(offline_of or {}).values(), *(checks_of or [])])))
+        checks = option_checks(con, checks_of, normalizer) if checks_of else []
     finally:
         con.close()
-    return rows, names
+    return rows, names, checks
 
 
 def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normalizer: str) -> None:
@@ -125,25 +129,19 @@ def stream_cmd(
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     runs = stream_models(corpus, bases, axes, db, offline_strategy, split, normalizer, sl, parts, n_boot,
                          progress=not as_json, align_model=align_model)
-    rows, names = summaries(db, runs.streams, normalizer, runs.offline_of)
+    rows, names, checks = summaries(db, runs.streams, normalizer, runs.offline_of,
+                                    checks_of=[*runs.offline, *runs.streams] if engine_option else None)
     if as_json:
         if engine_option:  # each streaming run with options: its verdict against the same run without them
-            from asr_eval.scoring.parity import option_checks
-
-            con = connect(db, read_only=True)
-            try:
-                verdicts = {p.run_b: p.verdict for p in option_checks(con, runs.streams, normalizer)}
-            finally:
-                con.close()
+            verdicts = {p.run_b: p.verdict for p in checks}
             for r in rows:
                 r["engine_options_verdict"] = verdicts.get(r["run_id"])
         typer.echo(_json_rows(rows))
         return
     print_stream_table(rows, names, normalizer)
-    if engine_option:
-        from asr_eval.cli.score import print_parity
+    from asr_eval.cli.score import print_option_verdicts
 
-        print_parity(db, [*runs.offline, *runs.streams], normalizer, options_only=True)
+    print_option_verdicts(checks, names)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join([*runs.offline, *runs.streams])}")
 
 
@@ -178,7 +176,7 @@ def import_stream_cmd(
 
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     r = import_stream(corpus, path, name, db, split, normalizer, sl, n_boot, engine_notes, align_model)
-    rows, names = summaries(db, [r.run_id], normalizer, {r.run_id: offline} if offline else None)
+    rows, names, _ = summaries(db, [r.run_id], normalizer, {r.run_id: offline} if offline else None)
     if as_json:
         typer.echo(_json_rows(rows))
         return

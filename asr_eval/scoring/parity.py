@@ -66,7 +66,9 @@ AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "
 
 
 def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
-                 top: int = 5) -> list[ParityPair]:
+                 top: int = 5, options_only: bool = False) -> list[ParityPair]:
+    """Every parity pair among ``run_ids`` (only the engine-options checks with ``options_only``:
+    the other pairs are then skipped before their queries)."""
     if len(run_ids) < 2:
         return []
     rows = con.execute(
@@ -87,6 +89,8 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
             if _is_baseline_of(b, a):  # the run without the options is A
                 a, b = b, a
             check = _is_baseline_of(a, b)
+        if options_only and not check:
+            continue
         ra, rb = a[0], b[0]
         n, same = con.execute(
             """SELECT count(*), count(*) FILTER (WHERE ha.hyp_raw IS NOT DISTINCT FROM hb.hyp_raw)
@@ -137,7 +141,7 @@ def option_checks(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normal
                   top: int = 5) -> list[ParityPair]:
     """The pairs among ``run_ids`` that differ in engine options only: each run with speed options
     against the same configuration without them (``ParityPair.verdict``)."""
-    return [p for p in parity_pairs(con, run_ids, normalizer, top) if p.options_only]
+    return parity_pairs(con, run_ids, normalizer, top, options_only=True)
 
 
 def preprocessing_mismatches(con, run_ids: list[str]) -> list[tuple[str, str, str]]:
