@@ -158,6 +158,9 @@ class TransformersEngine(EngineBase):
     def decode(self, features, request: DecodeRequest) -> list[list[Candidate]]:
         import torch
 
+        if self.assistant is not None and len(features) > 1:  # assisted generation: one sequence at a time
+            return [c for i in range(len(features)) for c in self.decode(features[i:i + 1], request)]
+
         model, gc = self.lm.model, self.lm.model.generation_config
         eot, sot = gc.eos_token_id, gc.decoder_start_token_id
         feats = torch.as_tensor(features).to(self.device, getattr(torch, self.compute_type))
@@ -179,8 +182,6 @@ class TransformersEngine(EngineBase):
                 self.files.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
             kw["prompt_ids"] = torch.tensor([prev, *request.prompt_ids], device=self.device)
         kw.update(self._speed_kwargs(request))
-        if self.assistant is not None and len(feats) > 1:  # assisted generation: one sequence at a time
-            return [c for i in range(len(feats)) for c in self.decode(feats[i:i + 1], request)]
         with torch.inference_mode():
             out = model.generate(input_features=feats, **kw)
         seqs = (out.sequences if hasattr(out, "sequences") else out).cpu()  # .cpu() also waits for the GPU
