@@ -73,12 +73,13 @@ class TrainingSource:
 
 def corpus_texts(corpus_dir: str | Path, split: str | None, exclude: Sequence[str] = ()) -> list[str]:
     """The raw reference texts of a corpus split (None: every utterance), shards read by column."""
-    from asr_eval.shards import require_shard, shard_paths
+    from asr_eval.corpus_handle import open_corpus
 
     skip = set(exclude)
     out: list[str] = []
-    for p in shard_paths(corpus_dir):
-        t = pq.read_table(require_shard(p, corpus_dir), columns=["utt_id", "split", "text"],
+    corpus = open_corpus(corpus_dir)
+    for s in corpus.shards:
+        t = pq.read_table(corpus.verified(s), columns=["utt_id", "split", "text"],
                           filters=[("split", "=", split)] if split else None)
         out += [x for u, x in zip(t.column("utt_id").to_pylist(), t.column("text").to_pylist(), strict=True)
                 if u not in skip and x]

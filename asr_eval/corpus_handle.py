@@ -1,24 +1,43 @@
-"""A corpus opened once: its index, id, shard files and per-split counts (read ``index.json``
-once instead of at every step). Lives beside the shard reader: the source-layout readers in
-``corpus/`` sit below the shards and never import this."""
+"""THE door to an ingested corpus, wherever it lives (a local folder or an object-store URL).
+
+``open_corpus(where)`` reads ``index.json`` once; the handle lists the shards, checks each one
+against the index before a row of it is used (size + SHA-256: corrupt data is never scored,
+trained on or embedded) and reads rows, metadata, audio and the quarantine. Training, selection,
+the store loader, scoring, streaming, imports and the report ask the handle — nothing else builds
+a shard path. Lives above the shard writer; the source-layout readers in ``corpus/`` sit below
+the shards and never import this.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from asr_eval import storage
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import INDEX_FILE
+from asr_eval.shard_check import (
+    INDEX_FILE, PROGRESS_FILE, QUARANTINE_FILE, ShardCheck, check_jsonl, check_shard, fix_hint,
+)
+from asr_eval.storage import Location, location, redact
+
+META_EXCLUDE = ("audio",)
 
 
 @dataclass(frozen=True)
 class ShardInfo:
-    path: Path
+    name: str  # file name inside the corpus ('shard-00000.parquet')
     rows: int
     splits: dict[str, int]
+    sha256: str | None = None
+    bytes: int | None = None
 
     def n(self, split: str | None) -> int:
         return self.rows if split is None else self.splits.get(split, 0)
@@ -26,13 +45,35 @@ class ShardInfo:
 
 @dataclass(frozen=True)
 class Corpus:
-    path: Path
+    location: Location
     index: dict
     corpus_id: str  # name@short hash of index.json: any re-ingest gives a new id
+    _verified: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    # ── where it lives ──
+    @property
+    def url(self) -> str:
+        """The corpus location as recorded (a local absolute path, or the URL without credentials)."""
+        return redact(self.location.url)
+
+    @property
+    def path(self) -> Path:
+        """The local folder (a URL corpus has none: use ``url`` or ``cache_dir``)."""
+        return self.location.path
+
+    @property
+    def cache_dir(self) -> Path:
+        """A local folder for caches derived from this corpus (reference timing, …): the corpus
+        folder itself, or a per-corpus folder in the local cache for a URL."""
+        d = derived_cache_dir(self.url)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ── the index ──
     @cached_property
     def shards(self) -> list[ShardInfo]:
-        return [ShardInfo(self.path / s["file"], int(s["rows"]), dict(s.get("splits", {}))) for s in self.index["shards"]]
+        return [ShardInfo(s["file"], int(s["rows"]), dict(s.get("splits", {})), s.get("sha256"), s.get("bytes"))
+                for s in self.index["shards"]]
 
     @property
     def name(self) -> str:
@@ -53,7 +94,7 @@ class Corpus:
         if split in (None, "all"):
             return None
         if split not in self.splits:
-            raise AsrEvalError(f"corpus {self.path} has no split {split!r}; its splits: {', '.join(self.splits) or 'none'}")
+            raise AsrEvalError(f"corpus {self.url} has no split {split!r}; its splits: {', '.join(self.splits) or 'none'}")
         return split
 
     def shards_for(self, split: str | None) -> list[ShardInfo]:
@@ -62,15 +103,171 @@ class Corpus:
     def n_utts(self, split: str | None) -> int:
         return sum(s.n(split) for s in self.shards)
 
+    def shard(self, name: str) -> ShardInfo:
+        name = Path(name).name
+        for s in self.shards:
+            if s.name == name:
+                return s
+        raise AsrEvalError(f"corpus {self.url} has no shard {name!r} in its index.json")
 
-def open_corpus(corpus_dir: str | Path) -> Corpus:
-    p = Path(corpus_dir).resolve()
-    f = p / INDEX_FILE
-    if not f.is_file():
-        raise AsrEvalError(f"{p} is not an ingested corpus (no {INDEX_FILE}); run `asr-eval ingest` first")
-    raw = f.read_bytes()
+    # ── verified reads ──
+    def check(self, name: str) -> ShardCheck:
+        return check_shard(self.location, Path(name).name, self.index)
+
+    def verified(self, shard: ShardInfo | str) -> Path:
+        """A local file with the shard's verified bytes (the shard itself, or a checked copy of the
+        object); an ``AsrEvalError`` naming the shard, what is wrong and the fix otherwise."""
+        name = shard.name if isinstance(shard, ShardInfo) else Path(shard).name
+        if name in self._verified and self.location.is_local is False and Path(self._verified[name]).is_file():
+            return Path(self._verified[name])
+        check = self.check(name)
+        if not check.ok:
+            what = "missing" if check.problem == "missing" else "corrupt"
+            raise AsrEvalError(f"corpus {self.url}: shard {check.file} is {what} — {check.detail}; nothing from it "
+                               f"is used. Fix: {fix_hint(self.url, self.index)}")
+        self._verified[name] = check.local or str(self.location.path / name)
+        return Path(self._verified[name])
+
+    def require_all(self, split: str | None = None) -> None:
+        """Check every shard holding ``split`` now, before any model is loaded."""
+        for s in self.shards_for(split):
+            self.verified(s)
+
+    def iter_rows(self, shard: ShardInfo | str, split: str | None = None, columns: Sequence[str] | None = None,
+                  batch_rows: int = 64) -> Iterator[dict]:
+        """Rows of one shard as dicts (audio still FLAC bytes), streaming by record batch."""
+        f = pq.ParquetFile(self.verified(shard))
+        for rb in f.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
+            for row in rb.to_pylist():
+                if split is None or row.get("split") == split:
+                    yield row
+
+    def iter_batches(self, split: str | None = None, batch_size: int = 16, shards: Sequence[str] | None = None,
+                     columns: Sequence[str] | None = None) -> Iterator[list[dict]]:
+        """Batches of rows with ``audio`` decoded to 16 kHz float32 arrays; streams shard by shard."""
+        from asr_eval.audio import decode_flac
+
+        names = [Path(s).name for s in shards] if shards is not None else [s.name for s in self.shards]
+        batch: list[dict] = []
+        for name in names:
+            for row in self.iter_rows(name, split, columns):
+                if row.get("audio") is not None:
+                    row["audio"] = decode_flac(row["audio"])
+                batch.append(row)
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def read_metadata(self, split: str | None = None) -> pa.Table:
+        """All columns but the audio bytes, for every utterance (optionally of one split)."""
+        from asr_eval.shards import CORE_COLUMNS
+
+        tables = []
+        for s in self.shards:
+            p = self.verified(s)
+            cols = [c for c in pq.read_schema(p).names if c not in META_EXCLUDE]
+            tables.append(pq.read_table(p, columns=cols, filters=[("split", "=", split)] if split else None))
+        if not tables:
+            return pa.table({c: [] for c in CORE_COLUMNS if c != "audio"})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def load_audio(self, utt_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Decoded audio of a few utterances by id."""
+        from asr_eval.audio import decode_flac
+
+        want, out = list(set(utt_ids)), {}
+        for s in self.shards:
+            t = pq.read_table(self.verified(s), columns=["utt_id", "audio"], filters=[("utt_id", "in", want)])
+            for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
+                out[uid] = decode_flac(data)
+        return out
+
+    def quarantine(self) -> list[dict]:
+        loc = self.location / QUARANTINE_FILE
+        if storage.stat(loc) is None:
+            return []
+        return [json.loads(ln) for ln in storage.read_text(loc).split("\n") if ln.strip()]
+
+    def verify(self) -> list[ShardCheck]:
+        """Every shard against ``index.json``, plus stray shards and the quarantine and journal
+        files (each line must parse)."""
+        checks = [ShardCheck(file=INDEX_FILE, kind="index", rows=self.index.get("n_utterances"))]
+        checks += [self.check(s.name) for s in self.shards]
+        listed = {s.name for s in self.shards}
+        checks += [ShardCheck(file=n, kind="shard", problem="not_in_index",
+                              detail="index.json does not list it; readers of 'DIR/*.parquet' would include it")
+                   for n in storage.listdir(self.location)
+                   if n.startswith("shard-") and n.endswith(".parquet") and n not in listed]
+        checks.append(check_jsonl(self.location / QUARANTINE_FILE, "quarantine"))
+        if storage.stat(self.location / PROGRESS_FILE) is not None:
+            checks.append(check_jsonl(self.location / PROGRESS_FILE, "journal"))
+        return checks
+
+
+def derived_cache_dir(where: str) -> Path:
+    """The local folder of caches derived from the corpus at ``where`` (as ``corpora.path`` records
+    it): the folder itself, or ``cache_dir()/corpora/<hash of the URL>`` for a URL."""
+    if not storage.is_url(where):
+        return location(where).path
+    return storage.cache_dir() / "corpora" / hashlib.sha256(redact(where).encode()).hexdigest()[:16]
+
+
+def _load_index(where: str | Path | Location) -> tuple[dict, bytes]:
+    """The corpus index and its bytes; a clear error when the location is not a corpus."""
+    loc = location(where)
+    f = loc / INDEX_FILE
+    if storage.stat(f) is None:
+        raise AsrEvalError(f"{redact(str(loc))} is not an ingested corpus (no {INDEX_FILE}); "
+                           f"run `asr-eval ingest SOURCE --out {redact(str(loc))}` first")
     try:
+        raw = storage.read_bytes(f)
         idx = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise AsrEvalError(f"{f} is not valid JSON ({e}); re-run `asr-eval ingest` to rewrite it") from e
-    return Corpus(p, idx, f"{idx['corpus']}@{hashlib.sha256(raw).hexdigest()[:10]}")
+    except (OSError, ValueError) as e:
+        raise AsrEvalError(f"{redact(str(f))} is unreadable ({e}); re-run `asr-eval ingest` with the same arguments "
+                           "to rebuild it") from None
+    if not isinstance(idx, dict) or not isinstance(idx.get("shards"), list):
+        raise AsrEvalError(f"{redact(str(f))} is not a corpus index (no 'shards' list); re-run `asr-eval ingest` "
+                           "to rebuild it")
+    return idx, raw
+
+
+def open_corpus(where: str | Path | Location | Corpus) -> Corpus:
+    """The corpus at a local folder, a file:// URL or an object-store URL (s3://, gs://, az://)."""
+    if isinstance(where, Corpus):
+        return where
+    loc = location(where)
+    idx, raw = _load_index(loc)
+    return Corpus(loc, idx, f"{idx['corpus']}@{hashlib.sha256(raw).hexdigest()[:10]}")
+
+
+def read_index(where: str | Path | Location) -> dict:
+    """The corpus index (``index.json``) of a folder or URL."""
+    return _load_index(where)[0]
+
+
+def read_metadata(where: str | Path | Location, split: str | None = None) -> pa.Table:
+    return open_corpus(where).read_metadata(split)
+
+
+def read_quarantine(where: str | Path | Location) -> list[dict]:
+    return open_corpus(where).quarantine()
+
+
+def iter_batches(where: str | Path | Location, split: str | None = None, batch_size: int = 16,
+                 shards: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> Iterator[list[dict]]:
+    return open_corpus(where).iter_batches(split, batch_size, shards, columns)
+
+
+def load_audio(where: str | Path | Location, utt_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    return open_corpus(where).load_audio(utt_ids)
+
+
+def verify_corpus(where: str | Path | Location) -> list[ShardCheck]:
+    """``asr-eval verify``: every file of a corpus checked (an unreadable index is one failed check)."""
+    try:
+        corpus = open_corpus(where)
+    except AsrEvalError as e:
+        return [ShardCheck(file=INDEX_FILE, kind="index", problem="unreadable", detail=str(e))]
+    return corpus.verify()

@@ -32,7 +32,7 @@ from asr_eval.store import connect
 
 @dataclass(frozen=True)
 class ExportResult:
-    files: tuple[Path, ...]
+    files: tuple[Path | str, ...]  # local files, or URLs for an export to object storage
     rows: dict[str, int]  # file name -> rows written
 
 
@@ -147,7 +147,24 @@ def _count_lines(path: Path) -> int:
 
 def export_all(db: str | Path | duckdb.DuckDBPyConnection, out_dir: str | Path, runs: Sequence[str] = (),
                corpora: Sequence[str] = (), normalizer: str | None = None) -> ExportResult:
-    """Every export for the selected runs into ``out_dir`` (nemo/, leaderboard/, stream/, CSVs)."""
+    """Every export for the selected runs into ``out_dir`` (nemo/, leaderboard/, stream/, CSVs), a
+    folder or a URL: DuckDB writes local files, so for a URL they are written to a temporary folder
+    and uploaded (each file one PUT); ``files`` then holds the URLs."""
+    from asr_eval import storage
+
+    dest = storage.location(out_dir)
+    if not dest.is_local:
+        import tempfile
+
+        storage.makedirs(dest)
+        with tempfile.TemporaryDirectory(prefix="asr-eval-export-") as tmp:
+            res = export_all(db, tmp, runs, corpora, normalizer)
+            urls = []
+            for f in res.files:
+                url = dest / Path(f).relative_to(tmp).as_posix()
+                storage.put_file(Path(f), url)
+                urls.append(storage.redact(url))
+        return ExportResult(tuple(urls), res.rows)
     own = not isinstance(db, duckdb.DuckDBPyConnection)
     con = connect(db, read_only=True) if own else db
     try:

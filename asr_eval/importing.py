@@ -354,9 +354,8 @@ def _source_roots(source: dict[str, Any]) -> tuple[Path | None, dict[str, Path]]
 
 
 def split_utterances(corpus: Corpus, split: str | None) -> SplitUtterances:
-    from asr_eval.shards import read_metadata
 
-    meta = read_metadata(corpus.path).select(["utt_id", "split", "source_path"]).to_pylist()
+    meta = corpus.read_metadata().select(["utt_id", "split", "source_path"]).to_pylist()
     root, per_split = _source_roots(corpus.index.get("source") or {})
     by_abs: dict[str, list[str]] = {}
     by_rel: dict[str, list[str]] = {}
@@ -537,7 +536,7 @@ def import_hypotheses(corpus_dir: str | Path, file: str | Path, name: str, db: s
     }
     con = connect(db)
     try:
-        cid = load_corpus(con, corpus.path)
+        cid = load_corpus(con, corpus)
         if cid != corpus.corpus_id:  # pragma: no cover - both hash the same index.json
             raise AssertionError(f"corpus id {cid} != {corpus.corpus_id}")
         register_model(con, {"model_id": model_id, "name": name, "source": "import", "path": str(hf.path.resolve()),

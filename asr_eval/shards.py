@@ -1,6 +1,6 @@
-"""THE shard schema, the shard writer (ingest: atomic, resumable) and the shard reader.
+"""THE shard schema and the shard writer (ingest: atomic, resumable, verified; local or object storage).
 
-A corpus directory holds::
+A corpus (a folder, or a prefix in a bucket) holds::
 
     shard-00000.parquet …   Parquet, bounded by rows and bytes (schema below)
     index.json              shards with row counts and hashes, splits, source, parameters,
@@ -33,9 +33,11 @@ segments       list<struct>  [{start, end, text}] in time order: the reference's
 Shards open as they are in DuckDB (``SELECT … FROM 'DIR/*.parquet'``) and with
 ``datasets.load_dataset("parquet", data_files=…)``.
 
-Every reader here checks a shard against ``index.json`` (size and SHA-256, cached by
-size/mtime in ``.verified.json``) before using a row of it: corrupt data is never scored,
-trained on or embedded. ``verify_corpus`` checks a whole corpus (``asr-eval verify``).
+The corpus may be a local folder or an object-store URL (``storage``): a shard is written to a
+local file, hashed, then renamed or uploaded whole; the journal records it after that; the index,
+written last, is what makes shards visible — a reader (``corpus_handle``, the one door to a
+corpus) never sees a shard the index does not name, and checks each against the index (size and
+SHA-256) before using a row of it. ``shard_check`` holds the checks.
 """
 
 from __future__ import annotations
@@ -44,23 +46,25 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asr_eval import __version__
 from asr_eval.audio import (
-    MAX_DURATION_S, MAX_LONG_FORM_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, decode_flac, probe_duration,
+    MAX_DURATION_S, MAX_LONG_FORM_S, MIN_DURATION_S, TARGET_SR, AudioError, Reason, probe_duration,
 )
 from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content, slice_name, unencodable
 from asr_eval.errors import AsrEvalError
-from asr_eval.integrity import forget, hashed
+from asr_eval import storage
+from asr_eval.integrity import forget
+from asr_eval.shard_check import INDEX_FILE, PROGRESS_FILE, QUARANTINE_FILE, check_file
+from asr_eval.storage import Location, location
 from asr_eval.progress import Progress
 from asr_eval.provenance import stable_hash
 
@@ -83,7 +87,6 @@ CORE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("segments", SEGMENT_TYPE),
 )
 CORE_COLUMNS = tuple(f.name for f in CORE_FIELDS)
-INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE = "index.json", "quarantine.jsonl", "_progress.jsonl"
 
 
 def shard_schema(slice_columns: Sequence[str]) -> pa.Schema:
@@ -161,6 +164,8 @@ def process_item(u: Utterance, min_s: float, max_s: float, keep_long: bool, long
 
     src = u.audio_bytes if u.audio_bytes is not None else u.audio_path
     try:
+        if src is not None and storage.is_url(src):  # an object in a bucket: fetched by this worker
+            src = storage.read_bytes(storage.location(src))
         if long_form:
             span = _source_span(u)
             if span is None or span > max_s:
@@ -192,12 +197,12 @@ def _segment_rows(segments) -> list[dict] | None:
     return [{"start": float(a), "end": float(b), "text": t} for a, b, t in sorted(segments, key=lambda s: (s[0], s[1]))]
 
 
-def _write_shard(path: Path, table: pa.Table) -> tuple[str, int]:
-    """Write a shard atomically, straight to disk (no second in-memory copy of its audio);
-    returns (sha256, bytes) of the file."""
+def _write_shard(dest: Location, table: pa.Table) -> tuple[str, int]:
+    """Write a shard atomically, straight to a local file (no second in-memory copy of its audio),
+    then move it to ``dest`` (a rename, or one upload to an object store); returns (sha256, bytes)."""
     import hashlib
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = storage.staging_file(dest)
     # Row groups of at most ~64 MB (and 256 rows): readers stream a group at a time, so a shard of
     # hour-long recordings is never read whole.
     per_row = table.nbytes / max(1, table.num_rows)
@@ -208,17 +213,8 @@ def _write_shard(path: Path, table: pa.Table) -> tuple[str, int]:
             h.update(block)
         os.fsync(f.fileno())
     size = tmp.stat().st_size
-    os.replace(tmp, path)
+    storage.put_file(tmp, dest)
     return h.hexdigest(), size
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _q_record(item: Utterance | Rejection, reason: str, detail: str) -> dict:
@@ -230,15 +226,16 @@ def _q_record(item: Utterance | Rejection, reason: str, detail: str) -> dict:
 
 
 class _Journal:
-    """Append-only record of finished shards; what makes an ingest resumable."""
+    """Append-only record of finished shards; what makes an ingest resumable. On an object store
+    (no append) each entry rewrites the journal object — one PUT, after the shard's own upload."""
 
-    def __init__(self, out: Path, fingerprint: str):
+    def __init__(self, out: Location, fingerprint: str):
         self.path = out / PROGRESS_FILE
         self.entries: list[dict] = []
-        if self.path.exists():
+        if storage.stat(self.path) is not None:
             # split on '\n' only: str.splitlines() also breaks at U+2028/U+0085, which
             # json.dumps(ensure_ascii=False) leaves raw inside strings.
-            for line in self.path.read_text().split("\n"):
+            for line in storage.read_text(self.path).split("\n"):
                 if not line.strip():
                     continue
                 try:
@@ -261,7 +258,7 @@ class _Journal:
 
     def _rewrite(self) -> None:
         lines = [json.dumps({"fingerprint": self._fingerprint})] + [json.dumps(e, ensure_ascii=False) for e in self.entries]
-        _atomic_write(self.path, ("\n".join(lines) + "\n").encode())
+        storage.write_bytes(self.path, ("\n".join(lines) + "\n").encode())
 
     @property
     def resume_at(self) -> int:
@@ -269,7 +266,10 @@ class _Journal:
 
     def append(self, entry: dict) -> None:
         self.entries.append(entry)
-        with open(self.path, "a") as f:
+        if not self.path.is_local:
+            self._rewrite()
+            return
+        with open(self.path.path, "a") as f:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -328,13 +328,14 @@ def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str])
     return row
 
 
-def _shard_entry(out: Path, name: str, rows: list[dict], schema: pa.Schema) -> dict:
+def _shard_entry(out: Location, name: str, rows: list[dict], schema: pa.Schema) -> dict:
     """Write one shard atomically; its journal facts (name, hash, size, splits, audio seconds)."""
     table = pa.Table.from_pylist(rows, schema=schema)
     rows[:] = [{k: v for k, v in r.items() if k != "audio"} for r in rows]  # in place: one copy of the audio
     digest, size = _write_shard(out / name, table)
     del table
-    forget(out / name)
+    if out.is_local:
+        forget(out.path / name)
     return {"shard": name, "sha256": digest, "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
             "audio_s": round(sum(r["duration_s"] for r in rows), 3)}
 
@@ -343,13 +344,13 @@ def _shard_no(name: str) -> int:
     return int(name.removeprefix("shard-").removesuffix(".parquet"))
 
 
-def _repair(reader: CorpusReader, out: Path, journal: _Journal, opts: IngestOptions, schema: pa.Schema,
+def _repair(reader: CorpusReader, out: Location, journal: _Journal, opts: IngestOptions, schema: pa.Schema,
             corpus: str, meta_keys: dict[str, str], pool, workers: int) -> tuple[set[str], int]:
     """Check every finished shard against its journal entry (size + SHA-256) and rewrite the
     missing or corrupt ones from the source, each from exactly the items it held. Returns the
     utterance ids already taken (for duplicate detection) and the number of shards rewritten."""
     bad = {i for i, e in enumerate(journal.entries)
-           if e.get("shard") and not _check_file(out, e["shard"], e.get("bytes"), e.get("sha256"), "shard").ok}
+           if e.get("shard") and not check_file(out, e["shard"], e.get("bytes"), e.get("sha256"), "shard").ok}
     items: dict[int, Utterance | Rejection] = {}
     if bad:
         ranges = [(journal.entries[i]["start"], journal.entries[i]["end"]) for i in sorted(bad)]
@@ -374,10 +375,11 @@ def _repair(reader: CorpusReader, out: Path, journal: _Journal, opts: IngestOpti
             if rows:
                 e.update(_shard_entry(out, name, rows, schema))
             else:
-                (out / name).unlink(missing_ok=True)
+                storage.delete(out / name)
             e.update(rows=len(rows), quarantine=qs)
         elif e.get("shard"):
-            seen.update(pq.read_table(out / e["shard"], columns=["utt_id"]).column(0).to_pylist())
+            local = storage.verified_copy(out / e["shard"], e["sha256"], e.get("bytes"))  # checked just above
+            seen.update(pq.read_table(local, columns=["utt_id"]).column(0).to_pylist())
         # Ids of utterances quarantined after decoding were taken too (first occurrence wins).
         seen.update(q["utt_id"] for q in e["quarantine"]
                     if "split" in q and q["reason"] != Reason.DUPLICATE_ID and q["utt_id"])
@@ -391,12 +393,13 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     """Ingest a corpus source into shards. Idempotent and resumable: a re-run skips
     finished shards; a run killed part-way restarts after the last finished shard."""
     opts = opts or IngestOptions()
-    out = Path(out_dir)
+    out = location(out_dir)
     t0 = time.perf_counter()
-    if overwrite and out.exists():
-        for p in list(out.glob("shard-*.parquet")) + [out / n for n in (INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE)]:
-            p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out)  # a missing bucket fails here, before any decoding
+    if overwrite:
+        for n in [n for n in storage.listdir(out) if n.startswith("shard-") and n.endswith(".parquet")] + \
+                [INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE]:
+            storage.delete(out / n)
     corpus = opts.corpus_name or reader.name
 
     # Pass 1 (metadata only, no audio): the slice columns and the item count.
@@ -481,11 +484,11 @@ def _progress_bar(enabled: bool, total: int, done: int, corpus: str) -> Progress
     return Progress(f"ingest {corpus}", total, "items", enabled=enabled, initial=done)
 
 
-def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, params, n_items, t0,
+def _finish(reader, out: Location, corpus, journal: _Journal, schema, slice_cols, params, n_items, t0,
             repaired: int = 0) -> IngestSummary:
     shards = [e for e in journal.entries if e.get("shard")]
     quarantine = [q for e in journal.entries for q in e["quarantine"]]
-    _atomic_write(out / QUARANTINE_FILE,
+    storage.write_bytes(out / QUARANTINE_FILE,
                   "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine).encode())
     by_split: Counter = Counter()
     for e in shards:
@@ -509,223 +512,11 @@ def _finish(reader, out: Path, corpus, journal: _Journal, schema, slice_cols, pa
         "shards": [{"file": e["shard"], "rows": e["rows"], "sha256": e["sha256"], "bytes": e["bytes"],
                     "splits": e["splits"], "audio_s": e["audio_s"]} for e in shards],
     }
-    _atomic_write(out / INDEX_FILE, json.dumps(index, indent=2, ensure_ascii=False).encode())
+    storage.write_bytes(out / INDEX_FILE, json.dumps(index, indent=2, ensure_ascii=False).encode())
     elapsed = time.perf_counter() - t0
     return IngestSummary(
-        corpus=corpus, out_dir=str(out), n_items=n_items, n_ingested=index["n_utterances"],
+        corpus=corpus, out_dir=storage.redact(out), n_items=n_items, n_ingested=index["n_utterances"],
         n_quarantined=len(quarantine), quarantine_by_reason=index["quarantine_by_reason"],
         by_split=index["splits"], hours=index["hours"], shards=len(shards),
         shards_skipped=0, shards_repaired=repaired, elapsed_s=round(elapsed, 3), audio_s_per_s=round(audio_s / max(elapsed, 1e-9), 1),
     )
-
-
-# ───────────────────────────── verification ─────────────────────────────
-
-
-@dataclass(frozen=True)
-class ShardCheck:
-    """One corpus file checked: a shard against its recorded size and SHA-256, or a JSON-lines
-    file (quarantine, journal) line by line. ``problem`` is '' when the file is sound."""
-
-    file: str
-    kind: str  # 'shard' | 'index' | 'quarantine' | 'journal'
-    problem: str = ""  # '' | 'missing' | 'size' | 'sha256' | 'unreadable' | 'not_in_index' | 'bad_lines'
-    detail: str = ""
-    expected_bytes: int | None = None
-    actual_bytes: int | None = None
-    expected_sha256: str | None = None
-    actual_sha256: str | None = None
-    rows: int | None = None
-    cached: bool = False  # the hash came from the verification cache
-
-    @property
-    def ok(self) -> bool:
-        return not self.problem
-
-
-def _check_file(out: Path, name: str, exp_bytes: int | None, exp_sha: str | None, kind: str) -> ShardCheck:
-    """Size, then SHA-256 (cached by size/mtime/inode), then the Parquet footer."""
-    path = out / name
-    base = dict(file=name, kind=kind, expected_bytes=exp_bytes, expected_sha256=exp_sha)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return ShardCheck(**base, problem="missing", detail="the file does not exist")
-    except OSError as e:
-        return ShardCheck(**base, problem="unreadable", detail=f"{type(e).__name__}: {e}")
-    if exp_bytes is not None and size != exp_bytes:
-        return ShardCheck(**base, actual_bytes=size, problem="size",
-                          detail=f"{size} bytes but index.json records {exp_bytes}")
-    try:
-        facts = hashed(path)
-    except OSError as e:
-        return ShardCheck(**base, actual_bytes=size, problem="unreadable", detail=f"{type(e).__name__}: {e}")
-    if exp_sha is not None and facts.sha256 != exp_sha:
-        return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, problem="sha256",
-                          detail=f"SHA-256 {facts.sha256[:16]}… but index.json records {exp_sha[:16]}…")
-    rows = None
-    if not facts.cached:
-        try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except (OSError, pa.ArrowException) as e:
-            return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, problem="unreadable",
-                              detail=f"not readable as Parquet: {e}")
-    return ShardCheck(**base, actual_bytes=size, actual_sha256=facts.sha256, rows=rows, cached=facts.cached)
-
-
-def verify_shard(corpus_dir: str | Path, shard: str | Path, index: dict | None = None) -> ShardCheck:
-    """Check one shard (a file name or path inside ``corpus_dir``) against ``index.json``."""
-    corpus_dir = Path(corpus_dir)
-    name = Path(shard).name
-    idx = index if index is not None else read_index(corpus_dir)
-    entry = next((s for s in idx.get("shards", []) if s.get("file") == name), None)
-    if entry is None:
-        return ShardCheck(file=name, kind="shard", problem="not_in_index",
-                          detail="index.json does not list this shard (left over from an interrupted ingest?)")
-    check = _check_file(corpus_dir, name, entry.get("bytes"), entry.get("sha256"), "shard")
-    if check.ok and check.rows is not None and check.rows != entry.get("rows"):
-        return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
-    return replace(check, rows=entry.get("rows")) if check.ok else check
-
-
-def _check_jsonl(path: Path, kind: str) -> ShardCheck:
-    if not path.exists():
-        return ShardCheck(file=path.name, kind=kind, problem="missing", detail="the file does not exist")
-    bad, n = [], 0
-    for i, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        n += 1
-        try:
-            if not isinstance(json.loads(line), dict):
-                bad.append(i)
-        except ValueError:
-            bad.append(i)
-    if bad:
-        return ShardCheck(file=path.name, kind=kind, rows=n, problem="bad_lines",
-                          detail=f"{len(bad)} unparseable line(s): {', '.join(map(str, bad[:5]))}"
-                                 + ("…" if len(bad) > 5 else ""))
-    return ShardCheck(file=path.name, kind=kind, rows=n)
-
-
-def verify_corpus(corpus_dir: str | Path) -> list[ShardCheck]:
-    """Every shard of a corpus against ``index.json``, plus stray shards and the quarantine and
-    journal files (each line must parse). Uses and refreshes the verification cache."""
-    corpus_dir = Path(corpus_dir)
-    try:
-        idx = read_index(corpus_dir)
-    except AsrEvalError as e:
-        return [ShardCheck(file=INDEX_FILE, kind="index", problem="unreadable", detail=str(e))]
-    checks = [ShardCheck(file=INDEX_FILE, kind="index", rows=idx.get("n_utterances"))]
-    checks += [verify_shard(corpus_dir, s["file"], idx) for s in idx.get("shards", [])]
-    listed = {s["file"] for s in idx.get("shards", [])}
-    checks += [ShardCheck(file=p.name, kind="shard", problem="not_in_index",
-                          detail="index.json does not list it; readers of 'DIR/*.parquet' would include it")
-               for p in sorted(corpus_dir.glob("shard-*.parquet")) if p.name not in listed]
-    checks.append(_check_jsonl(corpus_dir / QUARANTINE_FILE, "quarantine"))
-    if (corpus_dir / PROGRESS_FILE).exists():
-        checks.append(_check_jsonl(corpus_dir / PROGRESS_FILE, "journal"))
-    return checks
-
-
-def fix_hint(corpus_dir: str | Path, index: dict | None = None) -> str:
-    """How to repair a corpus: the ingest command that made it, run again."""
-    src = (index or {}).get("source") or {}
-    where = src.get("path") or src.get("source") or "SOURCE"
-    return (f"re-run `asr-eval ingest {where} --out {corpus_dir}` with the same arguments as the first "
-            "time: it checks every finished shard and rewrites the corrupt ones "
-            f"(`asr-eval verify {corpus_dir}` lists every problem)")
-
-
-def require_shard(shard: str | Path, corpus_dir: str | Path | None = None) -> Path:
-    """The shard's path once it matches ``index.json``; else an ``AsrEvalError`` naming the shard,
-    what is wrong and the fix. Every shard reader calls this before using a row."""
-    shard = Path(shard)
-    corpus_dir = Path(corpus_dir) if corpus_dir is not None else shard.parent
-    idx = read_index(corpus_dir)
-    check = verify_shard(corpus_dir, shard.name, idx)
-    if not check.ok:
-        raise AsrEvalError(f"corpus {corpus_dir}: shard {check.file} is {'missing' if check.problem == 'missing' else 'corrupt'}"
-                           f" — {check.detail}; nothing from it is used. Fix: {fix_hint(corpus_dir, idx)}")
-    return corpus_dir / check.file
-
-
-# ───────────────────────────── reader ─────────────────────────────
-
-
-def read_index(corpus_dir: str | Path) -> dict:
-    """The corpus index (``index.json``); a clear error when the folder is not a corpus."""
-    p = Path(corpus_dir) / INDEX_FILE
-    if not p.is_file():
-        raise AsrEvalError(f"{corpus_dir} is not an ingested corpus (no {INDEX_FILE}); "
-                           f"run `asr-eval ingest SOURCE --out {corpus_dir}` first")
-    try:
-        idx = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise AsrEvalError(f"{p} is unreadable ({e}); re-run `asr-eval ingest` with the same arguments "
-                           f"to rebuild it") from None
-    if not isinstance(idx, dict) or not isinstance(idx.get("shards"), list):
-        raise AsrEvalError(f"{p} is not a corpus index (no 'shards' list); re-run `asr-eval ingest` to rebuild it")
-    return idx
-
-
-def shard_paths(corpus_dir: str | Path) -> list[Path]:
-    idx = read_index(corpus_dir)
-    return [Path(corpus_dir) / s["file"] for s in idx["shards"]]
-
-
-def read_quarantine(corpus_dir: str | Path) -> list[dict]:
-    p = Path(corpus_dir) / QUARANTINE_FILE
-    return [json.loads(ln) for ln in p.read_text().split("\n") if ln.strip()] if p.exists() else []
-
-
-def read_metadata(corpus_dir: str | Path, split: str | None = None) -> pa.Table:
-    """All columns but the audio bytes, for every utterance (optionally of one split)."""
-    tables = []
-    for p in shard_paths(corpus_dir):
-        require_shard(p, corpus_dir)
-        cols = [c for c in pq.read_schema(p).names if c != "audio"]
-        t = pq.read_table(p, columns=cols, filters=[("split", "=", split)] if split else None)
-        tables.append(t)
-    if not tables:
-        return pa.table({c: [] for c in CORE_COLUMNS if c != "audio"})
-    return pa.concat_tables(tables, promote_options="default")
-
-
-def iter_shard_rows(shard: str | Path, split: str | None = None, columns: Sequence[str] | None = None,
-                    batch_rows: int = 64) -> Iterator[dict]:
-    """Rows of one shard as dicts (audio still FLAC bytes), streaming by record batch."""
-    f = pq.ParquetFile(require_shard(shard))
-    for rb in f.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
-        for row in rb.to_pylist():
-            if split is None or row.get("split") == split:
-                yield row
-
-
-def iter_batches(corpus_dir: str | Path, split: str | None = None, batch_size: int = 16,
-                 shards: Sequence[str | Path] | None = None, columns: Sequence[str] | None = None,
-                 ) -> Iterator[list[dict]]:
-    """Batches of rows with ``audio`` decoded to 16 kHz float32 arrays; streams shard by shard."""
-    paths = [Path(s) for s in shards] if shards is not None else shard_paths(corpus_dir)
-    batch: list[dict] = []
-    for p in paths:
-        for row in iter_shard_rows(p, split, columns):
-            if row.get("audio") is not None:
-                row["audio"] = decode_flac(row["audio"])
-            batch.append(row)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def load_audio(corpus_dir: str | Path, utt_ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """Decoded audio of a few utterances by id."""
-    want, out = set(utt_ids), {}
-    for p in shard_paths(corpus_dir):
-        require_shard(p, corpus_dir)
-        t = pq.read_table(p, columns=["utt_id", "audio"], filters=[("utt_id", "in", list(want))])
-        for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
-            out[uid] = decode_flac(data)
-    return out

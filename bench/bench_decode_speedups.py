@@ -65,7 +65,8 @@ SIDES: list[tuple[str, str, dict, str | None]] = [
 
 def _demo_rows(n: int, work: Path) -> tuple[list, list[str]]:
     from asr_eval.corpus import open_source
-    from asr_eval.shards import IngestOptions, ingest, iter_batches
+    from asr_eval.corpus_handle import iter_batches
+    from asr_eval.shards import IngestOptions, ingest
 
     corpus = work / "corpus"
     ingest(open_source(str(DEMO)), corpus, IngestOptions(workers=1), progress=False)

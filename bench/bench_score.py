@@ -56,7 +56,8 @@ def main() -> None:
     from asr_eval.engines import create_engine, get_recipe
     from asr_eval.metrics import paired_bootstrap
     from asr_eval.scoring import RunSpec, score_models
-    from asr_eval.shards import IngestOptions, ingest, iter_batches
+    from asr_eval.corpus_handle import iter_batches
+    from asr_eval.shards import IngestOptions, ingest
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_score_"))
     corpus = tmp / "corpus"

@@ -1,9 +1,11 @@
 """Flow `score`: transcribe a corpus with several models, one task per (model, shard),
 then the single DuckDB writer scores, slices and compares them.
 
-Tasks run on the flow's task runner: threads locally, or a Ray cluster through
-``prefect-ray`` (``ray_address``: 'auto', 'ray://host:10001', or 'local' for a local
-cluster), one GPU per task where GPUs exist. Workers only write Parquet parts.
+Locally, tasks run on the flow's task runner (threads). With ``ray_address`` ('auto',
+'ray://host:10001', or 'local' for a cluster on this machine) the shards go to Ray tasks through
+``asr_eval.scoring.distributed`` — the same per-shard path, URLs only, one GPU per task where GPUs
+exist, retried on another node when a node dies — and the flow is the single writer. Workers
+only write Parquet parts (to a folder, or to object storage when ``parts`` is a URL).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def headline_line(row: dict) -> str:
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,
            batch_size: int | None, engine: str, compute_type: str, preprocessing: str, recipe: str,
            max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int,
-           strategy: str = "short", engine_options: list[str] | None = None) -> list[str]:
+           strategy: str = "short", engine_options: list[str] | None = None,
+           ray_address: str | None = None) -> list[str]:
     from pathlib import Path
 
     from asr_eval.corpus_handle import open_corpus
@@ -73,10 +76,15 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
     specs = with_baselines(expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
                                         strategies=strategy, engine_options=engine_options or (),
                                         max_new_tokens=max_new_tokens))
-    futures = [transcribe_shard_task.submit(s.to_dict(), corpus, sh, sp, parts)
-               for s in specs for sh in shards_for_split(corpus, sp)]
-    results = [f.result() for f in futures]
-    run_ids = finalize_task(corpus, db, results, normalizer, slices, n_boot)
+    if ray_address:
+        from asr_eval.scoring import score_models
+
+        run_ids = score_models(corpus, specs, db, sp, slices, normalizer, parts, n_boot, ray_address=ray_address)
+    else:
+        futures = [transcribe_shard_task.submit(s.to_dict(), corpus, sh, sp, parts)
+                   for s in specs for sh in shards_for_split(corpus, sp)]
+        results = [f.result() for f in futures]
+        run_ids = finalize_task(corpus, db, results, normalizer, slices, n_boot)
     table = headline(db, run_ids, normalizer)
     create_table_artifact(key="score-headline", table=table, description=f"{corpus} [{sp or 'all'}], {normalizer}")
     for row in table:
@@ -112,27 +120,6 @@ def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split
     engine, compute_type, preprocessing, recipe and strategy (long-form: sequential, chunked, vad) take
     comma-separated lists, as the CLI does; engine_options takes KEY=VALUE[,VALUE…] items (each run with
     them is verified against the same run without them)."""
-    args = (corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
-            recipe, max_new_tokens, normalizer, slices, n_boot, strategy, engine_options)
-    if ray_address:
-        return _score_on_ray(ray_address, *args)
-    return _score(*args)
+    return _score(corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
+                  recipe, max_new_tokens, normalizer, slices, n_boot, strategy, engine_options, ray_address)
 
-
-def _score_on_ray(address: str, *args) -> list[str]:
-    """Run the same tasks on a Ray cluster; one GPU per task when the cluster has GPUs.
-    ``address='local'`` starts a local cluster on this machine."""
-    import ray
-    from prefect_ray import RayTaskRunner
-    from prefect_ray.context import remote_options
-
-    runner = RayTaskRunner(address=None if address == "local" else address,
-                           init_kwargs={"include_dashboard": False, "log_to_driver": False})
-
-    @flow(name="score-ray", task_runner=runner, log_prints=True)
-    def score_ray_subflow() -> list[str]:
-        gpus = 1 if ray.cluster_resources().get("GPU") else 0
-        with remote_options(num_gpus=gpus):
-            return _score(*args)
-
-    return score_ray_subflow()

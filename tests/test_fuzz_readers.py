@@ -19,7 +19,8 @@ from asr_eval.audio import Reason
 from asr_eval.corpus import open_source
 from asr_eval.corpus.base import Rejection, Utterance
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import IngestOptions, ingest, read_index, read_metadata, read_quarantine
+from asr_eval.shards import IngestOptions, ingest
+from asr_eval.corpus_handle import read_index, read_metadata, read_quarantine
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -20,10 +20,8 @@ from conftest import REPO, write_audio
 from asr_eval import audio as A
 from asr_eval.corpus import detect_layout, open_source
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import (
-    IngestOptions, ingest, iter_batches, load_audio, parse_split_map, read_index, read_metadata,
-    read_quarantine,
-)
+from asr_eval.shards import IngestOptions, ingest, parse_split_map
+from asr_eval.corpus_handle import iter_batches, load_audio, read_index, read_metadata, read_quarantine
 
 FORMATS = [("wav", 8000, 1), ("flac", 16000, 2), ("mp3", 44100, 1), ("ogg", 48000, 2), ("wav", 48000, 2)]
 

@@ -15,7 +15,8 @@ import pytest
 from conftest import write_audio
 
 from asr_eval.corpus import open_source
-from asr_eval.shards import IngestOptions, ingest, read_metadata, read_quarantine
+from asr_eval.shards import IngestOptions, ingest
+from asr_eval.corpus_handle import read_metadata, read_quarantine
 
 # item id → how its audio path is written
 KINDS = ("abs_out", "abs_in", "rel_in", "rel_escape")

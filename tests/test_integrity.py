@@ -16,9 +16,8 @@ from conftest import write_audio
 from asr_eval import integrity
 from asr_eval.corpus import open_source
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import (
-    IngestOptions, ingest, iter_batches, load_audio, read_index, read_metadata, verify_corpus, verify_shard,
-)
+from asr_eval.shards import IngestOptions, ingest
+from asr_eval.corpus_handle import iter_batches, load_audio, open_corpus, read_index, read_metadata, verify_corpus
 
 BAD = "shard-00001.parquet"  # holds u04..u07
 
@@ -244,7 +243,7 @@ def test_verification_cache_avoids_rehashing(corpus, monkeypatch):
     os.utime(corpus / BAD, (old + 5, old + 5))
     monkeypatch.setattr(integrity, "_MEMO", {})
     calls.clear()
-    assert verify_shard(corpus, BAD).problem == "sha256"
+    assert open_corpus(corpus).check(BAD).problem == "sha256"
     assert calls == [BAD]
 
 

@@ -16,7 +16,8 @@ from conftest import REPO, write_audio
 
 from asr_eval import audio as A
 from asr_eval.corpus import open_source
-from asr_eval.shards import SCHEMA_VERSION, IngestOptions, ingest, load_audio, read_index, read_metadata, read_quarantine
+from asr_eval.shards import SCHEMA_VERSION, IngestOptions, ingest
+from asr_eval.corpus_handle import load_audio, read_index, read_metadata, read_quarantine
 from asr_eval.store import connect
 from asr_eval.store.load import _segments_json, load_corpus
 

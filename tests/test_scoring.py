@@ -203,9 +203,9 @@ def test_score_resumes_after_sigkill_without_duplicates(tmp_path, tiny_models):
     info = transcribe_corpus(create_engine("transformers", spec.model, "cpu"), corpus, "test", spec, parts, 2,
                              progress=False)
     assert info.shards_skipped == done_before and info.shards_skipped + info.shards_done == 6
-    ids = [u for f in sorted(info.parts_dir.glob("part-*.parquet")) for u in pq.read_table(f).column("utt_id").to_pylist()]
+    ids = [u for f in sorted(Path(info.parts_dir).glob("part-*.parquet")) for u in pq.read_table(f).column("utt_id").to_pylist()]
     assert len(ids) == len(set(ids)) == 12
-    assert not list(info.parts_dir.glob(".*tmp*"))
+    assert not list(Path(info.parts_dir).glob(".*tmp*"))
 
 
 def test_unknown_normalizer_fails_before_inference(tmp_path, tiny_models):

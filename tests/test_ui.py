@@ -70,12 +70,14 @@ def _demo_wav(path, n=1):
 
 def test_clip_is_exactly_what_ingest_stores(tmp_path):
     from asr_eval.corpus import open_source
-    from asr_eval.shards import IngestOptions, ingest, iter_shard_rows, shard_paths
+    from asr_eval.corpus_handle import open_corpus
+    from asr_eval.shards import IngestOptions, ingest
 
     wav, texts = _demo_wav(tmp_path / "src" / "a.wav")
     (tmp_path / "src" / "metadata.csv").write_text(f"file_name,text,split\na.wav,{texts[0]},test\n", encoding="utf-8")
     ingest(open_source(str(tmp_path / "src")), tmp_path / "corpus", IngestOptions(workers=1), progress=False)
-    (row,) = list(iter_shard_rows(shard_paths(tmp_path / "corpus")[0], None, columns=["audio", "duration_s"]))
+    corpus = open_corpus(tmp_path / "corpus")
+    (row,) = list(corpus.iter_rows(corpus.shards[0], None, columns=["audio", "duration_s"]))
     clip = load_clip(wav)
     assert clip.flac == row["audio"] and clip.duration_s == row["duration_s"] and not clip.long
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,6 +28,21 @@ console = Console()
 def _root() -> None:
     """Mandarin ASR evaluation harness (keeps `asr-eval CMD` a command group)."""
 err_console = Console(stderr=True, soft_wrap=True)
+
+# Every command that takes a corpus, parts or output location takes this too (object stores).
+StorageOptions = Annotated[list[str] | None, typer.Option(
+    "--storage-option", help="Object-store option KEY=VALUE for s3fs/gcsfs/adlfs, e.g. endpoint_url=http://minio:9000, "
+    "anon=true, profile=prod, client_kwargs.region_name=eu-west-1 (repeatable; used, never stored or logged). "
+    "Credentials come from the standard places: AWS_* / ~/.aws / instance roles, GOOGLE_APPLICATION_CREDENTIALS, "
+    "AZURE_STORAGE_*")]
+
+
+def use_storage(items: list[str] | None) -> None:
+    """Apply ``--storage-option`` values for this process."""
+    if items:
+        from asr_eval.storage import parse_storage_options, set_storage_options
+
+        set_storage_options(parse_storage_options(items))
 
 
 def _register_commands() -> None:

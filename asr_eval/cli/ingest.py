@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from asr_eval.audio import MAX_LONG_FORM_S, dominant_reason
-from asr_eval.cli import app, console, err_console
+from asr_eval.cli import StorageOptions, app, console, err_console, use_storage
 from asr_eval.corpus import LAYOUTS, open_source
 from asr_eval.errors import AsrEvalError
 from asr_eval.shards import IngestOptions, ingest, parse_split_map
@@ -19,7 +18,8 @@ from asr_eval.shards import IngestOptions, ingest, parse_split_map
 def ingest_cmd(
     source: Annotated[str, typer.Argument(help="Manifest file, Kaldi/audiofolder/Common Voice folder, "
                                                 "datasets save_to_disk folder, Parquet, or a hub id")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus directory (shards + index.json)")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output corpus folder or URL (s3://bucket/prefix, gs://…, "
+                                                     "az://…): shards + index.json")],
     layout: Annotated[str | None, typer.Option(help=f"Force a layout: {', '.join(LAYOUTS)}")] = None,
     audio_column: Annotated[str | None, typer.Option(help="Audio path column of a manifest")] = None,
     text_column: Annotated[str | None, typer.Option(help="Transcript column of a manifest")] = None,
@@ -43,8 +43,10 @@ def ingest_cmd(
              "by default absolute paths are accepted and only relative paths climbing out with '..' are rejected")] = False,
     allow_outside_root: Annotated[bool, typer.Option(hidden=True, help="Deprecated: now the default")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier ingest in --out")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Ingest a corpus into 16 kHz FLAC Parquet shards; bad items go to quarantine.jsonl."""
+    use_storage(storage_option)
     if allow_outside_root:
         err_console.print("note: --allow-outside-root is deprecated and has no effect: absolute audio paths "
                           "are accepted by default now (--confine-to-root rejects them)")
@@ -75,7 +77,7 @@ def ingest_cmd(
     t.add_row("speed", f"{s.audio_s_per_s:.0f}× real time")
     console.print(t)
     if s.n_quarantined:
-        console.print(f"reasons per item: {Path(s.out_dir) / 'quarantine.jsonl'}")
+        console.print(f"reasons per item: {s.out_dir.rstrip('/')}/quarantine.jsonl")
     top = dominant_reason(s.quarantine_by_reason, s.n_items)
     hint = f"; most items ({top[1]} of {s.n_items}) were quarantined as {top[0]}: {top[2]}" if top else ""
     if s.n_ingested == 0:

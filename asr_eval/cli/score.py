@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import StorageOptions, app, console, use_storage
 from asr_eval.store import DEFAULT_DB, connect
 from asr_eval.store.labels import run_labels
 
@@ -154,7 +154,7 @@ def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_sl
 
 @app.command("score")
 def score_cmd(
-    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (from `asr-eval ingest`)")],
+    corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL (from `asr-eval ingest`)")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir, "
                                              "bundled:whisper-base or ct2:DIR (repeat to compare)")],
     engine: Annotated[str, typer.Option(help="Inference engine(s), comma-separated: transformers, ctranslate2 "
@@ -184,7 +184,7 @@ def score_cmd(
     all_slices: Annotated[bool, typer.Option("--all-slices", help="List every slice comparison, not only "
                                                                    "those that differ after correction")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
-    parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+    parts: Annotated[str | None, typer.Option(help="Where inference parts go, a folder or URL (default: beside the DB)")] = None,
     strategy: Annotated[str, typer.Option(help="Long-form strategy for recordings over 30 s: sequential, chunked, "
                                                "vad; comma-separated to compare")] = "short",
     strategy_param: Annotated[list[str] | None, typer.Option(help="Strategy parameter name=value, e.g. stride_s=4 "
@@ -194,9 +194,15 @@ def score_cmd(
         "inter_threads=2 (repeatable; a value list is an axis; `asr-eval engines` lists them)")] = None,
     verify_options: Annotated[bool, typer.Option(help="Also score each configuration without its engine options and "
                                                       "report whether the transcripts are identical")] = True,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Transcribe on a Ray cluster: auto (the cluster `ray start` joined), ray://HOST:10001, or local (a "
+             "cluster on this machine). With several nodes, --corpus and --parts must be URLs (or a shared "
+             "filesystem: ASR_EVAL_SHARED_FS=1)")] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Transcribe a corpus split with models × engines × recipes (× long-form strategies × engine options) and
     score it per slice."""
+    use_storage(storage_option)
     from asr_eval.longform import parse_params
     from asr_eval.scoring import expand_specs, score_models
     from asr_eval.scoring.parts import with_baselines
@@ -210,7 +216,7 @@ def score_cmd(
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     run_ids = score_models(corpus, specs, db, split=split, slices=sl, normalizer=normalizer, parts_root=parts,
                            n_boot=n_boot, ci_method=ci_method, min_utts=min_utts, min_ref_chars=min_ref_chars,
-                           adjust=adjust)
+                           adjust=adjust, ray_address=ray_address)
     print_results(db, run_ids, normalizer, sl, all_slices)
     print_parity(db, run_ids, normalizer)
     print_preprocessing_notes(db, run_ids)

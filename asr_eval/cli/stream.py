@@ -85,7 +85,7 @@ def _json_rows(rows: list[dict[str, Any]]) -> str:
 
 @app.command("stream")
 def stream_cmd(
-    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (recordings or utterances)")],
+    corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL (recordings or utterances)")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir, "
                                              "bundled:whisper-base or ct2:DIR (repeat to compare)")],
     policy: Annotated[str, typer.Option(help="Streaming policy(ies), comma-separated: local-agreement, "
@@ -110,7 +110,7 @@ def stream_cmd(
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per streaming run instead of tables")] = False,
     db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
-    parts: Annotated[Path | None, typer.Option(help="Where inference parts go (default: beside the DB)")] = None,
+    parts: Annotated[str | None, typer.Option(help="Where inference parts go, a folder or URL (default: beside the DB)")] = None,
     engine_option: Annotated[list[str] | None, typer.Option(
         "--engine-option", "-O", help="Engine speed option KEY=VALUE[,VALUE…] (see `asr-eval engines`); each "
         "configuration is also run without it and the transcripts compared")] = None,
@@ -158,7 +158,7 @@ def _float(v: str) -> float:
 def import_stream_cmd(
     path: Annotated[Path, typer.Argument(help="A folder of whisper_streaming logs (one per recording, named after "
                                               "its utt_id or audio stem) or a JSONL streaming log")],
-    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory")],
+    corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL")],
     name: Annotated[str, typer.Option(help="Name of the system that produced the log")],
     split: Annotated[str, typer.Option(help="Split the log is for ('auto': test if present, else all)")] = "auto",
     offline: Annotated[str | None, typer.Option(help="Run id to compute Δ CER against (default: none)")] = None,

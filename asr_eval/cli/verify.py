@@ -3,24 +3,27 @@ journal files line by line; a table, and exit status 1 when anything is wrong.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import StorageOptions, app, console, use_storage
+from asr_eval.corpus_handle import read_index, verify_corpus
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import fix_hint, read_index, verify_corpus
+from asr_eval.shard_check import fix_hint
+from asr_eval.storage import redact
 
 
 @app.command("verify")
 def verify_cmd(
-    corpus: Annotated[Path, typer.Argument(help="Ingested corpus directory (holds index.json)")],
+    corpus: Annotated[str, typer.Argument(help="Ingested corpus folder or URL (holds index.json)")],
+    storage_option: StorageOptions = None,
 ) -> None:
     """Check a corpus: shards (size, SHA-256, Parquet footer), quarantine.jsonl, _progress.jsonl."""
+    use_storage(storage_option)
     checks = verify_corpus(corpus)
-    t = Table(title=f"verify {corpus}")
+    t = Table(title=f"verify {redact(corpus)}")
     for col, kw in (("file", {"no_wrap": True}), ("kind", {}), ("status", {"no_wrap": True}),
                     ("rows", {"justify": "right"}), ("bytes", {"justify": "right"}),
                     ("sha256", {"no_wrap": True})):
@@ -39,7 +42,7 @@ def verify_cmd(
             idx = read_index(corpus)
         except AsrEvalError:
             idx = None
-        console.print(f"[bold red]{len(bad)} problem(s)[/] in {corpus}. Fix: {fix_hint(corpus, idx)}")
+        console.print(f"[bold red]{len(bad)} problem(s)[/] in {redact(corpus)}. Fix: {fix_hint(corpus, idx)}")
         raise typer.Exit(1)
     n = sum(1 for c in checks if c.kind == "shard")
     console.print(f"[green]ok[/]: {n} shard(s) match index.json")

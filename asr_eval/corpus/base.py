@@ -23,7 +23,7 @@ class Utterance:
     utt_id: str
     text: str
     split: str
-    audio_path: Path | None = None  # a file on disk …
+    audio_path: Path | str | None = None  # a file on disk, or an object URL …
     audio_bytes: bytes | None = None  # … or encoded bytes (HF datasets)
     source_path: str = ""  # as written in the source (for the user)
     speaker: str | None = None
@@ -80,14 +80,20 @@ def pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], wh
     return None
 
 
-def resolve_audio(root: Path, raw: str, confine_to_root: bool = False) -> Path | Rejection:
+def resolve_audio(root: Path | str, raw: str, confine_to_root: bool = False) -> Path | str | Rejection:
     """Resolve an audio path as manifests, NeMo manifests and Kaldi ``wav.scp`` write them.
 
     An absolute path is taken as written (that is those formats' convention). A relative path
     resolves against ``root`` (the manifest's folder) and is refused when it climbs out of it
     (``../../etc/passwd``); symlinks inside the root are followed. ``confine_to_root`` refuses
-    every path whose real location (symlinks resolved) is outside the root.
+    every path whose real location (symlinks resolved) is outside the root. An object URL
+    (``s3://…``) is kept as a URL, and a root that is a URL (a manifest read from a bucket)
+    resolves relative paths to URLs beside it; the decoder workers fetch them.
     """
+    from asr_eval.storage import is_url
+
+    if is_url(raw) or is_url(str(root)):
+        return _resolve_url(str(root), raw, confine_to_root)
     try:
         p = Path(raw)
         full = (p if p.is_absolute() else root / p).resolve()
@@ -111,6 +117,26 @@ def resolve_audio(root: Path, raw: str, confine_to_root: bool = False) -> Path |
             "write it as an absolute path, or relative to the manifest's folder without '..'",
             where="", source_path=raw,
         )
+    return full
+
+
+def _resolve_url(root: str, raw: str, confine_to_root: bool) -> str | Rejection:
+    import posixpath
+
+    from asr_eval.storage import is_url
+
+    if is_url(raw):
+        full = raw
+    elif not is_url(root) or raw.startswith("/"):
+        return Rejection(Reason.BAD_ROW, f"audio path {raw[:200]!r} is a local path in a manifest read from "
+                         f"{root}; write it relative to the manifest or as a URL", where="", source_path=raw[:1000])
+    else:
+        scheme, rest = root.split("://", 1)
+        full = f"{scheme}://{posixpath.normpath(posixpath.join(rest, raw))}"
+    base = root.rstrip("/") + "/"
+    if is_url(root) and not full.startswith(base) and (confine_to_root or not is_url(raw)):
+        return Rejection(Reason.PATH_ESCAPE, f"audio path {raw!r} resolves to {full}, outside the manifest's "
+                         f"folder {root}", where="", source_path=raw)
     return full
 
 

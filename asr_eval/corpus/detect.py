@@ -146,8 +146,19 @@ def open_source(
     """Open ``source`` with its reader. ``split`` names the split of a single-split source.
     Absolute audio paths are accepted unless ``confine_to_root``; ``allow_outside_root`` is the
     deprecated spelling of the old opt-in (accepting them is the default now) and is ignored."""
+    from asr_eval import storage
     from asr_eval.engines.base import load_plugins
 
+    if storage.is_url(source):
+        from asr_eval.corpus.remote import RemoteSource, stage
+
+        local, audio_root = stage(source)
+        reader = open_source(local, layout, audio_column=audio_column, text_column=text_column, id_column=id_column,
+                             split=split, hf_config=hf_config, cv_tsvs=cv_tsvs, confine_to_root=confine_to_root,
+                             recording_level=recording_level)
+        if audio_root is not None and hasattr(reader, "root"):
+            reader.root = audio_root  # a manifest object: its relative audio paths are objects beside it
+        return RemoteSource(reader, storage.redact(source))
     layout = layout or detect_layout(source)
     if layout not in _LAYOUTS:
         load_plugins()

@@ -46,6 +46,15 @@ def resolve(name: str) -> ModelSpec:
         if key not in BUNDLED:
             raise AsrEvalError(f"unknown bundled model {name!r}; available: " + ", ".join(f"bundled:{n}" for n in BUNDLED))
         return ModelSpec(name, "bundled")
+    from asr_eval import storage
+
+    if storage.is_url(name.removeprefix("ct2:")):
+        # a folder in a bucket: fetched once per machine (cache keyed by its objects' ETags); the
+        # URL stays the model's name, so the same weights keep the same model id on every node
+        url = storage.redact(name.removeprefix("ct2:")).rstrip("/")
+        local = storage.local_mirror(storage.location(url))
+        inner = resolve(f"ct2:{local}" if name.startswith("ct2:") else str(local))
+        return replace(inner, name=f"ct2:{url}" if inner.source == "ct2" else url)
     if name.startswith("ct2:"):
         p = Path(name.removeprefix("ct2:")).expanduser()
         missing = [f for f in ("model.bin", "config.json", "tokenizer.json") if not (p / f).is_file()]

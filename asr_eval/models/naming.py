@@ -25,7 +25,7 @@ def display_name(name: str, source: str | None, path: str | None = None,
     if not local:
         return name
     # A ct2: model's path may be the conversion cache; the name keeps the folder the user gave.
-    where = name.removeprefix("ct2:") if is_ct2 or not path else path
+    where = name.removeprefix("ct2:") if is_ct2 or not path or "://" in name else path
     parts = [p for p in Path(where).parts if p not in ("/", ".", "..")]
     short = "/".join(parts[-2:]) if parts else where
     step = (lineage or {}).get("step")

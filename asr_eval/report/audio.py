@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from asr_eval import storage
+from asr_eval.corpus_handle import open_corpus
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import INDEX_FILE, require_shard, shard_paths
+from asr_eval.shard_check import INDEX_FILE
+from asr_eval.storage import location
 
 _MAGIC = ((b"fLaC", "audio/flac"), (b"RIFF", "audio/wav"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"))
 
@@ -35,10 +38,28 @@ def mime_of(data: bytes) -> str:
     return next((m for magic, m in _MAGIC if data.startswith(magic)), "application/octet-stream")
 
 
-def _shard_files(corpus_dir: Path) -> list[Path]:
-    if (corpus_dir / INDEX_FILE).is_file():
-        return shard_paths(corpus_dir)
-    return sorted(corpus_dir.glob("*.parquet"))
+def _shard_files(corpus_dir: str | Path) -> Iterator[Callable[[], Path]]:
+    """Each shard as a callable giving its verified local file (raising when it does not match
+    ``index.json``); a plain folder of Parquet files without an index is read as it is."""
+    loc = location(corpus_dir)
+    if storage.stat(loc / INDEX_FILE) is None:
+        for p in sorted(loc.path.glob("*.parquet")) if loc.is_local else []:
+            yield lambda p=p: p
+        return
+    corpus = open_corpus(loc)
+    for s in corpus.shards:
+        yield lambda s=s: corpus.verified(s)
+
+
+def corpus_available(corpus_dir: str | None) -> bool:
+    """The stored corpus location still holds a corpus (a folder, or an index at the URL)."""
+    if not corpus_dir:
+        return False
+    try:
+        loc = location(corpus_dir)
+        return Path(loc.url).is_dir() if loc.is_local else storage.stat(loc / INDEX_FILE) is not None
+    except AsrEvalError:
+        return False
 
 
 def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str],
@@ -46,22 +67,19 @@ def read_audio_bytes(corpus_dir: str | Path, utt_ids: Sequence[str],
     """Stored (FLAC) bytes of a few utterances; row groups without them are skipped by the filter.
     A shard that does not match ``index.json`` is not read: its error goes to ``problems``
     (or is raised when no list is given)."""
-    corpus_dir = Path(corpus_dir)
-    indexed = (corpus_dir / INDEX_FILE).is_file()
     want = set(utt_ids)
     out: dict[str, bytes] = {}
-    for p in _shard_files(corpus_dir):
+    for verified in _shard_files(corpus_dir):
         left = list(want - out.keys())
         if not left:
             break
-        if indexed:
-            try:
-                require_shard(p, corpus_dir)
-            except AsrEvalError as exc:
-                if problems is None:
-                    raise
-                problems.append(str(exc))
-                continue
+        try:
+            p = verified()
+        except AsrEvalError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
         t = pq.read_table(p, columns=["utt_id", "audio"], filters=[("utt_id", "in", left)])
         for uid, data in zip(t.column("utt_id").to_pylist(), t.column("audio").to_pylist(), strict=True):
             if data is not None:
@@ -84,7 +102,7 @@ def embed_audio(wanted: Sequence[tuple], corpus_paths: dict[str, str | None], ca
     bad_shards: dict[str, list[str]] = {}
     for cid, uids in by_corpus.items():
         path = corpus_paths.get(cid)
-        if not path or not Path(path).is_dir():
+        if not corpus_available(path):
             emb.missing.update({(cid, u): f"corpus shards not found at {path}" for u in uids})
             continue
         problems: list[str] = []

@@ -27,7 +27,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -383,7 +382,9 @@ def _cached_timing(rec: Mapping[str, Any], normalizer: str) -> ReferenceTiming |
     key = method_aligner(rec.get("timing_method"))
     if key is None or not rec.get("path"):
         return None
-    folder = Path(rec["path"]) / TIMING_DIR
+    from asr_eval.corpus_handle import derived_cache_dir
+
+    folder = derived_cache_dir(rec["path"]) / TIMING_DIR
     for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = json.loads(f.read_text(encoding="utf-8"))

@@ -24,11 +24,12 @@ from asr_eval.audio import decode_flac
 from asr_eval.corpus_handle import Corpus, open_corpus
 from asr_eval.engines.recipes import Recipe, get_recipe, recipe_from_dict
 from asr_eval.errors import AsrEvalError
+from asr_eval import storage
 from asr_eval.integrity import file_sha256
 from asr_eval.models.record import model_row
 from asr_eval.progress import Progress, heartbeat
 from asr_eval.provenance import stable_hash
-from asr_eval.shards import iter_shard_rows
+from asr_eval.storage import IntegrityError, Location, location
 
 SHA_SUFFIX = ".sha256"
 
@@ -152,7 +153,7 @@ class RunInfo:
     model_id: str
     corpus_id: str
     split: str | None
-    parts_dir: Path
+    parts_dir: str  # a local folder or a URL (``storage``)
     engine: dict[str, Any] = field(default_factory=dict)  # name, version, compute_type, device, identity
     preprocessing: str = "pad-audio"
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -175,13 +176,11 @@ class RunInfo:
         return self.audio_s / self.proc_s if self.proc_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["parts_dir"] = str(self.parts_dir)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunInfo:
-        return cls(**{**d, "parts_dir": Path(d["parts_dir"])})
+        return cls(**d)
 
 
 def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, engine_version: str,
@@ -204,41 +203,56 @@ def make_run_id(model_id: str, corpus_id: str, split: str | None, engine: str, e
     return f"{short}-{stable_hash(key, 10)}"
 
 
-def part_path(parts_dir: Path, shard: Path) -> Path:
-    return parts_dir / f"part-{shard.stem}.parquet"
+def part_path(parts_dir: str | Location, shard: str) -> Location:
+    return location(parts_dir) / f"part-{Path(shard).stem}.parquet"
 
 
-def write_part(path: Path, table: pa.Table, stats: dict) -> None:
-    """Atomically write a part and its SHA-256 sidecar (the sidecar last: a part without one is unfinished)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def write_part(dest: Location, table: pa.Table, stats: dict) -> None:
+    """Atomically write a part and its SHA-256 sidecar (the sidecar last: a part without one is
+    unfinished) — locally by rename, on an object store by one upload each."""
+    tmp = storage.staging_file(dest)
     table = table.replace_schema_metadata({b"asr_eval_stats": json.dumps(stats).encode()})
     pq.write_table(table, tmp)
     digest = file_sha256(tmp)
-    os.replace(tmp, path)
-    side = path.with_name(path.name + SHA_SUFFIX)
-    side.with_name(side.name + ".tmp").write_text(digest + "\n")
-    os.replace(side.with_name(side.name + ".tmp"), side)
+    storage.put_file(tmp, dest)
+    storage.write_bytes(_sidecar(dest), (digest + "\n").encode())
 
 
-def part_is_valid(path: Path) -> bool:
+def _sidecar(part: Location) -> Location:
+    return part.parent / (part.name + SHA_SUFFIX)
+
+
+def verified_part(part: Location) -> Path | None:
+    """A finished part as a local file with the bytes its sidecar names (the part itself, or a
+    checked copy of the object); None when it is missing, unfinished or corrupt (it is redone)."""
+    try:
+        side = storage.read_text(_sidecar(part)).strip() if storage.stat(_sidecar(part)) is not None else None
+        if side is None or storage.stat(part) is None:
+            return None
+        return storage.verified_copy(part, side)
+    except IntegrityError:
+        return None
+
+
+def part_is_valid(path: str | Location) -> bool:
     """A finished part: present, with a sidecar whose hash matches (a corrupt part is redone)."""
-    side = path.with_name(path.name + SHA_SUFFIX)
-    if not path.is_file() or not side.is_file():
-        return False
-    return side.read_text().strip() == file_sha256(path)
+    return verified_part(location(path)) is not None
 
 
-def verified_parts(parts_dir: Path) -> list[Path]:
-    """A run's parts, each checked against its hash; a mismatch is an error, never loaded."""
-    parts = sorted(Path(parts_dir).glob("part-*.parquet"))
-    bad = [p for p in parts if not part_is_valid(p)]
+def verified_parts(parts_dir: str | Location) -> list[Path]:
+    """A run's parts as verified local files; a part that does not match its hash is an error,
+    never loaded."""
+    root = location(parts_dir)
+    names = [n for n in storage.listdir(root) if n.startswith("part-") and n.endswith(".parquet")]
+    files = {n: verified_part(root / n) for n in names}
+    bad = [storage.redact(root / n) for n, f in files.items() if f is None]
     if bad:
-        raise AsrEvalError(f"hypothesis part(s) {', '.join(str(p) for p in bad[:5])} do not match their .sha256 "
+        raise AsrEvalError(f"hypothesis part(s) {', '.join(bad[:5])} do not match their .sha256 "
                            "(corrupt or half-written); delete them and re-run `asr-eval score` to transcribe those shards again")
-    return parts
+    return [files[n] for n in sorted(files)]
 
 
-def part_stats(path: Path) -> dict:
+def part_stats(path: str | Path) -> dict:
     md = pq.read_schema(path).metadata or {}
     return json.loads(md.get(b"asr_eval_stats", b"{}"))
 
@@ -305,23 +319,41 @@ def transcribe_rows(engine, rows, spec: RunSpec, batch_size: int, window: int = 
     return pa.table({k: pa.array(v, types[k]) for k, v in cols.items()}), audio_s, proc_s
 
 
-def finished_part(parts_dir: Path, shard: Path) -> dict | None:
+def finished_part(parts_dir: str | Location, shard: str) -> dict | None:
     """The stats of ``shard``'s finished (hash-checked) part, or None when it must be transcribed."""
-    part = part_path(parts_dir, shard)
-    return part_stats(part) if part_is_valid(part) else None
+    local = verified_part(part_path(parts_dir, shard))
+    return part_stats(local) if local is not None else None
 
 
-def run_shard(engine, corpus: Corpus, shard: Path, split: str | None, spec: RunSpec, parts_dir: Path,
+def worker_identity() -> dict[str, Any]:
+    """Where a part was made: the Ray node (when inside a Ray worker) or the host, the process, and
+    how many engines this process has loaded so far (one per worker process is the design)."""
+    import socket
+
+    node = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return {"node": node or socket.gethostname(), "pid": os.getpid(), "engine_loads": _ENGINE_LOADS[0]}
+
+
+def run_shard(engine, corpus: Corpus, shard: str, split: str | None, spec: RunSpec, parts_dir: str | Location,
               batch_size: int, on_batch: Callable[[int, float], None] | None = None) -> tuple[dict, bool]:
     """THE per-shard path: skip a finished (hash-checked) part, else transcribe the shard's rows of
-    ``split`` and write the part. Returns (part stats, skipped)."""
+    ``split`` (read through the corpus handle: verified, from a folder or a bucket) and write the
+    part (to a folder or a bucket). Returns (part stats, skipped)."""
+    shard = Path(shard).name
     if (done := finished_part(parts_dir, shard)) is not None:
         return done, True
     part = part_path(parts_dir, shard)
-    rows = iter_shard_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=256)
+    rows = corpus.iter_rows(shard, split, columns=["utt_id", "split", "audio", "duration_s"], batch_rows=256)
     table, audio_s, proc_s = transcribe_rows(engine, rows, spec, batch_size, on_batch=on_batch)
-    table = table.append_column("shard", pa.array([shard.name] * table.num_rows, pa.string()))
-    stats = {"audio_s": audio_s, "proc_s": proc_s, "n": table.num_rows}
+    table = table.append_column("shard", pa.array([shard] * table.num_rows, pa.string()))
+    stats = {"audio_s": audio_s, "proc_s": proc_s, "n": table.num_rows, **worker_identity()}
     write_part(part, table, stats)
     return stats, False
 
@@ -329,6 +361,7 @@ def run_shard(engine, corpus: Corpus, shard: Path, split: str | None, spec: RunS
 # ───────────────────────── engines per process ─────────────────────────
 
 _ENGINE_CACHE: dict[tuple, Any] = {}
+_ENGINE_LOADS = [0]  # engines created by ``cached_engine`` in this process
 
 
 def cached_engine(spec: RunSpec):
@@ -340,6 +373,7 @@ def cached_engine(spec: RunSpec):
            tuple(sorted(spec.engine_options.items())))
     if key not in _ENGINE_CACHE:
         _ENGINE_CACHE.clear()
+        _ENGINE_LOADS[0] += 1
         _ENGINE_CACHE[key] = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads,
                                            spec.engine_options)
     return _ENGINE_CACHE[key]
@@ -351,11 +385,11 @@ def start_run(engine, corpus: Corpus, split: str | None, spec: RunSpec, parts_ro
     run_id = make_run_id(engine.files.model_id, corpus.corpus_id, split, engine.name, engine.version,
                          engine.compute_type, spec.preprocessing, recipe, spec.strategy, spec.strategy_params,
                          spec.stream, spec.engine_options)
-    parts_dir = Path(parts_root) / run_id
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = location(parts_root) / run_id
+    storage.makedirs(parts_dir)
     eng = {"name": engine.name, "version": engine.version, "compute_type": engine.compute_type,
            "device": engine.device, "identity": engine.identity()}
-    return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir, engine=eng,
+    return RunInfo(run_id, engine.files.model_id, corpus.corpus_id, split, parts_dir.url, engine=eng,
                    preprocessing=spec.preprocessing, recipe=recipe, strategy=spec.strategy,
                    strategy_params=dict(spec.strategy_params), stream=spec.stream,
                    engine_options=dict(spec.engine_options), model=model_row(engine.files))
@@ -371,7 +405,7 @@ def transcribe_corpus(engine, corpus: Corpus | str | Path, split: str | None, sp
     shards = corpus.shards_for(split)
     with Progress(_label(engine, info), sum(s.n(split) for s in shards), _unit(spec), enabled=progress) as bar:
         for s in shards:
-            stats, skipped = run_shard(engine, corpus, s.path, split, spec, info.parts_dir, bs, on_batch=bar.advance)
+            stats, skipped = run_shard(engine, corpus, s.name, split, spec, info.parts_dir, bs, on_batch=bar.advance)
             if skipped:
                 bar.advance(s.n(split))
             _add(info, stats, skipped)
@@ -396,12 +430,11 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
     engine = cached_engine(spec)
     info = start_run(engine, corpus, split, spec, parts_root)
     info.batch_size = spec.run_batch_size(None, engine)
-    shard = corpus.path / shard_file
-    stats, skipped = finished_part(info.parts_dir, shard), True
+    stats, skipped = finished_part(info.parts_dir, shard_file), True
     if stats is None:  # a finished part is reused as it is: nothing to transcribe, no progress to show
-        n = next((s.n(split) for s in corpus.shards_for(split) if s.path.name == shard_file), None)
+        n = corpus.shard(shard_file).n(split)
         with Progress(f"{_label(engine, info)} · {shard_file}", n, _unit(spec), enabled=progress) as bar:
-            stats, skipped = run_shard(engine, corpus, shard, split, spec, info.parts_dir, info.batch_size,
+            stats, skipped = run_shard(engine, corpus, shard_file, split, spec, info.parts_dir, info.batch_size,
                                        on_batch=bar.advance)
     _add(info, stats, skipped)
     info.peak_mem = engine.peak_memory_bytes()
@@ -410,7 +443,7 @@ def transcribe_shard_part(spec: RunSpec | dict, corpus_dir: str, shard_file: str
 
 def shards_for_split(corpus_dir: str | Path, split: str | None) -> list[str]:
     """Shard files that hold rows of ``split`` (all shards when split is None)."""
-    return [s.path.name for s in open_corpus(corpus_dir).shards_for(split)]
+    return [s.name for s in open_corpus(corpus_dir).shards_for(split)]
 
 
 def default_split(corpus_dir: str | Path) -> str | None:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import duckdb
 
-from asr_eval.corpus_handle import open_corpus
+from asr_eval import storage
+from asr_eval.corpus_handle import Corpus, open_corpus
+from asr_eval.errors import AsrEvalError
 from asr_eval.provenance import package_versions
 from asr_eval.metrics.stats import DEFAULT_ADJUSTMENT, MIN_REF_CHARS, MIN_UTTS
 from asr_eval.scoring.analysis import analyse, check_options
-from asr_eval.scoring.parts import RunInfo, RunSpec, transcribe_corpus, verified_parts
-from asr_eval.shards import require_shard
+from asr_eval.scoring.parts import RunInfo, RunSpec, part_path, transcribe_corpus, verified_parts
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
 from asr_eval.streaming.store import DEFAULT_ALIGN_MODEL, analyse_streams, timing_source
 
@@ -24,8 +25,20 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None) -> int:
-    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run."""
+def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None,
+               corpus: Corpus | None = None) -> int:
+    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run. With ``corpus``,
+    every shard of the run's split must have its part (a worker that wrote to a disk the driver
+    cannot see leaves none): a missing one is an error before anything is loaded."""
+    if corpus is not None:
+        missing = [part_path(info.parts_dir, s.name) for s in corpus.shards_for(info.split)
+                   if storage.stat(part_path(info.parts_dir, s.name)) is None]
+        if missing:
+            raise AsrEvalError(
+                f"run {info.run_id}: {len(missing)} hypothesis part(s) missing from {storage.redact(info.parts_dir)} "
+                f"(e.g. {storage.redact(missing[0])}); nothing of the run was loaded. On a cluster the parts root "
+                "must be where the driver can read it (a URL such as s3://bucket/parts, or a shared filesystem); "
+                "re-run the same command to transcribe the missing shards")
     register_model(con, info.model)
     parts = verified_parts(info.parts_dir)
     n = load_hypotheses(con, info.run_id, parts)
@@ -64,9 +77,11 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
                  slices: Sequence[str] | None = None, normalizer: str = "zh-v1", parts_root: str | Path | None = None,
                  n_boot: int = 1000, ci_method: str = "auto", progress: bool = True, min_utts: int = MIN_UTTS,
                  min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT,
-                 align_model: str | None = DEFAULT_ALIGN_MODEL) -> list[str]:
+                 align_model: str | None = DEFAULT_ALIGN_MODEL, ray_address: str | None = None) -> list[str]:
     """End to end for ``asr-eval score``: transcribe each run spec (parts, resumable), then load,
-    score, slice and compare in one writer step. Returns the run ids in spec order."""
+    score, slice and compare in one writer step. Returns the run ids in spec order. With
+    ``ray_address`` ('auto', 'ray://host:10001', 'local') the shards are transcribed by Ray tasks
+    (``scoring.distributed``) and this process is the single writer."""
     from asr_eval.engines import create_engine
     from asr_eval.text import get_profile
 
@@ -74,12 +89,18 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
     check_options(ci_method, adjust)
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
-    for shard in corpus.shards_for(split):  # a damaged shard fails here, before any model is loaded
-        require_shard(shard.path, corpus.path)
-    parts_root = Path(parts_root) if parts_root else Path(db).parent / "parts"
+    corpus.require_all(split)  # a damaged shard fails here, before any model is loaded
+    parts_root = parts_root or Path(db).parent / "parts"
+    specs = [RunSpec.make(s) if isinstance(s, str) else s for s in specs]
+    if ray_address:
+        from asr_eval.scoring.distributed import transcribe_on_ray
+
+        started = _now()
+        results = transcribe_on_ray(corpus, split, specs, str(parts_root), ray_address, progress)
+        return finalize_runs(corpus, db, results, normalizer, slices, n_boot, ci_method, started, min_utts,
+                             min_ref_chars, adjust, align_model)
     runs: list[tuple[RunInfo, datetime]] = []
     for spec in specs:
-        spec = RunSpec.make(spec) if isinstance(spec, str) else spec
         started = _now()
         engine = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads,
                                spec.engine_options)
@@ -88,7 +109,7 @@ def score_models(corpus_dir: str | Path, specs: Sequence[RunSpec | str], db: str
         info.extra["wall_s"] = round(time.perf_counter() - t0, 3)
         runs.append((info, started))
         del engine  # free the weights before loading the next model (large-v2 + v3 together are 6 GB)
-    return write_runs(corpus.path, db, [r for r, _ in runs], normalizer, slices, n_boot, ci_method,
+    return write_runs(corpus, db, [r for r, _ in runs], normalizer, slices, n_boot, ci_method,
                       started={r.run_id: s for r, s in runs}, min_utts=min_utts, min_ref_chars=min_ref_chars,
                       adjust=adjust, align_model=align_model)
 
@@ -102,13 +123,14 @@ def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], 
     streaming runs' latency against reference timing aligned with ``align_model``)."""
     from asr_eval.store import connect
 
+    corpus = open_corpus(corpus_dir)
     con = connect(db)
     try:
-        cid = load_corpus(con, corpus_dir)
+        cid = load_corpus(con, corpus)
         for info in runs:
             if info.corpus_id != cid:
                 raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {cid}")
-            record_run(con, info, (started or {}).get(info.run_id))
+            record_run(con, info, (started or {}).get(info.run_id), corpus)
         ids = list(dict.fromkeys(r.run_id for r in runs))
         analyse(con, ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
         analyse_streams(con, ids, timing_source(align_model), normalizer, slices, n_boot)

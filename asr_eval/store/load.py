@@ -7,7 +7,6 @@ these functions — called from one process — load them. Every load is idempot
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from asr_eval.shards import INDEX_FILE, read_index, read_metadata
+from asr_eval.corpus_handle import Corpus, open_corpus
 from asr_eval.slices import DURATION_ATTR, DURATION_BUCKETS, duration_bucket  # noqa: F401  (the one slice definition)
 from asr_eval.store.tx import insert_arrow, transaction
 
 
-def corpus_id_for(corpus_dir: str | Path) -> str:
-    idx_bytes = (Path(corpus_dir) / INDEX_FILE).read_bytes()
-    idx = json.loads(idx_bytes)
-    return f"{idx['corpus']}@{hashlib.sha256(idx_bytes).hexdigest()[:10]}"
+def corpus_id_for(corpus_dir: str | Path | Corpus) -> str:
+    return open_corpus(corpus_dir).corpus_id
 
 
 def _segments_json(meta: pa.Table) -> list[str | None]:
@@ -34,14 +31,14 @@ def _segments_json(meta: pa.Table) -> list[str | None]:
             for v in meta.column("segments").to_pylist()]
 
 
-def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
-    """Load a corpus's utterances and slice attributes (once per index version)."""
-    corpus_dir = Path(corpus_dir).resolve()
-    idx = read_index(corpus_dir)
-    cid = corpus_id_for(corpus_dir)
+def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path | Corpus) -> str:
+    """Load a corpus's utterances and slice attributes (once per index version); its location
+    (folder or URL, never credentials) is recorded in ``corpora.path``."""
+    corpus = open_corpus(corpus_dir)
+    idx, cid = corpus.index, corpus.corpus_id
     if con.execute("SELECT 1 FROM corpora WHERE corpus_id = ?", [cid]).fetchall():
         return cid
-    meta = read_metadata(corpus_dir)
+    meta = corpus.read_metadata()
     n = meta.num_rows
     utt = pa.table({
         "corpus_id": pa.array([cid] * n, pa.string()),
@@ -73,7 +70,7 @@ def load_corpus(con: duckdb.DuckDBPyConnection, corpus_dir: str | Path) -> str:
         con.execute(
             "INSERT OR REPLACE INTO corpora (corpus_id, name, path, index_sha256, n_utts, hours, splits, slice_columns,"
             " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [cid, idx["corpus"], str(corpus_dir), cid.split("@")[1], idx["n_utterances"], idx["hours"],
+            [cid, idx["corpus"], corpus.url, cid.split("@")[1], idx["n_utterances"], idx["hours"],
              json.dumps(idx["splits"]), json.dumps(attrs + [DURATION_ATTR]), json.dumps(idx["source"])],
         )
     return cid

@@ -131,7 +131,6 @@ def import_stream(corpus_dir: str | Path, path: str | Path, name: str, db: str |
     from asr_eval.importing import import_run_id
     from asr_eval.provenance import package_versions
     from asr_eval.scoring.analysis import analyse_with_stored
-    from asr_eval.shards import read_metadata
     from asr_eval.store import connect
     from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
     from asr_eval.streaming.store import analyse_streams, store_stream_log, timing_source
@@ -143,7 +142,7 @@ def import_stream(corpus_dir: str | Path, path: str | Path, name: str, db: str |
     get_profile(normalizer)
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
-    meta = read_metadata(corpus.path).to_pylist()
+    meta = corpus.read_metadata().to_pylist()
     rows = [r for r in meta if split is None or r["split"] == split]
     known = {r["utt_id"]: float(r["duration_s"]) for r in rows}
     stems = {Path(r["source_path"]).stem: r["utt_id"] for r in rows if r.get("source_path")}
@@ -159,7 +158,7 @@ def import_stream(corpus_dir: str | Path, path: str | Path, name: str, db: str |
     now = datetime.now(UTC).replace(tzinfo=None)
     con = connect(db)
     try:
-        load_corpus(con, corpus.path)
+        load_corpus(con, corpus)
         register_model(con, {"model_id": model_id, "name": name, "source": "import", "path": str(Path(path).resolve()),
                              "revision": sha, "display_name": name, "config": {"format": fmt, "engine_notes": engine_notes}})
         n = load_hypotheses(con, run_id, hyps)

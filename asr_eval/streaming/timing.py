@@ -327,7 +327,7 @@ def timing_cache_path(corpus_dir: str | Path, profile: str = DEFAULT_PROFILE, al
     corpus, prof = open_corpus(corpus_dir), get_profile(profile)
     key = {"v": CACHE_VERSION, "aligner": aligner.key if aligner is not None else "uniform",
            "profile": prof.name, "rules_hash": prof.rules_hash, "corpus_id": corpus.corpus_id, "margin_s": margin_s}
-    return corpus.path / TIMING_DIR / f"{stable_hash(key)}.json"
+    return corpus.cache_dir / TIMING_DIR / f"{stable_hash(key)}.json"
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -349,11 +349,10 @@ def corpus_timing(corpus_dir: str | Path, split: str | None = None, profile: str
     from asr_eval.audio import decode_flac
     from asr_eval.corpus_handle import open_corpus
     from asr_eval.progress import Progress
-    from asr_eval.shards import iter_shard_rows
 
     corpus = open_corpus(corpus_dir)
     split = corpus.resolve_split(split)
-    path = timing_cache_path(corpus.path, profile, aligner, margin_s)
+    path = timing_cache_path(corpus, profile, aligner, margin_s)
     cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     stored: dict[str, dict] = dict(cached.get("timings", {}))
     out: dict[str, ReferenceTiming] = {}
@@ -361,7 +360,7 @@ def corpus_timing(corpus_dir: str | Path, split: str | None = None, profile: str
     cols = ["utt_id", "split", "duration_s", "text", "segments"] + (["audio"] if aligner is not None else [])
     todo = 0
     for sh in shards:
-        ids = [r["utt_id"] for r in iter_shard_rows(sh.path, split, ["utt_id", "split"])]
+        ids = [r["utt_id"] for r in corpus.iter_rows(sh, split, ["utt_id", "split"])]
         todo += sum(i not in stored for i in ids)
         out.update({i: ReferenceTiming(**stored[i]) for i in ids if i in stored})
     if todo:
@@ -369,7 +368,7 @@ def corpus_timing(corpus_dir: str | Path, split: str | None = None, profile: str
         with Progress(label, todo, "recordings", enabled=progress) as bar:
             for sh in shards:
                 added = 0
-                for row in iter_shard_rows(sh.path, split, cols):
+                for row in corpus.iter_rows(sh, split, cols):
                     if row["utt_id"] in out:
                         continue
                     audio = decode_flac(row["audio"]) if aligner is not None and row.get("audio") else None

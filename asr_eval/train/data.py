@@ -20,7 +20,7 @@ import torch
 
 from asr_eval.audio import MAX_DURATION_S, decode_flac
 from asr_eval.errors import AsrEvalError
-from asr_eval.shards import read_index, require_shard, shard_paths
+from asr_eval.corpus_handle import open_corpus
 
 # The decoder prompt every label starts with; the tokenizer's prefix must produce exactly it.
 PREFIX_TOKENS: tuple[str, ...] = ("<|startoftranscript|>", "<|zh|>", "<|transcribe|>", "<|notimestamps|>")
@@ -83,14 +83,15 @@ class ShardSpeechDataset(torch.utils.data.Dataset):
                  max_samples: int | None = None, seed: int = 0, max_label_tokens: int = 448,
                  max_duration_s: float = MAX_DURATION_S, cache_row_groups: int = 8,
                  include: Collection[str] | None = None, exclude: Collection[str] | None = None):
-        self.corpus_dir = Path(corpus_dir)
+        corpus = open_corpus(corpus_dir)
+        self.corpus_dir = corpus.url
         self.split = split
-        splits = read_index(corpus_dir)["splits"]
+        splits = corpus.splits
         if not splits.get(split):
             raise AsrEvalError(f"corpus {corpus_dir} has no utterances in split {split!r} "
                                f"(splits: {splits}); pick one with --train-split/--eval-split")
         # Checked against index.json (size + SHA-256) before any row is used for training.
-        self.paths = [str(require_shard(p, corpus_dir)) for p in shard_paths(corpus_dir)]
+        self.paths = [str(corpus.verified(s)) for s in corpus.shards]
         loc: list[tuple[int, int, int]] = []
         ids: list[str] = []
         texts: list[str] = []

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.metrics.stats import MIN_SPEAKER_SHARE
-from asr_eval.shards import read_index, require_shard, shard_paths
+from asr_eval.corpus_handle import open_corpus
 
 DEV_SPLIT_NAMES = ("dev", "validation", "valid", "val")
 DEV_FRACTION = 0.10  # of the training utterances
@@ -54,8 +54,9 @@ class Selection:
 
 def _split_rows(corpus_dir: str | Path, split: str) -> list[tuple[str, str | None]]:
     rows: list[tuple[str, str | None]] = []
-    for p in shard_paths(corpus_dir):
-        t = pq.read_table(require_shard(p, corpus_dir), columns=["utt_id", "split", "speaker"])
+    corpus = open_corpus(corpus_dir)
+    for s in corpus.shards:
+        t = pq.read_table(corpus.verified(s), columns=["utt_id", "split", "speaker"])
         for u, sp, spk in zip(*(t.column(c).to_pylist() for c in ("utt_id", "split", "speaker")), strict=True):
             if sp == split:
                 rows.append((u, spk or None))
@@ -96,7 +97,7 @@ def carve_dev(rows: list[tuple[str, str | None]], fraction: float = DEV_FRACTION
 def resolve_selection(corpus_dir: str | Path, train_split: str, eval_split: str = "auto",
                       fraction: float = DEV_FRACTION, cap: int = DEV_MAX, seed: int = 0) -> Selection:
     """The checkpoint-selection set of a fine-tuning run (see the module docstring)."""
-    splits = read_index(corpus_dir)["splits"]
+    splits = open_corpus(corpus_dir).splits
     if eval_split != "auto":
         if eval_split == train_split:
             raise AsrEvalError(f"--eval-split {eval_split!r} is the training split: checkpoints would be selected "
