@@ -207,7 +207,9 @@ def filesystem(loc: Location):
         import fsspec
 
         proto = {"s3a": "s3", "gs": "gcs", "az": "abfs", "abfss": "abfs"}.get(scheme, scheme)
-        _FS[key] = fsspec.filesystem(proto, skip_instance_cache=True, **opts)
+        # no listings cache: other processes (workers, a resumed ingest) add objects while this one
+        # runs, and a cached listing would call them missing
+        _FS[key] = fsspec.filesystem(proto, skip_instance_cache=True, **{"use_listings_cache": False, **opts})
     return _FS[key]
 
 

@@ -1,7 +1,12 @@
 """A plugin engine for the seam tests: registered by import (``ASR_EVAL_PLUGINS=fake_engine``),
-it answers every utterance with 测试 and the audio's length class, so its output is known."""
+it answers every utterance with 测试 and the audio's length class, so its output is known.
+``FAKE_ENGINE_DELAY_S`` makes each batch take that long (a job that lasts long enough to lose a
+node in the middle of it)."""
 
 from __future__ import annotations
+
+import os
+import time
 
 from asr_eval.engines.base import Candidate, EngineBase, register_engine
 
@@ -15,6 +20,7 @@ class FakeEngine(EngineBase):
 
     def decode(self, features, request):
         tok = self.files.processor.tokenizer
+        time.sleep(float(os.environ.get("FAKE_ENGINE_DELAY_S", "0")))
         out = []
         for f in features:
             ids = tok.encode("测试", add_special_tokens=False)[: request.max_new_tokens]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -179,32 +178,6 @@ def test_deployment_run_against_local_server(tiny, source, tmp_path):
             os.killpg(serve.pid, 9)
             serve.wait()
         log.close()
-
-
-@pytest.mark.slow
-def test_score_on_local_ray_cluster(harness, tiny, source, tmp_path):
-    pytest.importorskip("ray")
-    pytest.importorskip("prefect_ray")
-    import ray
-
-    from asr_eval.corpus import open_source
-    from asr_eval.shards import IngestOptions, ingest
-    from flows.score import score_flow
-
-    corpus, db = tmp_path / "corpus", tmp_path / "s.duckdb"
-    ingest(open_source(str(source)), corpus, IngestOptions(workers=1, max_rows=2), progress=False)  # 4 shards
-    try:
-        runs = score_flow(corpus=str(corpus), models=[tiny], db=str(db), device="cpu", batch_size=2,
-                          max_new_tokens=6, n_boot=50, ray_address="local", engine="transformers,fake")
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-    con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT count(*), count(DISTINCT utt_id) FROM hypotheses WHERE run_id = ?", [runs[0]]).fetchall() == [(4, 4)]
-    assert _fake_run(con, runs) == runs[1]
-    con.close()
-    assert len(list((tmp_path / "parts" / runs[0]).glob("part-*.parquet"))) == 2  # test rows sit in 2 of 4 shards
-    shutil.rmtree(tmp_path / "parts")
 
 
 def test_gate_flow_and_deployment(harness, tmp_path):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_audio
+from conftest import write_audio
 
 from asr_eval import storage
 from asr_eval.corpus import open_source
@@ -154,3 +154,102 @@ def test_storage_errors_are_clear_and_leave_nothing(bucket, source, tmp_path):
         mp.setitem(sys.modules, "adlfs", None)
         with pytest.raises(AsrEvalError, match=r"az:// needs the adlfs package; pip install 'asr-eval\[cloud\]'"):
             open_corpus("az://container/corpus")
+
+
+def _demo_source(dest: Path, n_test: int = 8, n_train: int = 2) -> Path:
+    """A few real demo utterances (both splits, every slice column) as an audiofolder."""
+    import csv
+    import shutil
+
+    from conftest import DEMO_CORPUS
+
+    rows = list(csv.DictReader((DEMO_CORPUS / "metadata.csv").open(encoding="utf-8")))
+    keep = [r for r in rows if r["split"] == "test"][:n_test] + [r for r in rows if r["split"] == "train"][:n_train]
+    for r in keep:
+        (dest / r["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEMO_CORPUS / r["file_name"], dest / r["file_name"])
+    with (dest / "metadata.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    return dest
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.integration
+def test_bucket_end_to_end_equals_local_and_never_stores_the_secret(bucket, s3_endpoint, tmp_path, capfd, caplog):
+    """Ingest the demo sample to s3://, drop every local copy, score with the bundled model, report,
+    export to s3:// — the stored rows are the local job's; the secret is in none of it."""
+    from asr_eval.export import export_all
+    from asr_eval.report import ReportOptions, build_report
+    from asr_eval.scoring import RunSpec, score_models
+
+    src = _demo_source(tmp_path / "demo_sample")
+    spec = RunSpec.make("bundled:whisper-base", engine="ctranslate2", compute_type="float32", device="cpu",
+                        threads=2)
+    opts = IngestOptions(workers=1, max_rows=4)
+    ingest(open_source(str(src)), tmp_path / "local", opts, progress=False)
+    score_models(tmp_path / "local", [spec], tmp_path / "local.duckdb", n_boot=200, progress=False,
+                 parts_root=tmp_path / "local-parts")
+
+    # credentials as --storage-option would give them (the environment's pair is removed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+        mp.delenv("AWS_ACCESS_KEY_ID", raising=False)
+        mp.setattr(storage, "_OPTIONS", {})
+        storage.set_storage_options({"key": "AKIAASREVALTEST", "secret": s3_endpoint["secret"]})
+        corpus = f"{bucket}/zh/demo"
+        ingest(open_source(str(src)), corpus, opts, progress=False)
+        import shutil
+
+        shutil.rmtree(storage.cache_dir())  # nothing local is left: every read below goes to the bucket
+        run_ids = score_models(corpus, [spec], tmp_path / "s3.duckdb", n_boot=200, progress=False,
+                               parts_root=f"{bucket}/parts")
+        report = build_report(tmp_path / "s3.duckdb", tmp_path / "s3.html", ReportOptions())
+        local_report = build_report(tmp_path / "local.duckdb", tmp_path / "local.html", ReportOptions())
+        exp = export_all(tmp_path / "s3.duckdb", f"{bucket}/exports")
+        local_exp = export_all(tmp_path / "local.duckdb", tmp_path / "local-exports")
+        exported = {str(u).removeprefix(f"{bucket}/exports/"): storage.read_bytes(storage.location(u))
+                    for u in exp.files}
+    storage._FS.clear()
+
+    q = {"hyps": "SELECT utt_id, hyp_raw, n_tokens, shard FROM hypotheses ORDER BY ALL",
+         "scores": "SELECT utt_id, normalizer, ref_norm, hyp_norm, cer_n, cer_s, cer_d, cer_i, flags FROM utterance_scores ORDER BY ALL",
+         "slices": "SELECT slice_attr, slice_value, normalizer, n, cer, cer_lo, cer_hi, mer FROM slice_metrics ORDER BY ALL",
+         "runs": "SELECT run_id, corpus_id, n_utts, audio_s, n_missing FROM eval_runs ORDER BY ALL"}
+    for name, sql in q.items():
+        local_rows = _rows(tmp_path / "local.duckdb", sql)
+        assert _rows(tmp_path / "s3.duckdb", sql) == local_rows and local_rows, name
+    assert len(_rows(tmp_path / "s3.duckdb", "SELECT * FROM hypotheses")) == 8
+    assert _rows(tmp_path / "s3.duckdb", "SELECT path FROM corpora") == [(corpus,)]
+    assert run_ids == [r[0] for r in _rows(tmp_path / "local.duckdb", q["runs"])]
+    assert storage.listdir(storage.location(f"{bucket}/parts/{run_ids[0]}")) == [
+        "part-shard-00000.parquet", "part-shard-00000.parquet.sha256",
+        "part-shard-00001.parquet", "part-shard-00001.parquet.sha256"]  # test rows sit in the first 8 items
+    assert report.audio_embedded == local_report.audio_embedded > 0
+    local_files = {str(Path(f).relative_to(tmp_path / "local-exports")): Path(f).read_bytes() for f in local_exp.files}
+
+    def timeless(name: str, data: bytes):  # the leaderboard format carries each utterance's compute time
+        if not name.startswith("leaderboard/"):
+            return data
+        return [{k: v for k, v in json.loads(ln).items() if k != "time"} for ln in data.splitlines()]
+
+    assert {k: timeless(k, v) for k, v in exported.items()} == {k: timeless(k, v) for k, v in local_files.items()}
+    assert sorted(exported) == sorted(local_files) and len(exported) >= 4
+
+    secret = s3_endpoint["secret"].encode()
+    out, err = capfd.readouterr()
+    places = {"store": (tmp_path / "s3.duckdb").read_bytes(), "report": (tmp_path / "s3.html").read_bytes(),
+              "logs": (out + err + caplog.text).encode(), **{f"export {k}": v for k, v in exported.items()},
+              **{f"cache {p.name}": p.read_bytes() for p in storage.cache_dir().rglob("*") if p.is_file()
+                 and p.suffix in (".json", ".jsonl", ".csv")}}
+    assert [k for k, v in places.items() if secret in v] == []

@@ -364,15 +364,21 @@ _ENGINE_CACHE: dict[tuple, Any] = {}
 _ENGINE_LOADS = [0]  # engines created by ``cached_engine`` in this process
 
 
+ENGINES_PER_WORKER = 2  # an A/B comparison's two models stay loaded; large checkpoints are GBs each
+
+
 def cached_engine(spec: RunSpec):
-    """Load an engine once per worker process (Ray workers run many shard tasks); one at a time,
-    since large checkpoints are GBs."""
+    """Load an engine once per worker process (Ray workers run many shard tasks, of several runs
+    interleaved); the ``ENGINES_PER_WORKER`` most recently used stay loaded."""
     from asr_eval.engines import create_engine
 
     key = (spec.model, spec.engine, spec.compute_type, spec.device, spec.threads,
            tuple(sorted(spec.engine_options.items())))
-    if key not in _ENGINE_CACHE:
-        _ENGINE_CACHE.clear()
+    if key in _ENGINE_CACHE:
+        _ENGINE_CACHE[key] = _ENGINE_CACHE.pop(key)  # most recently used last
+    else:
+        while len(_ENGINE_CACHE) >= ENGINES_PER_WORKER:
+            _ENGINE_CACHE.pop(next(iter(_ENGINE_CACHE)))
         _ENGINE_LOADS[0] += 1
         _ENGINE_CACHE[key] = create_engine(spec.engine, spec.model, spec.device, spec.compute_type, spec.threads,
                                            spec.engine_options)
