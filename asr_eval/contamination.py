@@ -79,7 +79,7 @@ def corpus_texts(corpus_dir: str | Path, split: str | None, exclude: Sequence[st
     out: list[str] = []
     corpus = open_corpus(corpus_dir)
     for s in corpus.shards:
-        t = pq.read_table(corpus.verified(s), columns=["utt_id", "split", "text"],
+        t = pq.read_table(corpus.verified_meta(s), columns=["utt_id", "split", "text"],
                           filters=[("split", "=", split)] if split else None)
         out += [x for u, x in zip(t.column("utt_id").to_pylist(), t.column("text").to_pylist(), strict=True)
                 if u not in skip and x]

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from asr_eval import storage
 from asr_eval.errors import AsrEvalError
 from asr_eval.shard_check import (
-    INDEX_FILE, PROGRESS_FILE, QUARANTINE_FILE, ShardCheck, check_jsonl, check_shard, fix_hint,
+    INDEX_FILE, PROGRESS_FILE, QUARANTINE_FILE, ShardCheck, check_jsonl, check_meta, check_shard, fix_hint,
 )
 from asr_eval.storage import Location, location, redact
 
@@ -38,6 +38,7 @@ class ShardInfo:
     splits: dict[str, int]
     sha256: str | None = None
     bytes: int | None = None
+    meta: dict | None = None  # {"file": "meta/shard-….parquet", "sha256", "bytes"}: the rows without audio
 
     def n(self, split: str | None) -> int:
         return self.rows if split is None else self.splits.get(split, 0)
@@ -72,8 +73,8 @@ class Corpus:
     # ── the index ──
     @cached_property
     def shards(self) -> list[ShardInfo]:
-        return [ShardInfo(s["file"], int(s["rows"]), dict(s.get("splits", {})), s.get("sha256"), s.get("bytes"))
-                for s in self.index["shards"]]
+        return [ShardInfo(s["file"], int(s["rows"]), dict(s.get("splits", {})), s.get("sha256"), s.get("bytes"),
+                          s.get("meta")) for s in self.index["shards"]]
 
     @property
     def name(self) -> str:
@@ -128,15 +129,45 @@ class Corpus:
         self._verified[name] = check.local or str(self.location.path / name)
         return Path(self._verified[name])
 
+    def verified_meta(self, shard: ShardInfo) -> Path:
+        """A local verified file with the shard's rows without audio: its metadata file, or the
+        shard itself for corpora ingested before metadata files existed."""
+        if not shard.meta:
+            return self.verified(shard)
+        key = shard.meta["file"]
+        if key in self._verified and Path(self._verified[key]).is_file() and not self.location.is_local:
+            return Path(self._verified[key])
+        entry = next(s for s in self.index["shards"] if s["file"] == shard.name)
+        check = check_meta(self.location, entry)
+        if not check.ok:
+            raise AsrEvalError(f"corpus {self.url}: {key} (the metadata of {shard.name}) is "
+                               f"{'missing' if check.problem == 'missing' else 'corrupt'} — {check.detail}; nothing "
+                               f"from it is used. Fix: {fix_hint(self.url, self.index)}")
+        self._verified[key] = check.local or str(self.location.path / key)
+        return Path(self._verified[key])
+
     def require_all(self, split: str | None = None) -> None:
-        """Check every shard holding ``split`` now, before any model is loaded."""
+        """Check every shard holding ``split`` now, before any model is loaded: a local shard in
+        full (size + SHA-256, cached); an object by its size only (one HEAD request — its bytes are
+        hashed where they are read, by the worker that reads them, instead of downloading the whole
+        corpus to the driver first)."""
         for s in self.shards_for(split):
-            self.verified(s)
+            if self.location.is_local:
+                self.verified(s)
+                continue
+            info = storage.stat(self.location / s.name)
+            if info is None or (s.bytes is not None and info.size != s.bytes):
+                detail = (f"no object at {redact(self.location / s.name)}" if info is None
+                          else f"{info.size} bytes but index.json records {s.bytes}")
+                raise AsrEvalError(f"corpus {self.url}: shard {s.name} is {'missing' if info is None else 'corrupt'} "
+                                   f"— {detail}; nothing from it is used. Fix: {fix_hint(self.url, self.index)}")
 
     def iter_rows(self, shard: ShardInfo | str, split: str | None = None, columns: Sequence[str] | None = None,
                   batch_rows: int = 64) -> Iterator[dict]:
-        """Rows of one shard as dicts (audio still FLAC bytes), streaming by record batch."""
-        f = pq.ParquetFile(self.verified(shard))
+        """Rows of one shard as dicts (audio still FLAC bytes), streaming by record batch; without
+        the audio column, from the shard's metadata file."""
+        info = shard if isinstance(shard, ShardInfo) else self.shard(shard)
+        f = pq.ParquetFile(self.verified_meta(info) if columns and "audio" not in columns else self.verified(info))
         for rb in f.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
             for row in rb.to_pylist():
                 if split is None or row.get("split") == split:
@@ -166,7 +197,7 @@ class Corpus:
 
         tables = []
         for s in self.shards:
-            p = self.verified(s)
+            p = self.verified_meta(s)
             cols = [c for c in pq.read_schema(p).names if c not in META_EXCLUDE]
             tables.append(pq.read_table(p, columns=cols, filters=[("split", "=", split)] if split else None))
         if not tables:
@@ -194,7 +225,10 @@ class Corpus:
         """Every shard against ``index.json``, plus stray shards and the quarantine and journal
         files (each line must parse)."""
         checks = [ShardCheck(file=INDEX_FILE, kind="index", rows=self.index.get("n_utterances"))]
-        checks += [self.check(s.name) for s in self.shards]
+        for s in self.index["shards"]:
+            checks.append(self.check(s["file"]))
+            if (meta := check_meta(self.location, s)) is not None:
+                checks.append(meta)
         listed = {s.name for s in self.shards}
         checks += [ShardCheck(file=n, kind="shard", problem="not_in_index",
                               detail="index.json does not list it; readers of 'DIR/*.parquet' would include it")

@@ -14,6 +14,7 @@ from asr_eval import storage
 from asr_eval.storage import IntegrityError, Location, redact
 
 INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE = "index.json", "quarantine.jsonl", "_progress.jsonl"
+META_DIR = "meta"  # meta/shard-N.parquet: the shard without its audio column (readers of text and slices)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ShardCheck:
     file (quarantine, journal) line by line. ``problem`` is '' when the file is sound."""
 
     file: str
-    kind: str  # 'shard' | 'index' | 'quarantine' | 'journal'
+    kind: str  # 'shard' | 'meta' | 'index' | 'quarantine' | 'journal'
     problem: str = ""  # '' | 'missing' | 'size' | 'sha256' | 'unreadable' | 'not_in_index' | 'bad_lines'
     detail: str = ""
     expected_bytes: int | None = None
@@ -72,7 +73,7 @@ def check_file(root: Location, name: str, exp_bytes: int | None, exp_sha: str | 
     except (OSError, storage.AsrEvalError) as e:
         return ShardCheck(**base, actual_bytes=info.size, problem="unreadable", detail=f"{type(e).__name__}: {e}")
     rows = None
-    if not cached and local is not None and kind == "shard":
+    if not cached and local is not None and kind in ("shard", "meta"):
         try:
             rows = pq.ParquetFile(local).metadata.num_rows
         except (OSError, pa.ArrowException) as e:
@@ -91,6 +92,18 @@ def check_shard(root: Location, name: str, index: dict) -> ShardCheck:
     if check.ok and check.rows is not None and check.rows != entry.get("rows"):
         return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
     return replace(check, rows=entry.get("rows")) if check.ok else check
+
+
+def check_meta(root: Location, entry: dict) -> ShardCheck | None:
+    """The metadata file of a shard entry against the index (None for corpora ingested before they
+    existed: their readers read the shard itself)."""
+    meta = entry.get("meta")
+    if not meta:
+        return None
+    check = check_file(root, meta["file"], meta.get("bytes"), meta.get("sha256"), "meta")
+    if check.ok and check.rows is not None and check.rows != entry.get("rows"):
+        return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
+    return check
 
 
 def check_jsonl(loc: Location, kind: str) -> ShardCheck:

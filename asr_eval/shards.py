@@ -7,6 +7,8 @@ A corpus (a folder, or a prefix in a bucket) holds::
                             schema version, package version
     quarantine.jsonl        every item kept out, with its reason and where it came from
     _progress.jsonl         the writer's journal (what is finished), used to resume
+    meta/shard-00000.parquet …  each shard without its audio column (hashed in the index too):
+                            what the store loader and text readers read (~1 % of the bytes)
 
 Shard schema (version 2) — core columns, then one nullable string column per slice:
 
@@ -63,7 +65,7 @@ from asr_eval.corpus.base import CorpusReader, Rejection, Utterance, has_content
 from asr_eval.errors import AsrEvalError
 from asr_eval import storage
 from asr_eval.integrity import forget
-from asr_eval.shard_check import INDEX_FILE, PROGRESS_FILE, QUARANTINE_FILE, check_file
+from asr_eval.shard_check import INDEX_FILE, META_DIR, PROGRESS_FILE, QUARANTINE_FILE, ShardCheck, check_file, check_meta
 from asr_eval.storage import Location, location
 from asr_eval.progress import Progress
 from asr_eval.provenance import stable_hash
@@ -329,15 +331,22 @@ def _shard_row(it: Utterance, res: dict, corpus: str, meta_keys: dict[str, str])
 
 
 def _shard_entry(out: Location, name: str, rows: list[dict], schema: pa.Schema) -> dict:
-    """Write one shard atomically; its journal facts (name, hash, size, splits, audio seconds)."""
+    """Write one shard atomically, then its metadata file (the same rows without audio: what the
+    store loader and the text readers read — ~1 % of the bytes, which matters when the corpus is in
+    a bucket); their journal facts (names, hashes, sizes, splits, audio seconds)."""
     table = pa.Table.from_pylist(rows, schema=schema)
     rows[:] = [{k: v for k, v in r.items() if k != "audio"} for r in rows]  # in place: one copy of the audio
+    meta = table.drop_columns(["audio"])
     digest, size = _write_shard(out / name, table)
     del table
+    meta_name = f"{META_DIR}/{name}"
+    meta_digest, meta_size = _write_shard(out / meta_name, meta)
     if out.is_local:
         forget(out.path / name)
+        forget(out.path / meta_name)
     return {"shard": name, "sha256": digest, "bytes": size, "splits": dict(Counter(r["split"] for r in rows)),
-            "audio_s": round(sum(r["duration_s"] for r in rows), 3)}
+            "audio_s": round(sum(r["duration_s"] for r in rows), 3),
+            "meta": {"file": meta_name, "sha256": meta_digest, "bytes": meta_size}}
 
 
 def _shard_no(name: str) -> int:
@@ -350,7 +359,8 @@ def _repair(reader: CorpusReader, out: Location, journal: _Journal, opts: Ingest
     missing or corrupt ones from the source, each from exactly the items it held. Returns the
     utterance ids already taken (for duplicate detection) and the number of shards rewritten."""
     bad = {i for i, e in enumerate(journal.entries)
-           if e.get("shard") and not check_file(out, e["shard"], e.get("bytes"), e.get("sha256"), "shard").ok}
+           if e.get("shard") and not (check_file(out, e["shard"], e.get("bytes"), e.get("sha256"), "shard").ok
+                                      and (check_meta(out, e) or ShardCheck("", "meta")).ok)}
     items: dict[int, Utterance | Rejection] = {}
     if bad:
         ranges = [(journal.entries[i]["start"], journal.entries[i]["end"]) for i in sorted(bad)]
@@ -370,15 +380,17 @@ def _repair(reader: CorpusReader, out: Location, journal: _Journal, opts: Ingest
                 else:
                     rows.append(_shard_row(it, res, corpus, meta_keys))
             name = e["shard"]
-            for k in ("shard", "sha256", "bytes", "splits", "audio_s"):
+            for k in ("shard", "sha256", "bytes", "splits", "audio_s", "meta"):
                 e.pop(k, None)
             if rows:
                 e.update(_shard_entry(out, name, rows, schema))
             else:
                 storage.delete(out / name)
+                storage.delete(out / META_DIR / name)
             e.update(rows=len(rows), quarantine=qs)
-        elif e.get("shard"):
-            local = storage.verified_copy(out / e["shard"], e["sha256"], e.get("bytes"))  # checked just above
+        elif e.get("shard"):  # checked just above; its metadata file is the small read
+            f = e.get("meta") or {"file": e["shard"], "sha256": e["sha256"], "bytes": e.get("bytes")}
+            local = storage.verified_copy(out / f["file"], f["sha256"], f.get("bytes"))
             seen.update(pq.read_table(local, columns=["utt_id"]).column(0).to_pylist())
         # Ids of utterances quarantined after decoding were taken too (first occurrence wins).
         seen.update(q["utt_id"] for q in e["quarantine"]
@@ -398,7 +410,7 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     storage.makedirs(out)  # a missing bucket fails here, before any decoding
     if overwrite:
         for n in [n for n in storage.listdir(out) if n.startswith("shard-") and n.endswith(".parquet")] + \
-                [INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE]:
+                [f"{META_DIR}/{n}" for n in storage.listdir(out / META_DIR)] + [INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE]:
             storage.delete(out / n)
     corpus = opts.corpus_name or reader.name
 
@@ -510,7 +522,8 @@ def _finish(reader, out: Location, corpus, journal: _Journal, schema, slice_cols
         "splits": dict(sorted(by_split.items())),
         "hours": round(audio_s / 3600, 6),
         "shards": [{"file": e["shard"], "rows": e["rows"], "sha256": e["sha256"], "bytes": e["bytes"],
-                    "splits": e["splits"], "audio_s": e["audio_s"]} for e in shards],
+                    "splits": e["splits"], "audio_s": e["audio_s"], **({"meta": e["meta"]} if e.get("meta") else {})}
+                   for e in shards],
     }
     storage.write_bytes(out / INDEX_FILE, json.dumps(index, indent=2, ensure_ascii=False).encode())
     elapsed = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["overview", "demo", "ingest", "demo_corpus", "text_metrics", "models", "engines", "score", "streaming", "errors", "train", "monitor",
-         "report", "ui", "flows", "bench", "deps", "testing"]
+         "report", "ui", "flows", "scale", "bench", "deps", "testing"]
 
 
 def part(name: str) -> str:

@@ -97,9 +97,14 @@ def test_scoring_refuses_a_damaged_shard_and_stores_nothing(corpus, tiny, tmp_pa
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_shard_readers_refuse_a_damaged_shard(corpus, damage):
     DAMAGE[damage](corpus / BAD)
-    for call in (lambda: read_metadata(corpus), lambda: list(iter_batches(corpus, batch_size=4)),
-                 lambda: load_audio(corpus, ["u05"])):
+    assert read_metadata(corpus).num_rows == 12  # text and slices come from the shards' metadata files
+    for call in (lambda: list(iter_batches(corpus, batch_size=4)), lambda: load_audio(corpus, ["u05"])):
         with pytest.raises(AsrEvalError) as e:
+            call()
+        _says_shard_and_fix(str(e.value))
+    DAMAGE[damage](corpus / "meta" / BAD)  # a damaged metadata file is refused the same way
+    for call in (lambda: read_metadata(corpus), lambda: list(open_corpus(corpus).iter_rows(BAD, None, ["utt_id"]))):
+        with pytest.raises(AsrEvalError, match=f"meta/{BAD} \\(the metadata of {BAD}\\) is") as e:
             call()
         _says_shard_and_fix(str(e.value))
 
@@ -224,12 +229,13 @@ def test_verification_cache_avoids_rehashing(corpus, monkeypatch):
     monkeypatch.setattr(integrity, "file_sha256", counting)
     monkeypatch.setattr(integrity, "_MEMO", {})
     old = 1_600_000_000
-    for p in corpus.glob("shard-*.parquet"):
+    for p in [*corpus.glob("shard-*.parquet"), *corpus.glob("meta/shard-*.parquet")]:
         os.utime(p, (old, old))  # not "racily clean": older than the racy window
     assert all(c.ok for c in verify_corpus(corpus))
-    assert sorted(calls) == ["shard-00000.parquet", BAD, "shard-00002.parquet"]
-    cache = json.loads((corpus / integrity.CACHE_FILE).read_text())
-    assert set(cache) == {"shard-00000.parquet", BAD, "shard-00002.parquet"}
+    shards = ["shard-00000.parquet", BAD, "shard-00002.parquet"]
+    assert sorted(calls) == sorted(2 * shards)  # each shard and its metadata file (meta/…), once
+    for folder in (corpus, corpus / "meta"):
+        assert set(json.loads((folder / integrity.CACHE_FILE).read_text())) == set(shards)
 
     # A new process (empty memo) reads the cache file: nothing is hashed again.
     monkeypatch.setattr(integrity, "_MEMO", {})

@@ -74,7 +74,8 @@ def test_ingest_to_s3_is_verified_resumable_and_refuses_a_flipped_byte(bucket, s
     s = ingest(open_source(str(source)), out, IngestOptions(workers=1, max_rows=2), progress=False)
     assert (s.n_ingested, s.shards, s.out_dir) == (8, 4, out)
     names = storage.listdir(storage.location(out))
-    assert names == ["_progress.jsonl", "index.json", "quarantine.jsonl"] + [f"shard-{i:05d}.parquet" for i in range(4)]
+    assert names == ["_progress.jsonl", "index.json", "meta", "quarantine.jsonl"] + [f"shard-{i:05d}.parquet" for i in range(4)]
+    assert storage.listdir(storage.location(out) / "meta") == [f"shard-{i:05d}.parquet" for i in range(4)]
     local = ingest(open_source(str(source)), tmp_path / "local", IngestOptions(workers=1, max_rows=2), progress=False)
     # the same bytes as a local ingest: same index, same corpus id, same rows
     assert storage.read_bytes(storage.location(out) / "index.json") == (tmp_path / "local" / "index.json").read_bytes()
@@ -94,15 +95,19 @@ def test_ingest_to_s3_is_verified_resumable_and_refuses_a_flipped_byte(bucket, s
 
     # one flipped byte in an object: refused by every reader, listed by verify, naming the URL
     _flip_byte(f"{out}/shard-00001.parquet")
+    _flip_byte(f"{out}/meta/shard-00002.parquet", at=100)
     checks = {c.file: c for c in verify_corpus(out)}
-    assert checks["shard-00001.parquet"].problem == "sha256"
+    assert checks["shard-00001.parquet"].problem == checks["meta/shard-00002.parquet"].problem == "sha256"
     assert checks["shard-00099.parquet"].problem == "not_in_index"
     assert all(checks[f"shard-{i:05d}.parquet"].ok for i in (0, 2, 3))
-    with pytest.raises(AsrEvalError, match=rf"corpus {out}: shard shard-00001.parquet is corrupt — SHA-256"):
+    with pytest.raises(AsrEvalError, match=rf"corpus {out}: meta/shard-00002.parquet \(the metadata of "
+                                           r"shard-00002.parquet\) is corrupt — SHA-256"):
         read_metadata(out)
-    # the resumed ingest rewrites exactly that shard from the source
+    with pytest.raises(AsrEvalError, match=rf"corpus {out}: shard shard-00001.parquet is corrupt — SHA-256"):
+        open_corpus(out).load_audio(["audio_f2"])
+    # the resumed ingest rewrites exactly those shards from the source
     fixed = ingest(open_source(str(source)), out, IngestOptions(workers=1, max_rows=2), progress=False)
-    assert fixed.shards_repaired == 1 and all(c.ok for c in verify_corpus(out) if c.kind == "shard" and c.file != "shard-00099.parquet")
+    assert fixed.shards_repaired == 2 and all(c.ok for c in verify_corpus(out) if c.kind == "shard" and c.file != "shard-00099.parquet")
     assert read_metadata(out).to_pylist() == read_metadata(tmp_path / "local").to_pylist()
 
 
@@ -253,3 +258,31 @@ def test_bucket_end_to_end_equals_local_and_never_stores_the_secret(bucket, s3_e
               **{f"cache {p.name}": p.read_bytes() for p in storage.cache_dir().rglob("*") if p.is_file()
                  and p.suffix in (".json", ".jsonl", ".csv")}}
     assert [k for k, v in places.items() if secret in v] == []
+
+
+def test_writer_refuses_a_run_whose_part_is_missing_from_the_store(bucket, source, tmp_path, monkeypatch):
+    """A worker that wrote its part where the driver cannot read it: the run is refused, naming the
+    part URL and the fix, and nothing of it is loaded."""
+    import duckdb
+
+    from asr_eval.engines import create_engine
+    from asr_eval.models import build_tiny_whisper
+    from asr_eval.scoring import RunSpec, transcribe_corpus, write_runs
+
+    import fake_engine  # noqa: F401  (registers the 'fake' engine: known output, no inference)
+
+    corpus = f"{bucket}/corpus"
+    ingest(open_source(str(source)), corpus, IngestOptions(workers=1, max_rows=2), progress=False)
+    tiny = str(build_tiny_whisper(tmp_path / "tiny"))
+    spec = RunSpec.make(tiny, engine="fake", device="cpu")
+    info = transcribe_corpus(create_engine("fake", tiny, "cpu"), corpus, "test", spec, f"{bucket}/parts",
+                             progress=False)
+    assert (info.shards_done, info.n_utts) == (2, 4)
+    storage.delete(storage.location(f"{info.parts_dir}/part-shard-00001.parquet"))
+    with pytest.raises(AsrEvalError, match=rf"run {info.run_id}: 1 hypothesis part\(s\) missing from "
+                                           rf"{info.parts_dir} \(e.g. {info.parts_dir}/part-shard-00001.parquet\)"):
+        write_runs(corpus, tmp_path / "s.duckdb", [info], n_boot=20)
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM eval_runs").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM hypotheses").fetchone() == (0,)
+    con.close()

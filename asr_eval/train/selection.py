@@ -56,7 +56,7 @@ def _split_rows(corpus_dir: str | Path, split: str) -> list[tuple[str, str | Non
     rows: list[tuple[str, str | None]] = []
     corpus = open_corpus(corpus_dir)
     for s in corpus.shards:
-        t = pq.read_table(corpus.verified(s), columns=["utt_id", "split", "speaker"])
+        t = pq.read_table(corpus.verified_meta(s), columns=["utt_id", "split", "speaker"])
         for u, sp, spk in zip(*(t.column(c).to_pylist() for c in ("utt_id", "split", "speaker")), strict=True):
             if sp == split:
                 rows.append((u, spk or None))
