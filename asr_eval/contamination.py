@@ -92,22 +92,35 @@ def training_source(against: str | Path, split: str | None = "train", normalizer
     or a UTF-8 text file with one sentence per line, normalized with ``normalizer``."""
     from asr_eval.text import get_profile
 
+    from asr_eval import storage
+
     prof = get_profile(normalizer)
-    p = Path(against)
-    if p.is_dir() and (p / "index.json").is_file():
+    p = Path(against) if not storage.is_url(against) else None
+    if _is_corpus(against):
         from asr_eval.corpus_handle import open_corpus
 
-        c = open_corpus(p)
+        c = open_corpus(against)
         sp = None if split in (None, "all") else c.resolve_split(split)
-        raw, kind, cid = corpus_texts(p, sp, exclude), "corpus", c.corpus_id
-    elif p.is_file():
+        raw, kind, cid = corpus_texts(c, sp, exclude), "corpus", c.corpus_id
+        where = c.url
+    elif p is not None and p.is_file():
         raw = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        kind, cid, sp = "file", None, None
+        kind, cid, sp, where = "file", None, None, str(p.resolve())
     else:
         raise AsrEvalError(f"--against {against}: neither an ingested corpus directory (with index.json) nor a "
                            "text file (one sentence per line)")
     texts = tuple(t for t in (chars(x) for x in prof.normalize_many(raw)) if t)
-    return TrainingSource(kind, str(p.resolve()), texts, prof.name, prof.rules_hash, cid, sp, ngram)
+    return TrainingSource(kind, where, texts, prof.name, prof.rules_hash, cid, sp, ngram)
+
+
+def _is_corpus(where: str | Path) -> bool:
+    """An ingested corpus: a folder or a URL holding index.json."""
+    from asr_eval import storage
+
+    try:
+        return storage.stat(storage.location(where) / "index.json") is not None
+    except (AsrEvalError, OSError):  # a file, not a folder
+        return False
 
 
 # ───────────────────────────── the check ─────────────────────────────
@@ -233,8 +246,8 @@ def check_finetune(con: duckdb.DuckDBPyConnection, run: dict[str, Any], out_dir:
     one ``lineage_contamination`` row per exported model; None when the corpus is not on disk."""
     from asr_eval.train.selection import SELECTION_FILE
 
-    corpus_dir = Path(run.get("corpus_dir") or "")
-    if not (corpus_dir / "index.json").is_file():
+    corpus_dir = run.get("corpus_dir") or ""
+    if not corpus_dir or not _is_corpus(corpus_dir):
         return None
     carved: list[str] = []
     if out_dir is not None and (Path(out_dir) / SELECTION_FILE).is_file():

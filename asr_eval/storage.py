@@ -363,7 +363,7 @@ def stat(loc: Location) -> ObjectInfo | None:
     if loc.is_local:
         try:
             st = Path(loc.url).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return ObjectInfo(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
     with errors(loc, "reading its metadata"):

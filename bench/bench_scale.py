@@ -15,6 +15,9 @@ per task.
   DuckDB, scores, slices), throughput ratio 2 nodes / 1 node (target ≥ 1.7×), the writer's share of
   the wall time, bytes read from the store per audio hour (shards by the workers, shards' metadata
   and parts by the writer), model loads per node (from the parts: node id, pid, engine loads).
+- The control: the same engine work (``--control-n`` utterances, one thread) in one plain process,
+  then in two at once — no Ray, no S3. Its ratio is what this machine's two cores give two
+  single-threaded CTranslate2 processes; the pipeline's own efficiency is the Ray ratio over it.
 """
 
 from __future__ import annotations
@@ -128,11 +131,50 @@ def run_config(nodes: int, corpus: str, spec, parts: str, db: Path, cache: Path)
             "parts_per_node": dict(collections.Counter(s["node"][:8] for s in stats))}
 
 
+def _control_worker(n: int, out) -> None:
+    import soundfile as sf
+
+    from asr_eval.audio import to_mono_16k
+    from asr_eval.engines import create_engine, get_recipe
+
+    demo = ROOT / "datasets_local" / "demo_zh"
+    rows = [r for r in csv.DictReader((demo / "metadata.csv").open(encoding="utf-8")) if r["split"] == "test"][:n]
+    audios = []
+    for r in rows:
+        data, sr = sf.read(demo / r["file_name"], dtype="float32", always_2d=True)
+        audios.append(to_mono_16k(data, sr))
+    engine = create_engine("ctranslate2", "bundled:whisper-base", "cpu", "float32", threads=1)
+    engine.transcribe(audios[:1], get_recipe("greedy"), batch_size=4)  # warm
+    t0 = time.perf_counter()
+    engine.transcribe(audios, get_recipe("greedy"), batch_size=4)
+    out.put(time.perf_counter() - t0)
+
+
+def control(n: int) -> dict:
+    """Seconds for ``n`` utterances in one process alone, then in each of two concurrent processes."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    res = {}
+    for k in (1, 2):
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_control_worker, args=(n, q)) for _ in range(k)]
+        for p in procs:
+            p.start()
+        times = [q.get() for _ in procs]
+        for p in procs:
+            p.join()
+        res[k] = max(times)
+    return {"utterances_per_process": n, "one_process_s": round(res[1], 1), "two_processes_s": round(res[2], 1),
+            "throughput_ratio_2_vs_1": round(2 * res[1] / res[2], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--rows-per-shard", type=int, default=4)
     ap.add_argument("--endpoint", default="moto", help="moto (start moto_server) or existing (AWS_ENDPOINT_URL)")
+    ap.add_argument("--control-n", type=int, default=16, help="utterances per process in the control (0: skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -168,6 +210,9 @@ def main() -> None:
         out["throughput_ratio_2_vs_1"] = round(runs[1]["audio_s_per_s"] / runs[0]["audio_s_per_s"], 2)
         out["inference_ratio_2_vs_1"] = round(runs[0]["infer_s"] / runs[1]["infer_s"], 2)
         out["target"] = "throughput ratio >= 1.7"
+        if args.control_n:
+            out["control_plain_processes"] = c = control(args.control_n)
+            out["pipeline_efficiency"] = round(out["throughput_ratio_2_vs_1"] / c["throughput_ratio_2_vs_1"], 2)
     finally:
         if proc is not None:
             proc.terminate()

@@ -78,7 +78,9 @@ def register_finetune(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> li
     if run.get("status") not in ("finished", "stopped"):
         raise AsrEvalError(f"run {run['training_run_id']} in {out_dir} is {run.get('status')!r}, not finished; "
                            "re-run `asr-eval finetune` with the same --out to resume it")
-    if Path(run["corpus_dir"], "index.json").is_file():
+    from asr_eval import storage
+
+    if storage.stat(storage.location(run["corpus_dir"]) / "index.json") is not None:  # a folder or a URL
         load_corpus(con, run["corpus_dir"])
     if run.get("base_model_row"):
         register_model(con, run["base_model_row"])
