@@ -545,3 +545,19 @@ def local_mirror(loc: Location, kind: str = "models") -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return dest / loc.name
+
+
+def put_tree(local: Path, loc: Location) -> int:
+    """Upload every file under a local folder to the prefix ``loc`` (one PUT each); returns how
+    many. A local ``loc`` gets a copy."""
+    files = [p for p in sorted(Path(local).rglob("*")) if p.is_file()]
+    if loc.is_local:
+        import shutil
+
+        shutil.copytree(local, loc.url, dirs_exist_ok=True)
+        return len(files)
+    with errors(loc, "uploading to it"):
+        fs = filesystem(loc)
+        for p in files:
+            fs.put_file(str(p), f"{_key(loc)}/{p.relative_to(local).as_posix()}")
+    return len(files)

@@ -2,7 +2,8 @@
 (1 CPU each), shards only in an S3 server, bundled whisper-base on ctranslate2 fp32, one thread
 per task.
 
-    .venv/bin/python bench/bench_scale.py [--n 64] [--rows-per-shard 4] [--json out.json]
+    .venv/bin/python bench/bench_scale.py [--n 64] [--rows-per-shard 4] [--engine ctranslate2|fake]
+        [--fake-delay-s 1.0] [--control-n 16] [--json out.json]
 
 - The S3 server is moto's (``moto_server``, a separate process on 127.0.0.1) — or the endpoint in
   ``AWS_ENDPOINT_URL`` when ``--endpoint existing`` (a MinIO).
@@ -11,10 +12,14 @@ per task.
   a local disk the workers read, except each worker's own verified copy of the shard it scores.
 - Each configuration is a fresh Ray cluster (``ray.cluster_utils.Cluster``: a head that runs no
   task + N nodes with 1 CPU) and a fresh parts root; the local object cache is emptied between them.
-- Reported: wall time of inference (Ray tasks) and of the single writer (loads parts from S3 into
+- Reported: the start-up (each node imports the libraries and loads the engine once, timed apart
+  by a warm-up task pinned to it), wall time of inference (Ray tasks) and of the single writer (loads parts from S3 into
   DuckDB, scores, slices), throughput ratio 2 nodes / 1 node (target ≥ 1.7×), the writer's share of
   the wall time, bytes read from the store per audio hour (shards by the workers, shards' metadata
   and parts by the writer), model loads per node (from the parts: node id, pid, engine loads).
+- ``--engine fake``: the test suite's plugin engine (``tests/fake_engine.py``: known output, no
+  CPU work) sleeping ``--fake-delay-s`` per batch — an accelerator-bound engine, as on one GPU per
+  node. What is left is the pipeline's own cost: scheduling, S3 reads and writes, the writer.
 - The control: the same engine work (``--control-n`` utterances, one thread) in one plain process,
   then in two at once — no Ray, no S3. Its ratio is what this machine's two cores give two
   single-threaded CTranslate2 processes; the pipeline's own efficiency is the Ray ratio over it.
@@ -88,8 +93,9 @@ def run_config(nodes: int, corpus: str, spec, parts: str, db: Path, cache: Path)
     from asr_eval import storage
     from asr_eval.corpus_handle import open_corpus
     from asr_eval.scoring import finalize_runs
-    from asr_eval.scoring.distributed import transcribe_on_ray
+    from asr_eval.scoring.distributed import connect, transcribe_on_ray
     from asr_eval.scoring.parts import verified_part
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     shutil.rmtree(cache, ignore_errors=True)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -98,6 +104,19 @@ def run_config(nodes: int, corpus: str, spec, parts: str, db: Path, cache: Path)
     cluster.wait_for_nodes()
     try:
         c = open_corpus(corpus)
+        connect(cluster.address)
+
+        def warm(spec_dict: dict) -> str:  # import the libraries, load the engine: start-up, timed apart
+            from asr_eval.scoring.parts import RunSpec, cached_engine
+
+            cached_engine(RunSpec(**spec_dict))
+            return ray.get_runtime_context().get_node_id()
+
+        t_start = time.perf_counter()
+        task = ray.remote(num_cpus=1)(warm)
+        ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
+                 .remote(spec.to_dict()) for n in cluster.worker_nodes])
+        t_warm = time.perf_counter() - t_start
         t0 = time.perf_counter()
         results = transcribe_on_ray(c, "test", [spec], parts, cluster.address, progress=False)
         t_infer = time.perf_counter() - t0
@@ -120,7 +139,8 @@ def run_config(nodes: int, corpus: str, spec, parts: str, db: Path, cache: Path)
     for s in stats:
         per_node[s["node"]].add((s["pid"], s["engine_loads"]))
     audio_s = sum(r["audio_s"] for r in results)
-    return {"nodes": nodes, "shards": len(results), "audio_s": round(audio_s, 1), "infer_s": round(t_infer, 1),
+    return {"nodes": nodes, "shards": len(results), "audio_s": round(audio_s, 1), "startup_s": round(t_warm, 1),
+            "infer_s": round(t_infer, 1),
             "writer_s": round(t_writer, 1), "wall_s": round(t_infer + t_writer, 1),
             "writer_share": round(t_writer / (t_infer + t_writer), 3),
             "audio_s_per_s": round(audio_s / (t_infer + t_writer), 2),
@@ -174,6 +194,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--rows-per-shard", type=int, default=4)
     ap.add_argument("--endpoint", default="moto", help="moto (start moto_server) or existing (AWS_ENDPOINT_URL)")
+    ap.add_argument("--engine", default="ctranslate2", choices=["ctranslate2", "fake"])
+    ap.add_argument("--fake-delay-s", type=float, default=1.0)
     ap.add_argument("--control-n", type=int, default=16, help="utterances per process in the control (0: skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -200,10 +222,19 @@ def main() -> None:
         corpus = f"s3://{bucket}/corpus"
         s = ingest(open_source(str(_demo_subset(tmp / "src", args.n))), corpus,
                    IngestOptions(max_rows=args.rows_per_shard, workers=1), progress=False)
-        spec = RunSpec.make("bundled:whisper-base", engine="ctranslate2", compute_type="float32", device="cpu",
-                            threads=1)
+        if args.engine == "fake":
+            os.environ.update(ASR_EVAL_PLUGINS="fake_engine", FAKE_ENGINE_DELAY_S=str(args.fake_delay_s),
+                              PYTHONPATH=str(ROOT / "tests"))
+            sys.path.insert(0, str(ROOT / "tests"))
+            spec = RunSpec.make("bundled:whisper-base", engine="fake", compute_type="float32", device="cpu")
+            what = f"fake engine (tests/fake_engine.py), {args.fake_delay_s:g} s per batch of 3, no CPU work"
+            args.control_n = 0
+        else:
+            spec = RunSpec.make("bundled:whisper-base", engine="ctranslate2", compute_type="float32", device="cpu",
+                                threads=1)
+            what = "bundled:whisper-base ctranslate2 float32, 1 thread per task"
         out = {"machine": cpu_info(), "utterances": s.n_ingested, "shards": s.shards,
-               "audio_h": round(s.hours, 4), "model": "bundled:whisper-base ctranslate2 float32, 1 thread per task"}
+               "audio_h": round(s.hours, 4), "model": what}
         runs = [run_config(n, corpus, spec, f"s3://{bucket}/parts-{n}node", tmp / f"n{n}.duckdb", cache)
                 for n in (1, 2)]
         out["runs"] = runs

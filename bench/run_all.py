@@ -17,6 +17,7 @@ BENCHES = [
     ["bench_stream.py"],
     ["bench_alignment.py"],
     ["bench_decode_speedups.py"],
+    ["bench_scale.py", "--n", "64"],
 ]
 
 if __name__ == "__main__":

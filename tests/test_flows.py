@@ -202,3 +202,14 @@ def test_gate_flow_and_deployment(harness, tmp_path):
     con.close()
     gate = [d for d in deployments() if d.flow_name == "gate"]
     assert [d.name for d in gate] == ["default"] and gate[0].parameters["margin"] == 0.5
+
+
+def test_finetune_flow_refuses_to_run_under_torchrun(monkeypatch):
+    """Started by torchrun, every rank would run the whole flow and register the run; the flow
+    says to start it once with nproc_per_node instead (it launches the processes itself)."""
+    from asr_eval.errors import AsrEvalError
+    from flows.finetune import finetune_flow
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(AsrEvalError, match="pass nproc_per_node=N instead"):
+        finetune_flow.fn()

@@ -285,3 +285,35 @@ def test_writer_refuses_a_run_whose_part_is_missing_from_the_store(bucket, sourc
     assert con.execute("SELECT count(*) FROM eval_runs").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM hypotheses").fetchone() == (0,)
     con.close()
+
+
+def test_finetune_from_and_to_a_bucket_registers_models_by_url(bucket, source, tmp_path):
+    """Corpus in the bucket, --out a URL: trained in a local staging folder, the run published to
+    the URL, the exported models registered under their URLs — and scoring ``s3://…/best`` by URL
+    (fetched into the model cache) gives the registered model id, so the lineage holds."""
+    import duckdb
+
+    from asr_eval.models import build_tiny_whisper
+    from asr_eval.models.loading import open_model
+    from asr_eval.train import FinetuneConfig, finetune
+
+    corpus = f"{bucket}/corpus"
+    ingest(open_source(str(source)), corpus, IngestOptions(workers=1, max_rows=4), progress=False)
+    tiny = str(build_tiny_whisper(tmp_path / "tiny"))
+    cfg = FinetuneConfig(max_steps=2, eval_steps=2, batch_size=2, warmup_steps=0, learning_rate=1e-3,
+                         max_new_tokens=4, max_eval_samples=2, tensorboard=False, live_monitor=False,
+                         eval_split="test", eval_on_start=False)
+    out = f"{bucket}/runs/ft"
+    res = finetune(corpus, tiny, out, cfg, db=tmp_path / "s.duckdb", progress=False)
+    names = storage.listdir(storage.location(out))
+    assert {"training_run.json", "best", "final", "loss_stream.jsonl"} <= set(names), names
+    record = json.loads(storage.read_bytes(storage.location(out) / "training_run.json"))
+    assert record["status"] == "finished" and record["out_url"] == out and record["corpus_dir"] == corpus
+    best = open_model(f"{out}/best")  # fetched from the bucket into the model cache
+    assert best.model_id == res.model_ids["best"] == record["best"]["model_id"]
+    assert best.model_id.startswith(f"{out}/best@")
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    rows = con.execute("SELECT name, base_model_id, corpus_id FROM models WHERE model_id = ?", [best.model_id]).fetchall()
+    assert rows == [(f"{out}/best", record["base_model_id"], open_corpus(corpus).corpus_id)]
+    assert con.execute("SELECT path FROM corpora").fetchall() == [(corpus,)]
+    con.close()

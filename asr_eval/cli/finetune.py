@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console, err_console
+from asr_eval.cli import StorageOptions, app, console, err_console, use_storage
 from asr_eval.store import DEFAULT_DB
 
 
@@ -19,9 +19,11 @@ def _pct(x: float | None) -> str:
 
 @app.command("finetune")
 def finetune_cmd(
-    corpus: Annotated[Path, typer.Option(help="Ingested corpus directory (from `asr-eval ingest`)")],
+    corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL (from `asr-eval ingest`)")],
     base: Annotated[str, typer.Option(help="Base model: hub id, local dir or bundled:whisper-base")],
-    out: Annotated[Path, typer.Option(help="Run directory, e.g. runs/NAME (re-run to resume)")],
+    out: Annotated[str, typer.Option(help="Run directory, e.g. runs/NAME (re-run to resume); a URL "
+                                          "(s3://bucket/runs/NAME) trains in a local staging folder and publishes "
+                                          "the run there at the end")],
     train_split: Annotated[str, typer.Option(help="Split to train on")] = "train",
     eval_split: Annotated[str, typer.Option(help="Split to evaluate CER on and select the best checkpoint by. "
                                                  "auto: the corpus's dev/validation split, else one carved from the "
@@ -31,7 +33,8 @@ def finetune_cmd(
     dev_max: Annotated[int, typer.Option(help="Carved dev set: at most this many utterances")] = 500,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1000,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate")] = 1e-5,
-    batch_size: Annotated[int, typer.Option(help="Per-device batch size")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Per-process batch size; the global batch is this × --grad-accum × "
+                                                 "the processes of a torchrun launch")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps")] = 1,
     eval_steps: Annotated[int, typer.Option(help="Evaluate (and checkpoint) every N steps")] = 200,
     warmup_steps: Annotated[float, typer.Option(
@@ -55,9 +58,12 @@ def finetune_cmd(
                                                help="Run the divergence rules live; stop on a critical alert")] = True,
     db: Annotated[Path, typer.Option(help="DuckDB store the models and loss stream are registered in")] = DEFAULT_DB,
     register: Annotated[bool, typer.Option(help="Register in --db at the end")] = True,
+    storage_option: StorageOptions = None,
 ) -> None:
-    """Fine-tune Whisper; best (by CER) and final models are exported to OUT/best, OUT/final."""
-    from asr_eval.train import FinetuneConfig, finetune
+    """Fine-tune Whisper; best (by CER) and final models are exported to OUT/best, OUT/final.
+    Multi-process: launch this command with torchrun or accelerate launch (docs: Fine-tuning)."""
+    use_storage(storage_option)
+    from asr_eval.train import FinetuneConfig, distributed, finetune
     from asr_eval.train.finetune import WarmupWarning, warmup_warning
 
     cfg = FinetuneConfig(
@@ -69,11 +75,14 @@ def finetune_cmd(
         max_new_tokens=max_new_tokens, eval_on_start=eval_on_start,
         precision=precision, device=device, seed=seed, baseline_run=baseline_run, live_monitor=live_monitor,
     )
-    if msg := warmup_warning(cfg):
+    main = distributed.is_main()  # under torchrun: rank 0 alone prints (and writes, and registers)
+    if (msg := warmup_warning(cfg)) and main:
         err_console.print(f"[yellow]warning:[/] {msg}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WarmupWarning)  # printed above
         r = finetune(corpus, base, out, cfg, db=db if register else None, progress=True)
+    if not main:
+        return
     t = Table(title=f"training run {r.training_run_id} — {r.status}", title_justify="left", header_style="bold")
     for c in ("model", "step", "CER %"):
         t.add_column(c, justify="left" if c == "model" else "right")
@@ -90,5 +99,7 @@ def finetune_cmd(
                      "training)" if sel.get("carved") else ""))
     console.print(f"{r.n_train} training / {r.n_eval} eval utterances, {r.train_runtime_s:.0f} s"
                   + (f"; registered in {db}" if register else ""))
+    if out != str(r.out_dir):
+        console.print(f"published to [bold]{out}[/] (trained in {r.out_dir}); score it with --model {out.rstrip('/')}/best")
     console.print(f"check it: asr-eval check-training {r.out_dir}"
                   + (f" --baseline {baseline_run}" if baseline_run else ""))

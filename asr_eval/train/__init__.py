@@ -1,5 +1,6 @@
-"""Fine-tuning: shard dataset + collator (``data``), the Seq2SeqTrainer run (``finetune``),
-checkpoint export and registration with lineage (``export``)."""
+"""Fine-tuning: shard dataset + collator (``data``), the Seq2SeqTrainer run (``finetune``), its
+checkpoints (``checkpoints``), checkpoint export and registration with lineage (``export``), and
+multi-process runs: rank helpers (``distributed``), a torchrun launcher for the flow (``launch``)."""
 
 from asr_eval.train.data import (
     BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator,

@@ -73,7 +73,11 @@ def register_finetune(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> li
     from asr_eval.store.load import load_corpus, register_model
     from asr_eval.train.finetune import read_run
 
-    out_dir = Path(out_dir)
+    from asr_eval.train import remote
+
+    out_dir, url = remote.staging(out_dir)  # a run published to a URL: its local staging folder, or a copy
+    if url is not None:
+        remote.fetch(out_dir, url)
     run = read_run(out_dir)
     if run.get("status") not in ("finished", "stopped"):
         raise AsrEvalError(f"run {run['training_run_id']} in {out_dir} is {run.get('status')!r}, not finished; "

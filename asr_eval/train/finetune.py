@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,12 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.integrity import file_sha256
 from asr_eval.provenance import package_versions, stable_hash
+from asr_eval.train import distributed as dist
+from asr_eval.train import remote
+from asr_eval.train.checkpoints import (  # noqa: F401  (re-exported: the checkpoint helpers lived here)
+    CHECKSUMS_FILE, ChecksumCallback, SaveOnStopCallback, check_checkpoint, last_complete_checkpoint,
+)
 from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
 from asr_eval.train.selection import resolve_selection, write_selection
 
@@ -193,11 +197,29 @@ class _ShardTrainer(Seq2SeqTrainer):
         super()._issue_warnings_after_load(load_result)
 
     def _get_train_sampler(self, train_dataset=None):
+        """The same order on every rank (seed, epoch); accelerate then gives rank r the per-process
+        batches kN + r of it, so the ranks read disjoint parts of each global batch."""
         ds = train_dataset if train_dataset is not None else self.train_dataset
         if isinstance(ds, ShardSpeechDataset):
-            return BlockShuffleSampler(ds.groups(), block=ds.cache_row_groups,
-                                       seed=self.args.data_seed or self.args.seed)
+            self._block_sampler = BlockShuffleSampler(ds.groups(), block=ds.cache_row_groups,
+                                                      seed=self.args.data_seed or self.args.seed)
+            return self._block_sampler
         return super()._get_train_sampler(train_dataset)
+
+    def _run_epoch(self, model, epoch, *args, **kwargs):
+        """Set the sampler's epoch here: resumed mid-epoch in a multi-process run, the loader is
+        wrapped (skip_first_batches over accelerate's BatchSamplerShard) so that the Trainer's
+        ``set_epoch`` no longer reaches the sampler, and the ranks replayed epoch 0's order."""
+        if (sampler := getattr(self, "_block_sampler", None)) is not None:
+            sampler.set_epoch(int(epoch))
+        return super()._run_epoch(model, epoch, *args, **kwargs)
+
+    def evaluation_loop(self, *args, **kwargs):
+        """Gather with ``gather_for_metrics``: ``Seq2SeqTrainer.evaluate`` switches to plain
+        ``gather``, which keeps the utterances a multi-process loader repeats to even out its last
+        batch, so the predictions would outnumber the eval set (a no-op in one process)."""
+        self.gather_function = self.accelerator.gather_for_metrics
+        return super().evaluation_loop(*args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         """Encode once per eval batch: Seq2SeqTrainer runs the encoder for ``generate`` and again
@@ -208,89 +230,6 @@ class _ShardTrainer(Seq2SeqTrainer):
             with torch.no_grad():
                 inputs["encoder_outputs"] = self.model.get_encoder()(inputs.pop("input_features"))
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-
-
-class SaveOnStopCallback(TrainerCallback):
-    """A run stopped early (live monitor) still leaves a checkpoint of its last step, so the
-    'final' model is what training ended with, not the last periodic save."""
-
-    def _save_if_stopping(self, control):
-        if control.should_training_stop:
-            control.should_save = True
-        return control
-
-    def on_step_end(self, args, state, control, **kwargs):
-        return self._save_if_stopping(control)
-
-    def on_log(self, args, state, control, **kwargs):
-        return self._save_if_stopping(control)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        return self._save_if_stopping(control)
-
-
-def last_complete_checkpoint(out_dir: Path) -> Path | None:
-    """The highest ``checkpoint-N`` whose trainer_state.json was written (saved last, so a
-    checkpoint torn by a crash mid-save is never resumed from)."""
-    found = []
-    for p in out_dir.glob("checkpoint-*"):
-        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file():
-            found.append((int(p.name.split("-")[-1]), p))
-    return max(found)[1] if found else None
-
-
-CHECKSUMS_FILE = "asr_eval_checksums.json"
-
-
-class ChecksumCallback(TrainerCallback):
-    """After each checkpoint save, record the SHA-256 of its files (``asr_eval_checksums.json``),
-    so a resume can tell a checkpoint damaged on disk from a good one."""
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                sums = {p.name: file_sha256(p) for p in sorted(ckpt.iterdir())
-                        if p.is_file() and p.name != CHECKSUMS_FILE}
-                (ckpt / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=1))
-        return control
-
-
-def check_checkpoint(ckpt: Path) -> None:
-    """An ``AsrEvalError`` naming the file and the fix when a checkpoint about to be resumed from
-    is damaged: its weights must open with safetensors (header and size agree), and every file
-    recorded in ``asr_eval_checksums.json`` must still have its SHA-256."""
-    from safetensors import safe_open
-
-    def bad(what: str) -> AsrEvalError:
-        others = sorted((int(p.name.split("-")[-1]) for p in ckpt.parent.glob("checkpoint-*")
-                         if p != ckpt and p.name.split("-")[-1].isdigit()), reverse=True)
-        prev = f"checkpoint-{others[0]}" if others else "the start"
-        return AsrEvalError(f"checkpoint {ckpt} is damaged: {what}. Fix: delete {ckpt} to resume from "
-                            f"{prev}, or use a new --out directory to train from scratch")
-
-    weights = sorted(ckpt.glob("*.safetensors"))
-    if not weights:
-        raise bad("no *.safetensors weights file")
-    for w in weights:
-        try:
-            with safe_open(str(w), framework="pt") as f:
-                for key in f.keys():
-                    f.get_slice(key).get_shape()
-        except Exception as exc:  # safetensors raises its own SafetensorError / OSError
-            raise bad(f"{w.name} does not open ({type(exc).__name__}: {exc})") from None
-    sums_file = ckpt / CHECKSUMS_FILE
-    if sums_file.is_file():
-        try:
-            sums = json.loads(sums_file.read_text())
-        except ValueError:
-            raise bad(f"{CHECKSUMS_FILE} is unreadable") from None
-        for name, sha in sums.items():
-            f = ckpt / name
-            if not f.is_file():
-                raise bad(f"{name} is missing")
-            if file_sha256(f) != sha:
-                raise bad(f"{name} has SHA-256 {file_sha256(f)[:16]}… but was saved with {sha[:16]}…")
 
 
 def prepare_model(model: Any, cfg: FinetuneConfig) -> None:
@@ -314,7 +253,7 @@ def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision:
                   eval_on_start: bool) -> Seq2SeqTrainingArguments:
     from asr_eval.monitor.stream import training_args_overrides
 
-    return Seq2SeqTrainingArguments(
+    args = Seq2SeqTrainingArguments(
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -349,6 +288,10 @@ def training_args(cfg: FinetuneConfig, out_dir: Path, use_cuda: bool, precision:
         disable_tqdm=not progress,
         **training_args_overrides(),
     )
+    # --precision decides: without fp16/bf16 the arguments take ACCELERATE_MIXED_PRECISION (set by
+    # `accelerate launch --mixed_precision …` or its config), and an fp32 run would train in fp16.
+    args.mixed_precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision]
+    return args
 
 
 # ───────────────────────────── run record ─────────────────────────────
@@ -383,6 +326,28 @@ def _run_id(out_dir: Path, base_model_id: str, corpus_id: str) -> tuple[str, dic
                 f"corpus {prev.get('corpus_id')}, not {base_model_id} on {corpus_id}; use another --out")
         return prev["training_run_id"], prev
     return f"{out_dir.name}-{stable_hash([base_model_id, corpus_id, _now()], 8)}", None
+
+
+def _resume_point(out_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint a re-run continues from (checked: a damaged one is a clear error), if any."""
+    ckpt = last_complete_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt)
+    return ckpt
+
+
+def result_from_record(record: dict[str, Any], resumed_from: str | None = None) -> FinetuneResult:
+    """The ``FinetuneResult`` of a finished or stopped run, from its training_run.json record."""
+    return FinetuneResult(
+        training_run_id=record["training_run_id"], out_dir=Path(record["out_dir"]),
+        best_dir=Path(record["best"]["dir"]), final_dir=Path(record["final"]["dir"]),
+        best_step=record["best_step"], final_step=record["final_step"], best_cer=record["best_cer"],
+        final_cer=record["final_cer"], zero_shot_cer=record["zero_shot_cer"],
+        model_ids={k: record[k]["model_id"] for k in ("best", "final")}, base_model_id=record["base_model_id"],
+        corpus_id=record["corpus_id"], status=record["status"], resumed_from=resumed_from,
+        n_train=record["n_train"], n_eval=record["n_eval"], train_runtime_s=record["train_runtime_s"],
+        eval_history=record["eval_history"], selection=record["selection"],
+    )
 
 
 def _eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -460,20 +425,21 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     from asr_eval import models
     from asr_eval.monitor.stream import LossStreamCallback
     from asr_eval.models.record import model_row
-    from asr_eval.shards import read_index
-    from asr_eval.store.load import corpus_id_for
+    from asr_eval.corpus_handle import open_corpus
     from asr_eval.text import get_profile
     from asr_eval.train.export import export_checkpoint
 
     cfg = config or FinetuneConfig()
-    corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
-    read_index(corpus_dir)  # a clear error when it is not a corpus
-    corpus_id = corpus_id_for(corpus_dir)
+    corpus = open_corpus(corpus_dir)  # a clear error when it is not a corpus
+    corpus_dir, corpus_id = corpus.url, corpus.corpus_id
+    out_dir, out_url = remote.staging(out_dir)  # a URL: trained in a local staging folder, published at the end
     use_cuda, precision = resolve_device(cfg.device, cfg.precision)
     if cfg.max_steps < 1 or cfg.eval_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise AsrEvalError("--max-steps, --eval-steps, --batch-size and --grad-accum must be ≥ 1")
-    if msg := warmup_warning(cfg):
+    if (msg := warmup_warning(cfg)) and dist.is_main():
         warnings.warn(msg, WarmupWarning, stacklevel=2)
+    # Under torchrun / accelerate launch: join the process group; rank 0 writes, all ranks train.
+    dist.init(use_cuda)
 
     # fp32 master weights: mixed precision autocasts; half-precision weights would not train.
     # load() also forces language/task in the generation config (evaluation and the exports).
@@ -481,10 +447,13 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
                      max_new_tokens=cfg.max_new_tokens)
     model, processor = lm.model, lm.processor
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_id, prev = _run_id(out_dir, lm.model_id, corpus_id)
-    resume_ckpt = last_complete_checkpoint(out_dir) if cfg.resume else None
-    if resume_ckpt is not None:
-        check_checkpoint(resume_ckpt)
+    if out_url is not None:
+        dist.on_main(lambda: remote.fetch(out_dir, out_url))  # a run started elsewhere resumes here
+    run_id, prev = dist.on_main(lambda: _run_id(out_dir, lm.model_id, corpus_id))
+    resume_ckpt = dist.on_main(lambda: _resume_point(out_dir, cfg.resume))
+    if resume_ckpt is not None:  # every rank loads it: it must be where all of them can read it
+        dist.require_same((resume_ckpt / "trainer_state.json").is_file(), f"whether {resume_ckpt} exists",
+                          "--out must be on a filesystem every node of the launch sees (shared storage)")
 
     labels = LabelEncoder(processor.tokenizer, get_profile(cfg.label_profile), cfg.language, cfg.task)
     max_label = int(model.config.max_target_positions)
@@ -495,11 +464,11 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
                                   seed=cfg.seed, max_label_tokens=max_label, exclude=held_out)
     eval_ds = ShardSpeechDataset(corpus_dir, sel.split, labels, max_samples=cfg.max_eval_samples,
                                  seed=cfg.seed, max_label_tokens=max_label, include=held_out)
-    if sel.carved:
+    if sel.carved and dist.is_main():
         write_selection(out_dir, sel)
     prepare_model(model, cfg)
 
-    baseline = _baseline_curve(cfg.baseline_run, db)
+    baseline = dist.on_main(lambda: _baseline_curve(cfg.baseline_run, db))
     baseline_id = baseline.run_id if baseline is not None else None
     params = {**asdict(cfg), "precision_resolved": precision, "device_resolved": "cuda" if use_cuda else "cpu"}
     record: dict[str, Any] = {
@@ -514,8 +483,10 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         "n_train": len(train_ds), "n_eval": len(eval_ds),
         "dropped": {"train": asdict(train_ds.dropped), "eval": asdict(eval_ds.dropped)},
         "resumed_from": [*(prev or {}).get("resumed_from", []), *([str(resume_ckpt)] if resume_ckpt else [])],
+        "world_size": dist.world_size(),  # global batch: batch_size × grad_accum × world_size
     }
-    _write_run(out_dir, record)
+    if dist.is_main():
+        _write_run(out_dir, record)
 
     # A resumed run was evaluated at step 0 already; its log history carries that result.
     # Progress: the Trainer's tqdm bars on a terminal, log lines otherwise (CI, Prefect).
@@ -524,6 +495,10 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     bars = progress and progress_mode() == "bar"
     args = training_args(cfg, out_dir, use_cuda, precision, bars,
                          eval_on_start=cfg.eval_on_start and not resume_ckpt)
+    # Multi-process: Whisper uses every trainable weight in each forward unless layers are dropped,
+    # so DDP need not search the graph for unused ones at every step.
+    args.ddp_find_unused_parameters = bool(getattr(model.config, "encoder_layerdrop", 0)
+                                           or getattr(model.config, "decoder_layerdrop", 0))
     all_callbacks: list[TrainerCallback] = [
         LossStreamCallback(out_dir, run_id, tensorboard=cfg.tensorboard,
                            meta={"base_model_id": lm.model_id, "corpus_id": corpus_id, "baseline_run_id": baseline_id,
@@ -532,11 +507,12 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     if cfg.live_monitor:
         all_callbacks += _live_callbacks(run_id, out_dir, baseline,
                                          int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
-    if progress and not bars:
+    if progress and not bars and dist.is_main():  # the Trainer's bars are rank 0's alone too
         from asr_eval.train.progress import LogProgressCallback
 
         all_callbacks.append(LogProgressCallback())
-    all_callbacks += [*callbacks, SaveOnStopCallback(), ChecksumCallback()]
+    # A stop decided on any rank (the live monitor runs on rank 0) becomes every rank's before the save.
+    all_callbacks += [*callbacks, dist.StopSyncCallback(), SaveOnStopCallback(), ChecksumCallback()]
 
     trainer = _ShardTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -544,15 +520,16 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         processing_class=processor, callbacks=all_callbacks,
     )
     trainer.compute_metrics = make_compute_metrics(
-        processor.tokenizer, eval_ds, get_profile(cfg.score_profile), out_dir / PREDICTIONS_DIR,
-        step=lambda: trainer.state.global_step)
+        processor.tokenizer, eval_ds, get_profile(cfg.score_profile),
+        out_dir / PREDICTIONS_DIR if dist.is_main() else None, step=lambda: trainer.state.global_step)
 
     t0 = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
     except BaseException as exc:
-        record.update(status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
-        _write_run(out_dir, record)
+        if dist.is_main():
+            record.update(status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+            _write_run(out_dir, record)
         raise
     runtime = time.perf_counter() - t0
 
@@ -567,43 +544,47 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     best_step = int(best_ckpt.name.split("-")[-1])
     status = "finished" if state.global_step >= cfg.max_steps else "stopped"
     live = next((c for c in all_callbacks if hasattr(c, "stopped_by")), None)
-    stopped_by = (None if live is None or live.stopped_by is None else
-                  {k: getattr(live.stopped_by, k) for k in ("rule", "severity", "step", "message")})
 
-    base_lineage = {"base_model_id": lm.model_id, "corpus_id": corpus_id, "training_run_id": run_id,
-                    "selection_split": sel.label}
-    exported: dict[str, dict[str, Any]] = {}
-    for kind, ckpt, step in (("best", best_ckpt, best_step), ("final", final_ckpt, final_step)):
-        exported[kind] = export_checkpoint(ckpt, out_dir / kind, processor, step=step, cer=_cer_at(history, step),
-                                           **base_lineage)
-    zero_shot = _cer_at(history, 0)
-    record.update(
-        status=status, stopped_by=stopped_by, finished_at=_now(), error=None,
-        final_step=final_step, best_step=best_step,
-        best_cer=_cer_at(history, best_step), final_cer=_cer_at(history, final_step), zero_shot_cer=zero_shot,
-        best={"dir": str(out_dir / "best"), "checkpoint": str(best_ckpt), "step": best_step,
-              "model_id": exported["best"]["model_id"]},
-        final={"dir": str(out_dir / "final"), "checkpoint": str(final_ckpt), "step": final_step,
-               "model_id": exported["final"]["model_id"]},
-        models=[exported["best"], exported["final"]], eval_history=history,
-        train_runtime_s=round(runtime, 3),
-    )
-    _write_run(out_dir, record)
-    if db is not None:
-        from asr_eval.store import connect
-        from asr_eval.train.export import register_finetune
+    def finish() -> dict[str, Any]:
+        """Rank 0: export best/final, complete the run record, register (the one DuckDB writer)."""
+        stopped_by = (None if live is None or live.stopped_by is None else
+                      {k: getattr(live.stopped_by, k) for k in ("rule", "severity", "step", "message")})
+        base_lineage = {"base_model_id": lm.model_id, "corpus_id": corpus_id, "training_run_id": run_id,
+                        "selection_split": sel.label}
+        exported: dict[str, dict[str, Any]] = {}
+        for kind, ckpt, step in (("best", best_ckpt, best_step), ("final", final_ckpt, final_step)):
+            exported[kind] = export_checkpoint(ckpt, out_dir / kind, processor, step=step,
+                                               cer=_cer_at(history, step), **base_lineage)
+        models_rows = [exported["best"], exported["final"]]
+        where = str(out_dir)
+        if out_url is not None:  # registered under the URLs they are published at
+            models_rows, where = remote.url_names(models_rows, out_url), out_url
+            exported.update(best=models_rows[0], final=models_rows[1])
+        record.update(
+            status=status, stopped_by=stopped_by, finished_at=_now(), error=None, out_url=out_url,
+            final_step=final_step, best_step=best_step,
+            best_cer=_cer_at(history, best_step), final_cer=_cer_at(history, final_step),
+            zero_shot_cer=_cer_at(history, 0),
+            best={"dir": f"{where}/best", "checkpoint": str(best_ckpt), "step": best_step,
+                  "model_id": exported["best"]["model_id"]},
+            final={"dir": f"{where}/final", "checkpoint": str(final_ckpt), "step": final_step,
+                   "model_id": exported["final"]["model_id"]},
+            models=models_rows, eval_history=history,
+            train_runtime_s=round(runtime, 3),
+        )
+        _write_run(out_dir, record)
+        if out_url is not None:
+            remote.publish(out_dir, out_url)
+        if db is not None:
+            from asr_eval.store import connect
+            from asr_eval.train.export import register_finetune
 
-        con = connect(db)
-        try:
-            register_finetune(con, out_dir)
-        finally:
-            con.close()
-    return FinetuneResult(
-        training_run_id=run_id, out_dir=out_dir, best_dir=out_dir / "best", final_dir=out_dir / "final",
-        best_step=best_step, final_step=final_step, best_cer=record["best_cer"], final_cer=record["final_cer"],
-        zero_shot_cer=zero_shot, model_ids={k: v["model_id"] for k, v in exported.items()},
-        base_model_id=lm.model_id, corpus_id=corpus_id, status=status,
-        resumed_from=str(resume_ckpt) if resume_ckpt else None, n_train=len(train_ds), n_eval=len(eval_ds),
-        train_runtime_s=runtime, eval_history=history, selection=sel.record(),
-    )
+            con = connect(db)
+            try:
+                register_finetune(con, out_dir)
+            finally:
+                con.close()
+        return record
 
+    res = result_from_record(dist.on_main(finish), resumed_from=str(resume_ckpt) if resume_ckpt else None)
+    return replace(res, out_dir=out_dir, train_runtime_s=runtime)

@@ -42,7 +42,7 @@ class LogProgressCallback(TrainerCallback):
                                  every_s=self.every_s)
             # there is no "evaluation begins" event: it began when the last step ended, one batch ago
             self.eval.t0 = self.eval.last = min(self.idle_since, self.eval.t0)
-        n = args.eval_batch_size
+        n = args.eval_batch_size * max(1, args.world_size)  # one prediction step = a batch on every rank
         if self.eval.total is not None:
             n = min(n, self.eval.total - self.eval.done)
         self.eval.advance(n)
