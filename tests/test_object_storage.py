@@ -262,8 +262,6 @@ def test_bucket_end_to_end_equals_local_and_never_stores_the_secret(bucket, s3_e
 def test_writer_refuses_a_run_whose_part_is_missing_from_the_store(bucket, source, tmp_path, monkeypatch):
     """A worker that wrote its part where the driver cannot read it: the run is refused, naming the
     part URL and the fix, and nothing of it is loaded."""
-    import duckdb
-
     from asr_eval.engines import create_engine
     from asr_eval.models import build_tiny_whisper
     from asr_eval.scoring import RunSpec, transcribe_corpus, write_runs
@@ -281,10 +279,7 @@ def test_writer_refuses_a_run_whose_part_is_missing_from_the_store(bucket, sourc
     with pytest.raises(AsrEvalError, match=rf"run {info.run_id}: 1 hypothesis part\(s\) missing from "
                                            rf"{info.parts_dir} \(e.g. {info.parts_dir}/part-shard-00001.parquet\)"):
         write_runs(corpus, tmp_path / "s.duckdb", [info], n_boot=20)
-    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM eval_runs").fetchone() == (0,)
-    assert con.execute("SELECT count(*) FROM hypotheses").fetchone() == (0,)
-    con.close()
+    assert not (tmp_path / "s.duckdb").exists()  # checked before the store is even opened
 
 
 def test_finetune_from_and_to_a_bucket_registers_models_by_url(bucket, source, tmp_path):

@@ -25,20 +25,22 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None,
-               corpus: Corpus | None = None) -> int:
-    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run. With ``corpus``,
-    every shard of the run's split must have its part (a worker that wrote to a disk the driver
-    cannot see leaves none): a missing one is an error before anything is loaded."""
-    if corpus is not None:
-        missing = [part_path(info.parts_dir, s.name) for s in corpus.shards_for(info.split)
-                   if storage.stat(part_path(info.parts_dir, s.name)) is None]
-        if missing:
-            raise AsrEvalError(
-                f"run {info.run_id}: {len(missing)} hypothesis part(s) missing from {storage.redact(info.parts_dir)} "
-                f"(e.g. {storage.redact(missing[0])}); nothing of the run was loaded. On a cluster the parts root "
-                "must be where the driver can read it (a URL such as s3://bucket/parts, or a shared filesystem); "
-                "re-run the same command to transcribe the missing shards")
+def check_parts(info: RunInfo, corpus: Corpus) -> None:
+    """Every shard of the run's split has its part where this process reads the parts root (a
+    worker that wrote to a disk the driver cannot see leaves none); else an error, before anything
+    of any run is loaded."""
+    missing = [part_path(info.parts_dir, s.name) for s in corpus.shards_for(info.split)
+               if storage.stat(part_path(info.parts_dir, s.name)) is None]
+    if missing:
+        raise AsrEvalError(
+            f"run {info.run_id}: {len(missing)} hypothesis part(s) missing from {storage.redact(info.parts_dir)} "
+            f"(e.g. {storage.redact(missing[0])}); nothing of the run was loaded. On a cluster the parts root "
+            "must be where the driver can read it (a URL such as s3://bucket/parts, or a shared filesystem); "
+            "re-run the same command to transcribe the missing shards")
+
+
+def record_run(con: duckdb.DuckDBPyConnection, info: RunInfo, started_at: datetime | None = None) -> int:
+    """Model row, hypotheses (hash-checked parts) and the eval_runs row of one run."""
     register_model(con, info.model)
     parts = verified_parts(info.parts_dir)
     n = load_hypotheses(con, info.run_id, parts)
@@ -124,13 +126,15 @@ def write_runs(corpus_dir: str | Path, db: str | Path, runs: Sequence[RunInfo], 
     from asr_eval.store import connect
 
     corpus = open_corpus(corpus_dir)
+    for info in runs:
+        if info.corpus_id != corpus.corpus_id:
+            raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {corpus.corpus_id}")
+        check_parts(info, corpus)
     con = connect(db)
     try:
-        cid = load_corpus(con, corpus)
+        load_corpus(con, corpus)
         for info in runs:
-            if info.corpus_id != cid:
-                raise AssertionError(f"run {info.run_id} is on {info.corpus_id}, not {cid}")
-            record_run(con, info, (started or {}).get(info.run_id), corpus)
+            record_run(con, info, (started or {}).get(info.run_id))
         ids = list(dict.fromkeys(r.run_id for r in runs))
         analyse(con, ids, normalizer, slices, n_boot, 0, ci_method, min_utts, min_ref_chars, adjust)
         analyse_streams(con, ids, timing_source(align_model), normalizer, slices, n_boot)
