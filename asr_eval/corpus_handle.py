@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -115,36 +115,37 @@ class Corpus:
     def check(self, name: str) -> ShardCheck:
         return check_shard(self.location, Path(name).name, self.index)
 
+    def _refusal(self, label: str, problem: str, detail: str) -> AsrEvalError:
+        what = "missing" if problem == "missing" else "corrupt"
+        return AsrEvalError(f"corpus {self.url}: {label} is {what} — {detail}; nothing from it is used. "
+                            f"Fix: {fix_hint(self.url, self.index)}")
+
+    def _checked(self, key: str, label: str, check: Callable[[], ShardCheck]) -> Path:
+        """The local verified file of ``key`` (an object is checked once per handle, a local file on
+        every call — its hash is cached by stat); else the refusal naming ``label``."""
+        hit = self._verified.get(key)
+        if hit and not self.location.is_local and Path(hit).is_file():
+            return Path(hit)
+        c = check()
+        if not c.ok:
+            raise self._refusal(label, c.problem, c.detail)
+        self._verified[key] = c.local or str(self.location.path / key)
+        return Path(self._verified[key])
+
     def verified(self, shard: ShardInfo | str) -> Path:
         """A local file with the shard's verified bytes (the shard itself, or a checked copy of the
         object); an ``AsrEvalError`` naming the shard, what is wrong and the fix otherwise."""
         name = shard.name if isinstance(shard, ShardInfo) else Path(shard).name
-        if name in self._verified and self.location.is_local is False and Path(self._verified[name]).is_file():
-            return Path(self._verified[name])
-        check = self.check(name)
-        if not check.ok:
-            what = "missing" if check.problem == "missing" else "corrupt"
-            raise AsrEvalError(f"corpus {self.url}: shard {check.file} is {what} — {check.detail}; nothing from it "
-                               f"is used. Fix: {fix_hint(self.url, self.index)}")
-        self._verified[name] = check.local or str(self.location.path / name)
-        return Path(self._verified[name])
+        return self._checked(name, f"shard {name}", lambda: self.check(name))
 
     def verified_meta(self, shard: ShardInfo) -> Path:
         """A local verified file with the shard's rows without audio: its metadata file, or the
         shard itself for corpora ingested before metadata files existed."""
         if not shard.meta:
             return self.verified(shard)
-        key = shard.meta["file"]
-        if key in self._verified and Path(self._verified[key]).is_file() and not self.location.is_local:
-            return Path(self._verified[key])
         entry = next(s for s in self.index["shards"] if s["file"] == shard.name)
-        check = check_meta(self.location, entry)
-        if not check.ok:
-            raise AsrEvalError(f"corpus {self.url}: {key} (the metadata of {shard.name}) is "
-                               f"{'missing' if check.problem == 'missing' else 'corrupt'} — {check.detail}; nothing "
-                               f"from it is used. Fix: {fix_hint(self.url, self.index)}")
-        self._verified[key] = check.local or str(self.location.path / key)
-        return Path(self._verified[key])
+        return self._checked(shard.meta["file"], f"{shard.meta['file']} (the metadata of {shard.name})",
+                             lambda: check_meta(self.location, entry))
 
     def require_all(self, split: str | None = None) -> None:
         """Check every shard holding ``split`` now, before any model is loaded: a local shard in
@@ -156,11 +157,10 @@ class Corpus:
                 self.verified(s)
                 continue
             info = storage.stat(self.location / s.name)
-            if info is None or (s.bytes is not None and info.size != s.bytes):
-                detail = (f"no object at {redact(self.location / s.name)}" if info is None
-                          else f"{info.size} bytes but index.json records {s.bytes}")
-                raise AsrEvalError(f"corpus {self.url}: shard {s.name} is {'missing' if info is None else 'corrupt'} "
-                                   f"— {detail}; nothing from it is used. Fix: {fix_hint(self.url, self.index)}")
+            if info is None:
+                raise self._refusal(f"shard {s.name}", "missing", f"no object at {redact(self.location / s.name)}")
+            if s.bytes is not None and info.size != s.bytes:
+                raise self._refusal(f"shard {s.name}", "size", f"{info.size} bytes but index.json records {s.bytes}")
 
     def iter_rows(self, shard: ShardInfo | str, split: str | None = None, columns: Sequence[str] | None = None,
                   batch_rows: int = 64) -> Iterator[dict]:

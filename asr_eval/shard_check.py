@@ -88,10 +88,15 @@ def check_shard(root: Location, name: str, index: dict) -> ShardCheck:
     if entry is None:
         return ShardCheck(file=name, kind="shard", problem="not_in_index",
                           detail="index.json does not list this shard (left over from an interrupted ingest?)")
-    check = check_file(root, name, entry.get("bytes"), entry.get("sha256"), "shard")
+    check = _rows_as_indexed(check_file(root, name, entry.get("bytes"), entry.get("sha256"), "shard"), entry)
+    return replace(check, rows=entry.get("rows")) if check.ok else check
+
+
+def _rows_as_indexed(check: ShardCheck, entry: dict) -> ShardCheck:
+    """A sound file whose footer counts other rows than the index records is unreadable."""
     if check.ok and check.rows is not None and check.rows != entry.get("rows"):
         return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
-    return replace(check, rows=entry.get("rows")) if check.ok else check
+    return check
 
 
 def check_meta(root: Location, entry: dict) -> ShardCheck | None:
@@ -100,10 +105,7 @@ def check_meta(root: Location, entry: dict) -> ShardCheck | None:
     meta = entry.get("meta")
     if not meta:
         return None
-    check = check_file(root, meta["file"], meta.get("bytes"), meta.get("sha256"), "meta")
-    if check.ok and check.rows is not None and check.rows != entry.get("rows"):
-        return replace(check, problem="unreadable", detail=f"{check.rows} rows but index.json records {entry.get('rows')}")
-    return check
+    return _rows_as_indexed(check_file(root, meta["file"], meta.get("bytes"), meta.get("sha256"), "meta"), entry)
 
 
 def check_jsonl(loc: Location, kind: str) -> ShardCheck:
