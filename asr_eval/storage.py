@@ -5,7 +5,7 @@ string it prints as) and calls the functions here:
 
 - ``location('s3://bucket/zh/aishell')``, ``location('/data/corpus')``, ``location('file:///data')``;
   ``loc / 'index.json'`` is a child.
-- ``read_bytes`` / ``write_bytes`` / ``put_file`` / ``exists`` / ``stat`` / ``listdir`` / ``delete``.
+- ``read_bytes`` / ``write_bytes`` / ``put_file`` / ``stat`` / ``listdir`` / ``delete``.
   Writes are atomic for readers: a local file is written beside its destination and renamed; an
   object store has no rename, but one PUT is all-or-nothing (a multipart upload is invisible until
   it completes), so a reader sees the whole object or none. What makes a set of objects visible
@@ -118,7 +118,7 @@ def location(value: str | os.PathLike | Location) -> Location:
         if scheme not in SCHEMES:
             raise AsrEvalError(f"{redact(s)}: unknown storage scheme {scheme!r}; use a local path or one of "
                                + ", ".join(f"{k}://" for k in SCHEMES if k != "memory"))
-        return Location(s.rstrip("/") if s.rstrip("/").count("/") > 2 else s.rstrip("/"))
+        return Location(s.rstrip("/"))
     return Location(str(Path(s).expanduser().resolve()))
 
 
@@ -260,20 +260,6 @@ def _classify(e: BaseException) -> str:
 
 
 # ───────────────────────────── operations ─────────────────────────────
-
-
-def exists(loc: Location) -> bool:
-    if loc.is_local:
-        return Path(loc.url).exists()
-    with errors(loc, "checking it"):
-        return filesystem(loc).exists(_key(loc))
-
-
-def is_file(loc: Location) -> bool:
-    if loc.is_local:
-        return Path(loc.url).is_file()
-    with errors(loc, "checking it"):
-        return filesystem(loc).isfile(_key(loc))
 
 
 def read_bytes(loc: Location) -> bytes:

@@ -234,11 +234,6 @@ def verified_part(part: Location) -> Path | None:
         return None
 
 
-def part_is_valid(path: str | Location) -> bool:
-    """A finished part: present, with a sidecar whose hash matches (a corrupt part is redone)."""
-    return verified_part(location(path)) is not None
-
-
 def verified_parts(parts_dir: str | Location) -> list[Path]:
     """A run's parts as verified local files; a part that does not match its hash is an error,
     never loaded."""
