@@ -29,6 +29,10 @@ from flows.stream import stream_flow
 
 
 DEMO_LONG_IDS = ["long_008"]  # 69 s, white noise, long pauses (long_006 adds a 39 s silent stretch; slower)
+# The demo keeps its first 41 s (10 sentences, the cut in a pause): two 30-s windows for the strategies,
+# and a streaming step that costs ~1.4 s of compute per audio second on a 2-core AVX2 VM (docs/demo.md).
+DEMO_LONG_UNTIL_S = 41.0
+DEMO_LONG_EXCERPT_CORPUS = str(REPORTS / "corpora" / "demo_zh_long_excerpt")
 DEMO_QUICK_CORPUS = str(REPORTS / "corpora" / "demo_zh_quick")
 
 # `asr-eval demo` and the pipeline/default deployment: first report in ~2.5 min, the whole demo in ~9 min
@@ -48,18 +52,20 @@ DEMO_FULL: dict = {"demo_test_sample": None, "corpus": DEMO_CORPUS, "run_name": 
 def long_form_flow(ids: list[str], corpus: str = DEMO_LONG_CORPUS, model: str = BUNDLED,
                    strategies: str = "sequential,chunked,vad", engine: str = "transformers", db: str = DEFAULT_DB,
                    device: str = "auto", stream_policy: str | None = "local-agreement",
-                   stream_chunk_s: float = 1.0, stream_engine: str = "ctranslate2") -> list[str]:
+                   stream_chunk_s: float = 1.0, stream_engine: str = "ctranslate2",
+                   until_s: float | None = None) -> list[str]:
     """Generate (or reuse) the long-form demo set, ingest the recordings ``ids`` as long-form
     items and score ``model`` with each strategy (one run per strategy, compared pairwise); then,
     unless ``stream_policy`` is None, one streaming run at ``stream_chunk_s`` on ``stream_engine``
     (ctranslate2: the deployment engine, real-time capable at 1 s chunks on a 2-core CPU where
-    transformers is not — bench/README.md) compared with the offline vad run of the same engine."""
+    transformers is not — bench/README.md) compared with the offline vad run of the same engine.
+    ``until_s``: use only each recording's first ``until_s`` seconds (``make_longform.subset``)."""
     import sys
 
     sys.path.insert(0, str(PROJECT / "datasets_local" / "demo_zh"))
     from make_longform import subset
 
-    manifest = subset(ids, Path(corpus).with_name(Path(corpus).name + "_src"))
+    manifest = subset(ids, Path(corpus).with_name(Path(corpus).name + "_src"), until_s=until_s)
     ingest_flow(source=str(manifest), out=corpus, long_form=True, workers=1)  # a few files: no process pool
     runs = score_flow(corpus=corpus, models=[model], db=db, device=device, engine=engine, strategy=strategies)
     if stream_policy:
@@ -93,12 +99,14 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
                   ray_address: str | None = None, skip_finetune: bool = False,
                   long_form_ids: list[str] | None = None, long_form_strategies: str = "sequential,chunked,vad",
-                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_CORPUS,
+                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_EXCERPT_CORPUS,
+                  long_form_until_s: float | None = DEMO_LONG_UNTIL_S,
                   engine: str = "ctranslate2", zero_shot_engines: str = "ctranslate2",
                   started_at: float | None = None) -> dict:
     """End to end on SOURCE. Defaults: the bundled demo corpus and bundled:whisper-base, offline.
     ``long_form_ids``: recordings of the long-form demo set compared across ``long_form_strategies``
-    with ``base_model`` (default: long_008; ``[]`` skips the step). ``zero_shot_engines``: the
+    with ``base_model`` (default: the first 41 s of long_008, ``long_form_until_s``; ``[]`` skips the
+    step). ``zero_shot_engines``: the
     baselines are scored on each; with two (``ctranslate2,transformers``: same weights, same
     preprocessing) the report's engine-parity section shows what the engine alone changes (one more
     pass over the test split, so not by default); ``engine`` scores the fine-tuned checkpoint
@@ -152,7 +160,7 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
     if ids:
         with timer.step("long-form strategies"):
             result["long_form_runs"] = long_form_flow(ids, long_form_corpus, base_model, long_form_strategies,
-                                                      long_form_engine, db, device)
+                                                      long_form_engine, db, device, until_s=long_form_until_s)
     with timer.step("report"):
         result["report"] = report_flow(db=db, out=report)
     result["db"] = str(Path(db).resolve())

@@ -89,19 +89,28 @@ def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
 
 
 def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
-    """The demo's long-form step: a recording of the generated long-form set, ingested as a
-    long-form item and scored once per strategy, the runs compared pairwise."""
-    from flows.pipeline import long_form_flow
+    """The demo's long-form step: the demo's excerpt of a recording of the generated long-form set
+    (its first 41 s, cut in a pause), ingested as a long-form item and scored once per strategy, the
+    runs compared pairwise."""
+    from flows.pipeline import DEMO_LONG_UNTIL_S, long_form_flow
 
     corpus, db = tmp_path / "long", str(tmp_path / "s.duckdb")
     runs = long_form_flow(["long_008"], corpus=str(corpus), model=tiny, strategies="sequential,chunked",
-                          db=db, device="cpu", stream_chunk_s=10.0, stream_engine="transformers")
-    assert (tmp_path / "long_src" / "audio" / "long_008.flac").is_file()
+                          db=db, device="cpu", stream_chunk_s=10.0, stream_engine="transformers",
+                          until_s=DEMO_LONG_UNTIL_S)
+    assert (tmp_path / "long_src" / "audio" / "long_008-41s.flac").is_file()
+    row = json.loads((tmp_path / "long_src" / "manifest.jsonl").read_text(encoding="utf-8"))
+    assert (row["duration"], len(row["segments"]), row["segments"][-1]) == (41.0, 10, [37.705, 39.043, "别忽视细节。"])
+    assert row["text"].split(" ") == [s[2] for s in row["segments"]]
+    from make_longform import subset  # on sys.path once the flow has run
+
+    with pytest.raises(ValueError, match=r"cutting at 21.0 s would split the segment \[20.087, 22.086"):
+        subset(["long_008"], tmp_path / "bad", until_s=21.0)
     con = duckdb.connect(db, read_only=True)
     assert con.execute(f"SELECT strategy, stream_policy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "
                        "ORDER BY strategy", runs).fetchall() == [("chunked", None), ("sequential", None),
                                                                  ("short", "local-agreement")]
-    assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008", 69.243)]
+    assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008-41s", 41.0)]
     # the streaming run's offline reference (vad, not among the strategies here) is its own run
     offline = con.execute("SELECT run_id FROM eval_runs WHERE strategy = 'vad'").fetchall()[0][0]
     assert con.execute("SELECT count(*) FROM hypotheses WHERE segments IS NOT NULL").fetchall() == [(3,)]

@@ -144,10 +144,14 @@ def build(out_dir: str | Path | None = None, n: int = N_RECORDINGS, verify: bool
     return out
 
 
-def subset(ids: list[str], out_dir: str | Path, src: str | Path | None = None) -> Path:
+def subset(ids: list[str], out_dir: str | Path, src: str | Path | None = None, until_s: float | None = None) -> Path:
     """A folder with the manifest rows of ``ids`` (in the given order) and their FLACs (copied:
     ingest keeps audio paths inside the manifest's folder), built from ``src`` (default: the
-    cached, verified full set, built first if needed). Returns the manifest path."""
+    cached, verified full set, built first if needed). Returns the manifest path.
+
+    ``until_s``: keep only each recording's first ``until_s`` seconds — an excerpt named
+    ``<id>-<until_s>s`` whose reference is the segments that end before the cut. The cut must lie
+    in a pause (a segment it would split is an error naming it), so the reference stays exact."""
     import shutil
 
     src = Path(src) if src else build()
@@ -157,11 +161,35 @@ def subset(ids: list[str], out_dir: str | Path, src: str | Path | None = None) -
         raise ValueError(f"no recording(s) {missing} in {src / 'manifest.jsonl'} (ids are long_001 … long_{len(rows):03d})")
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
     for i in ids:
-        shutil.copyfile(src / rows[i]["audio_filepath"], out / rows[i]["audio_filepath"])
+        row = rows[i]
+        if until_s is None or until_s >= row["duration"]:
+            shutil.copyfile(src / row["audio_filepath"], out / row["audio_filepath"])
+            lines.append(row)
+            continue
+        row = _excerpt(row, src / row["audio_filepath"], out, until_s)
+        lines.append(row)
     manifest = out / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in ids), encoding="utf-8")
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
     return manifest
+
+
+def _excerpt(row: dict, audio_path: Path, out: Path, until_s: float) -> dict:
+    """The manifest row of ``row``'s first ``until_s`` seconds, its FLAC written under ``out``."""
+    split = [s for s in row["segments"] if s[0] < until_s < s[1]]
+    if split:
+        raise ValueError(f"{row['id']}: cutting at {until_s} s would split the segment {split[0]}; "
+                         "cut in a pause (between two segments' times)")
+    kept = [s for s in row["segments"] if s[1] <= until_s]
+    if not kept:
+        raise ValueError(f"{row['id']}: no speech segment ends before {until_s} s; cut later")
+    audio, sr = sf.read(audio_path, dtype="int16")
+    stem = f"{row['id']}-{until_s:g}s"
+    rel = f"audio/{stem}.flac"
+    sf.write(out / rel, audio[: int(round(until_s * sr))], sr, format="FLAC", subtype="PCM_16")
+    return {**row, "id": stem, "audio_filepath": rel, "text": " ".join(s[2] for s in kept),
+            "duration": round(min(until_s, len(audio) / sr), 3), "segments": kept}
 
 
 if __name__ == "__main__":
