@@ -39,6 +39,7 @@ from asr_eval.metrics.stats import (
 )
 from asr_eval.provenance import stable_hash
 from asr_eval.slices import ALL_ATTR, available_slices, paired_slices, slice_label
+from asr_eval.store.runs import resolve_pair
 from asr_eval.store.tx import replace_rows
 
 DECISIONS = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}  # decision -> exit code
@@ -95,73 +96,6 @@ class GateResult:
         return next(s for s in self.slices if s.attr == ALL_ATTR)
 
 
-# ───────────────────────── which runs ─────────────────────────
-
-
-def _runs(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    cur = con.execute("""
-        SELECT r.run_id, r.corpus_id, r.split, r.finished_at, r.started_at, m.name, m.display_name, m.model_id
-        FROM eval_runs r LEFT JOIN models m USING (model_id)
-        WHERE coalesce(r.status, 'done') = 'done'
-        ORDER BY r.finished_at DESC NULLS LAST, r.started_at DESC NULLS LAST, r.run_id""")
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def _match(runs: list[dict], ref: str) -> tuple[str, list[dict]]:
-    """How ``ref`` names runs: ('run', [run]) for a run id or unique prefix, ('model', runs newest
-    first) for a model name / display name / model id."""
-    exact = [r for r in runs if r["run_id"] == ref]
-    if exact:
-        return "run", exact
-    by_model = [r for r in runs if ref in (r["name"], r["display_name"], r["model_id"])]
-    if by_model:
-        return "model", by_model
-    prefixed = [r for r in runs if r["run_id"].startswith(ref)]
-    if len(prefixed) > 1:
-        raise AsrEvalError(f"run prefix {ref!r} matches {len(prefixed)} runs "
-                           f"({', '.join(r['run_id'] for r in prefixed[:5])}…); give more characters")
-    if not prefixed:
-        raise AsrEvalError(f"no finished run or model named {ref!r} in the store; see `asr-eval runs`")
-    return "run", prefixed
-
-
-def resolve_run(con: duckdb.DuckDBPyConnection, ref: str, corpus_id: str | None = None,
-                split: str | None | bool = False) -> str:
-    """A run id, a unique run-id prefix, or a model (name, display name or model id) → run id.
-    A model resolves to its latest finished run, on ``corpus_id``/``split`` when given (split
-    False: any split)."""
-    kind, found = _match(_runs(con), ref)
-    if kind == "model":
-        found = [r for r in found if (corpus_id is None or r["corpus_id"] == corpus_id)
-                 and (split is False or r["split"] == split)]
-        if not found:
-            raise AsrEvalError(f"model {ref!r} has no finished run on corpus {corpus_id} split {split or 'all'}; "
-                               f"score it there first (`asr-eval score`) or name a run id (`asr-eval runs`)")
-    return found[0]["run_id"]
-
-
-def resolve_pair(con: duckdb.DuckDBPyConnection, baseline: str, candidate: str) -> tuple[str, str]:
-    """Resolve both sides so that they are on the same corpus and split: a model name takes its
-    latest run where the other side is (both model names: where the baseline ran last)."""
-    runs = _runs(con)
-    info = {r["run_id"]: r for r in runs}
-    (ka, fa), (kb, fb) = _match(runs, baseline), _match(runs, candidate)
-    if ka == "run" or kb != "run":
-        a = fa[0]["run_id"]
-        b = resolve_run(con, candidate, info[a]["corpus_id"], info[a]["split"]) if kb == "model" else fb[0]["run_id"]
-    else:
-        b = fb[0]["run_id"]
-        a = resolve_run(con, baseline, info[b]["corpus_id"], info[b]["split"])
-    if (info[a]["corpus_id"], info[a]["split"]) != (info[b]["corpus_id"], info[b]["split"]):
-        raise AsrEvalError(f"baseline run {a} is on {info[a]['corpus_id']} split {info[a]['split'] or 'all'} but "
-                           f"candidate run {b} is on {info[b]['corpus_id']} split {info[b]['split'] or 'all'}: "
-                           "a paired gate needs the same utterances; score both on one corpus split")
-    if a == b:
-        raise AsrEvalError(f"baseline and candidate are the same run ({a}); name two different runs or models")
-    return a, b
-
-
 # ───────────────────────── the decision ─────────────────────────
 
 
@@ -177,8 +111,8 @@ def evaluate_gate(con: duckdb.DuckDBPyConnection, baseline: str, candidate: str,
                   metric: str = "cer", slices: Sequence[str] | None = None, normalizer: str = "zh-v1",
                   n_boot: int = 2000, seed: int = 0, min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS,
                   ci_method: str = "auto", store: bool = True) -> GateResult:
-    """Decide PASS / FAIL / INCONCLUSIVE for ``candidate`` against ``baseline`` (run ids, prefixes or
-    model names) with a non-inferiority ``margin`` in points of ``metric``; stores the decision."""
+    """Decide PASS / FAIL / INCONCLUSIVE for ``candidate`` against ``baseline`` (run references:
+    ``asr_eval.store.runs`` — full or short ids, prefixes, model names) with a non-inferiority ``margin`` in points of ``metric``; stores the decision."""
     from asr_eval.text import get_profile
 
     if metric not in METRICS:

@@ -480,6 +480,11 @@ class ImportResult:
     n_empty: int
     compared_with: tuple[str, ...]
 
+    @property
+    def n(self) -> int:
+        """Utterances of the split the run is scored over: matched + missing (full deletions)."""
+        return self.n_matched + self.n_missing
+
 
 def import_run_id(name: str, sha256: str, corpus_id: str, split: str | None) -> str:
     """Deterministic: re-importing the same file under the same name replaces the run."""

@@ -11,9 +11,14 @@ logs how long the call has been running until it returns.
 
 The interval is ``$ASR_EVAL_PROGRESS_INTERVAL`` seconds (default 15). ``$ASR_EVAL_PROGRESS``
 forces a mode: ``bar``, ``log`` or ``off`` (default ``auto``: a bar when stdout and stderr are a
-terminal).
+terminal and no Prefect flow or task is running — its log view is what people watch then).
 Prefect flows route the ``asr_eval`` logger into the run's logs (``PREFECT_LOGGING_EXTRA_LOGGERS``);
 elsewhere, with no handler configured, the lines go to stderr.
+
+Where ours are log lines, third-party bars are off too (``third_party_bars``: huggingface_hub,
+transformers — "Loading weights", "Writing model shards" — and datasets draw tqdm bars that turn
+into fragments in a log file). Numbers a person reads are formatted one way: rates with
+``fmt_pct`` (``76.12 %``), durations with ``fmt_duration``.
 """
 
 from __future__ import annotations
@@ -44,16 +49,54 @@ def interval_s() -> float:
     return v if v > 0 else DEFAULT_INTERVAL_S
 
 
+def under_prefect() -> bool:
+    """Inside a Prefect flow or task run (its log view, not a terminal, is where people watch)."""
+    ctx = sys.modules.get("prefect.context")  # never imports Prefect itself
+    if ctx is None:
+        return False
+    try:
+        return ctx.FlowRunContext.get() is not None or ctx.TaskRunContext.get() is not None
+    except Exception:  # noqa: BLE001  (another Prefect's API: no context, no Prefect run)
+        return False
+
+
 def mode() -> str:
     """``bar`` when stdout and stderr are both a terminal (rich draws its bars on stdout, spinners
-    on stderr), ``log`` otherwise — ``| tee``, CI, a file; ``$ASR_EVAL_PROGRESS`` overrides."""
+    on stderr) and no Prefect run is going on, ``log`` otherwise — ``| tee``, CI, a file, a flow;
+    ``$ASR_EVAL_PROGRESS`` overrides."""
     m = os.environ.get("ASR_EVAL_PROGRESS", "auto").strip().lower()
     if m in ("bar", "log", "off"):
         return m
+    if under_prefect():
+        return "log"
     try:
         return "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "log"
     except (AttributeError, ValueError):  # a closed or replaced stream
         return "log"
+
+
+def third_party_bars() -> bool:
+    """Whether huggingface_hub, transformers and datasets may draw their tqdm bars: only where ours
+    are bars (``mode() == "bar"``). Otherwise this switches them off for the process (and its
+    children, through ``HF_HUB_DISABLE_PROGRESS_BARS`` / ``HF_DATASETS_DISABLE_PROGRESS_BARS``) and
+    returns False. Cheap: it imports none of them."""
+    if mode() == "bar":
+        return True
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    return False
 
 
 def _ensure_handler() -> None:
@@ -64,6 +107,14 @@ def _ensure_handler() -> None:
         log.addHandler(h)
     if log.getEffectiveLevel() > logging.INFO:
         log.setLevel(logging.INFO)
+
+
+def fmt_pct(rate: float | None, digits: int = 2) -> str:
+    """A rate (a fraction: CER, MER, a share) as a person reads it: ``0.7612 → "76.12 %"``; ``—``
+    for None or a non-finite value."""
+    if rate is None or rate != rate or rate in (float("inf"), float("-inf")):
+        return "—"
+    return f"{100 * rate:.{digits}f} %"
 
 
 def fmt_duration(s: float) -> str:
@@ -104,6 +155,8 @@ class Progress:
 
     ``Progress(label, total, unit)`` then ``advance(n, audio_s=…)`` per finished batch, ``close()``
     (or use it as a context manager). ``enabled=False`` shows nothing. ``clock`` is for tests.
+    ``detail``: text that ends the next log line (``fine-tuning: 6/12 steps …, ETA 40s — loss
+    2.3456, grad-norm 14.21, lr 4.17e-05``); the caller keeps it current.
     """
 
     def __init__(self, label: str, total: int | None, unit: str = "items", *, enabled: bool = True,
@@ -116,6 +169,7 @@ class Progress:
         self.done, self.initial, self.audio_s = initial, initial, 0.0
         self.t0 = self.last = clock()
         self.excluded_s = 0.0
+        self.detail = ""
         self.closed = False
         self._bar: Any = None
         if self.mode == "bar":
@@ -127,6 +181,7 @@ class Progress:
             self._bar.start()
         elif self.mode == "log":
             _ensure_handler()
+            third_party_bars()
             log.info(f"{label}: started" + (f", {total} {unit}" if total else "")
                      + (f" ({initial} done before)" if initial else ""))
 
@@ -152,7 +207,7 @@ class Progress:
                              done_before=self.initial)
         if final and self.excluded_s:
             line += f" (+ {fmt_duration(self.excluded_s)} of other work)"
-        return line
+        return f"{line} — {self.detail}" if self.detail else line
 
     def close(self) -> None:
         if self.closed:
@@ -189,6 +244,7 @@ def heartbeat(label: str, *, enabled: bool = True, every_s: float | None = None,
         yield
         return
     _ensure_handler()
+    third_party_bars()
     every = interval_s() if every_s is None else every_s
     t0 = time.monotonic()
     stop = threading.Event()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.metrics.stats import Evidence, star_keys
 from asr_eval.slices import ALL_ATTR
 from asr_eval.store.labels import run_labels
 
@@ -47,6 +48,9 @@ class ProtocolCell:
     lo: float | None
     hi: float | None
     rank: int | None  # 1 = lowest CER under this protocol
+    reliable: bool = True  # enough evidence (``metrics.stats.Evidence``): else the CER alone, marked †
+    n: int | None = None
+    best: bool = False  # ★: the lowest CER among the runs with enough evidence (``metrics.stats.star_keys``)
 
 
 @dataclass
@@ -161,7 +165,7 @@ def read_protocol_matrices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str
     order = {r: i for i, r in enumerate(run_ids)}
     labels = run_labels(con, list(run_ids))  # "model · int8", "NAME (imported)": tells runs of one model apart
     sm = con.execute("""
-        SELECT run_id, normalizer, cer, cer_lo, cer_hi FROM slice_metrics
+        SELECT run_id, normalizer, cer, cer_lo, cer_hi, n, coalesce(ref_chars, cer_n), reliable FROM slice_metrics
         WHERE run_id IN (SELECT unnest($runs)) AND normalizer IN (SELECT unnest($p)) AND slice_attr = '_all'""",
                      {"runs": list(run_ids), "p": protocols}).fetchall()
     cur = con.execute("""
@@ -170,7 +174,9 @@ def read_protocol_matrices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str
           AND metric = 'cer' AND slice_attr = '_all'""", {"runs": list(run_ids), "p": protocols})
     cols = [d[0] for d in cur.description]
     cmps = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    rates = {(r, p): (c, lo, hi) for r, p, c, lo, hi in sm}
+    rates = {(r, p): (c, lo, hi) for r, p, c, lo, hi, *_ in sm}
+    evidence = {(r, p): (int(n or 0), bool(rel) if rel is not None else Evidence(int(n or 0), int(ch or 0)).reliable)
+                for r, p, _, _, _, n, ch, rel in sm}
     out = []
     groups: dict[tuple, list[tuple]] = {}
     for row in sorted(info, key=lambda x: order[x[0]]):
@@ -184,10 +190,12 @@ def read_protocol_matrices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str
             scored = sorted((r for r in ids if (r, p) in rates and rates[(r, p)][0] is not None),
                             key=lambda r: (rates[(r, p)][0], order[r]))
             mx.rankings[p] = scored
+            stars = star_keys({r: (rates[(r, p)][0], evidence[(r, p)][1]) for r in scored})
             for r in ids:
                 c = rates.get((r, p))
+                n, ok = evidence.get((r, p), (None, True))
                 mx.cells[(r, p)] = ProtocolCell(*(c or (None, None, None)),
-                                                scored.index(r) + 1 if r in scored else None)
+                                                scored.index(r) + 1 if r in scored else None, ok, n, r in stars)
         for c in cmps:
             a, b = c["run_a"], c["run_b"]
             if a in names and b in names:

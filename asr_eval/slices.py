@@ -140,7 +140,18 @@ def stored_slice_metrics(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str],
         WHERE normalizer = $norm AND run_id IN (SELECT unnest($runs))
           {'' if include_all else f"AND slice_attr <> '{ALL_ATTR}'"}""",
                   {"norm": normalizer, "runs": list(run_ids)})
+    _judge(found)
     return sorted(found, key=lambda r: (r["slice_attr"] != ALL_ATTR, r["slice_attr"], value_key(r["slice_value"])))
+
+
+def _judge(rows: list[dict[str, Any]]) -> None:
+    """``reliable`` of rows stored before the minimum-evidence rule (NULL), judged now by the rule."""
+    from asr_eval.metrics.stats import stored_reliable
+
+    for r in rows:
+        if r["reliable"] is None:
+            chars = r["ref_chars"] if r["ref_chars"] is not None else r.get("cer_n")
+            r["reliable"] = stored_reliable(None, r["n"], chars)
 
 
 def stored_comparisons(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str,
@@ -151,6 +162,7 @@ def stored_comparisons(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], n
         WHERE normalizer = $norm AND run_a IN (SELECT unnest($runs)) AND run_b IN (SELECT unnest($runs))
           {'' if metric is None else 'AND metric = $metric'}""",
                   {"norm": normalizer, "runs": list(run_ids), **({} if metric is None else {"metric": metric})})
+    _judge(found)
     return sorted(found, key=lambda r: (r["metric"], r["slice_attr"] != ALL_ATTR, r["slice_attr"],
                                         value_key(r["slice_value"]), r["run_a"], r["run_b"]))
 

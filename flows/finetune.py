@@ -11,6 +11,7 @@ from dataclasses import asdict, fields
 from prefect import flow, task
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.progress import fmt_pct
 from asr_eval.store import connect
 from asr_eval.train.distributed import launched_world_size
 from asr_eval.train.export import register_finetune
@@ -82,6 +83,6 @@ def finetune_flow(corpus: str = DEMO_CORPUS, base: str = BUNDLED, out: str = str
         print(f"contamination: {bad} of {c['n_utts']} utterances of {c['corpus_id']} [{c['eval_split']}] occur in the "
               f"training texts ({c['n_exact']} exact, {c['n_overlap']} overlap)"
               + ("; scores on that split are optimistic — read them on the slice contaminated=clean" if bad else ""))
-    print(f"fine-tune {res['training_run_id']}: status {res['status']}, zero-shot CER {res['zero_shot_cer']}, "
-          f"best CER {res['best_cer']} at step {res['best_step']}, final CER {res['final_cer']}")
+    print(f"fine-tune {res['training_run_id']}: status {res['status']}, zero-shot CER {fmt_pct(res['zero_shot_cer'])}, "
+          f"best CER {fmt_pct(res['best_cer'])} at step {res['best_step']}, final CER {fmt_pct(res['final_cer'])}")
     return res

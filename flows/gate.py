@@ -34,7 +34,8 @@ def gate_task(db: str, baseline: str, candidate: str, margin: float, metric: str
 def gate_flow(baseline: str, candidate: str, margin: float = 0.5, metric: str = "cer",
               slices: list[str] | None = None, db: str = DEFAULT_DB, normalizer: str = "zh-v1",
               n_boot: int = 2000, fail_run: bool = False) -> dict:
-    """Ship gate of CANDIDATE against BASELINE (run ids or model names): PASS / FAIL / INCONCLUSIVE."""
+    """Ship gate of CANDIDATE against BASELINE (run references, ``asr_eval.store.runs``: full or short run
+    ids, unique id prefixes, or model names): PASS / FAIL / INCONCLUSIVE."""
     out = gate_task(db, baseline, candidate, margin, metric, slices, normalizer, n_boot)
     lines = [f"**{out['decision']}** — {out['summary']}", "", "| slice | n | Δ pts | upper 95% | status |",
              "|---|---:|---:|---:|---|"]

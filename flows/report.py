@@ -22,7 +22,8 @@ def report_task(db: str, out: str, runs: list[str], corpora: list[str], title: s
 @flow(name="report", log_prints=True)
 def report_flow(db: str = DEFAULT_DB, out: str = str(REPORTS / "report.html"), runs: list[str] | None = None,
                 corpora: list[str] | None = None, title: str = "ASR evaluation report") -> str:
-    """Build OUT from DB (every run unless RUNS/CORPORA narrow it)."""
+    """Build OUT from DB (every run unless RUNS/CORPORA narrow it; RUNS are run references,
+    ``asr_eval.store.runs``: full or short ids, unique id prefixes, or models — every run of each)."""
     res = report_task(db, out, runs or [], corpora or [], title)
     path = Path(res["path"]).resolve()
     create_link_artifact(key="report", link=path.as_uri(), link_text=path.name, description="HTML report")

@@ -53,11 +53,15 @@ def headline(db: str, run_ids: list[str], normalizer: str) -> list[dict]:
 
 
 def headline_line(row: dict) -> str:
-    """'model: CER 5.1% [4.2–6.0] MER … RTFx … (n=…)'; a run below the minimum evidence shows its
-    point estimate with † and no interval, as the tables do."""
-    cer = (f"CER {row['CER %']}% † (insufficient data: no interval)" if row["reliable"] is False
-           else f"CER {row['CER %']}% [{row['CER lo']}–{row['CER hi']}]")
-    return f"{row['model']}: {cer} MER {row['MER %']}% RTFx {row['RTFx']} (n={row['n']})"
+    """'model: CER 5.10 % [4.20–6.00] MER … RTFx … (n=…)' (rates in %, 2 decimals, as everywhere a
+    person reads them); a run below the minimum evidence shows its point estimate with † and no
+    interval, as the tables do."""
+    def p(x: float | None) -> str:
+        return "—" if x is None else f"{x:.2f}"
+
+    cer = (f"CER {p(row['CER %'])} % † (insufficient data: no interval)" if row["reliable"] is False
+           else f"CER {p(row['CER %'])} % [{p(row['CER lo'])}–{p(row['CER hi'])}]")
+    return f"{row['model']}: {cer} MER {p(row['MER %'])} % RTFx {row['RTFx']} (n={row['n']})"
 
 
 def _score(corpus: str, models: list[str], split: str, db: str, parts: str | None, device: str,

@@ -7,7 +7,8 @@ Deployments (name = FLOW/DEPLOYMENT):
   stream/default — streaming (asr-eval stream): local-agreement at 1 s, bundled:whisper-base on
   ctranslate2, against its offline vad run, on the long-form demo corpus the demo ingests;
   gate/default — the ship gate of the demo's fine-tuned checkpoint (runs/demo-ft/best) against
-  bundled:whisper-base, margin 0.5 points CER (pass other run ids or model names at run time);
+  bundled:whisper-base, margin 0.5 points CER (pass other runs — full or short ids, prefixes — or
+  model names at run time);
   score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
   openai/whisper-large-v2 and -v3 on your own Common Voice folder (edit the paths, or pass
   --param corpus=… at run time).

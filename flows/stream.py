@@ -7,22 +7,26 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
+from asr_eval.progress import fmt_pct
 from asr_eval.streaming.store import DEFAULT_ALIGN_MODEL
 from flows._common import BUNDLED, DEFAULT_DB, DEMO_LONG_CORPUS
 
 
 def stream_line(row: dict, label: str) -> str:
-    """'label: CER 12.3% (Δ vs offline +1.20 pts [−0.4, +2.8]) latency median 2.10 s / p90 3.40 s
-    (aware 2.30 / 3.90), flicker 4.1 %, real time yes'."""
+    """'label: CER 12.30 % (Δ vs offline +1.20 pts [−0.4, +2.8]) latency median 2.10 s / p90 3.40 s
+    (aware 2.30 / 3.90), flicker 4.1 %, real time yes'. A number with insufficient data (the row's
+    ``*_reliable`` flags: too few recordings) is its point estimate with †, no interval."""
     def s(x):
         return "—" if x is None else f"{x:.2f}"
 
+    thin = " † (insufficient data: no interval)"
     delta = ("" if row["delta_cer"] is None else
-             f" (Δ vs offline {100 * row['delta_cer']:+.2f} pts [{100 * row['delta_cer_lo']:+.2f}, "
-             f"{100 * row['delta_cer_hi']:+.2f}])")
+             f" (Δ vs offline {100 * row['delta_cer']:+.2f} pts"
+             + (f" [{100 * row['delta_cer_lo']:+.2f}, {100 * row['delta_cer_hi']:+.2f}])"
+                if row.get("delta_reliable", True) else f"{thin}, n = {row.get('n')})"))
     lat, p90 = row["latency_median_s"], row["latency_p90_s"]
     rt = {True: "yes", False: "no", None: "unknown"}[row["real_time"]]
-    cer = "—" if row["cer"] is None else f"{100 * row['cer']:.2f}%"
+    cer = fmt_pct(row["cer"]) + ("" if row.get("cer_reliable", True) else " †")
     return (f"{label}: CER {cer}{delta} latency median {s(lat['unaware'])} s / p90 {s(p90['unaware'])} s "
             f"(aware {s(lat['aware'])} / {s(p90['aware'])}), flicker {100 * (row['flicker'] or 0):.1f} %, "
             f"real time {rt}")

@@ -9,7 +9,8 @@ from stat_fixtures import make_store
 from typer.testing import CliRunner
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.gate import evaluate_gate, resolve_pair, resolve_run, stored_gates
+from asr_eval.gate import evaluate_gate, stored_gates
+from asr_eval.store.runs import resolve_pair, resolve_run
 
 # 60 utterances of 10 characters, 12 speakers; slice grp: x = u00..u29, y = u30..u59; plus two thin ones.
 UTTS = [{"utt_id": f"u{i:02d}", "speaker": f"s{i % 12}", "attrs": {"grp": "x" if i < 30 else "y"}} for i in range(60)]
@@ -78,7 +79,7 @@ def test_run_or_model_resolution(tmp_path):
     assert resolve_pair(con, "bundled:whisper-base", "runs/ft/best") == ("base", "cand")
     with pytest.raises(AsrEvalError, match="same run"):
         resolve_pair(con, "base", "bundled:whisper-base")
-    with pytest.raises(AsrEvalError, match="no finished run or model named 'nope'"):
+    with pytest.raises(AsrEvalError, match="unknown run 'nope'"):
         resolve_run(con, "nope")
     with pytest.raises(AsrEvalError, match="not slice columns"):
         evaluate_gate(con, "base", "cand", slices=["accent"])

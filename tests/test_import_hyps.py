@@ -287,6 +287,35 @@ def test_cli_prints_run_counts_and_table_and_exits_2_on_errors(corpus, tmp_path)
     assert r.returncode == 2 and "no split 'nosuch'" in r.stderr
 
 
+def test_cli_json_and_table_count_the_missing(corpus, tmp_path):
+    """n counts every utterance the CER is computed over (the missing one scored as full deletions);
+    n_missing says how many had no hypothesis — in --json and in the score table. Six utterances are
+    below the minimum evidence: the CER is a point estimate (†), its interval null."""
+    from typer.testing import CliRunner
+
+    from asr_eval.cli import _register_commands, app, console
+
+    _register_commands()
+    db = tmp_path / "s.duckdb"
+    f = _jsonl(tmp_path / "sys.jsonl", [{"utt_id": k, "text": v} for k, v in HYPS.items() if k != "u04"])
+    args = ["import-hyps", str(f), "--corpus", str(corpus), "--split", "test", "--name", "cloud-x", "--db", str(db),
+            "--n-boot", str(N_BOOT)]
+    js = CliRunner().invoke(app, [*args, "--json"])
+    assert js.exit_code == 0, js.output
+    r = json.loads(js.output)
+    assert (r["n"], r["n_matched"], r["n_missing"], r["n_empty"]) == (6, 5, 1, 0)
+    assert r["cer"] == pytest.approx(7 / 32) and r["reliable"] is False and (r["cer_lo"], r["cer_hi"]) == (None, None)
+    width, console.width = console.width, 200
+    try:
+        table = CliRunner().invoke(app, args)
+    finally:
+        console.width = width
+    head = next(ln for ln in table.output.splitlines() if "n_missing" in ln)
+    row = next(ln for ln in table.output.splitlines() if ln.startswith("│ all"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert "n_missing" in head and cells[1] == "6" and cells[3:] == ["21.88 †", "21.88 †", "1"]  # CER, MER, n_missing
+
+
 def test_segments_of_one_audio_file_are_told_apart_by_offset(tmp_path):
     """Manifest ingest names a segment `<id>_<offset ms>`; NeMo rows with `offset` pick it."""
     from asr_eval.importing import HypFile, HypRow, SplitUtterances, match_hypotheses

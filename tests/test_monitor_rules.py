@@ -185,8 +185,8 @@ def test_cer_regression(cers, zero_shot, expected):
     alerts = check(c, zero_shot_cer=zero_shot)
     assert keys(alerts) == expected
     if expected and expected[0][1:] == ("cer", 300, "warning"):
-        assert alerts[0].message == ("eval CER 0.27 at step 300 is +8.0% worse than the best earlier evaluation, "
-                                     "0.25 at step 200 (tolerance 5%); recovered at step 400 (0.24)")
+        assert alerts[0].message == ("eval CER 27.00 % at step 300 is +8.0% worse than the best earlier evaluation, "
+                                     "25.00 % at step 200 (tolerance 5%); recovered at step 400 (24.00 %)")
 
 
 def test_baseline_curve_regression_at_the_hand_computed_step():
@@ -226,7 +226,8 @@ def test_baseline_final_paired_bootstrap_regression():
     [a] = baseline_final(run, worse, RuleConfig(n_boot=2000), "base")
     assert (a.rule, a.severity, a.step) == ("baseline_final", "regression", 2)
     assert a.value == pytest.approx(0.05)
-    assert "final CER 0.1 vs baseline base's 0.05 on the same 300 utterances" in a.message
+    assert "final CER 10.00 % vs baseline base's 5.00 % on the same 300 utterances" in a.message
+    assert "difference +5.00 points" in a.message
     same = PairedErrors(np.ones(300, int), np.ones(300, int), n)
     [b] = baseline_final(run, same, RuleConfig(n_boot=2000), "base")
     assert b.severity == "info" and "no significant difference" in b.message
@@ -448,3 +449,20 @@ def test_check_run_final_cer_paired_bootstrap_from_the_store(tmp_path):
     assert res.alerts[0].value == pytest.approx(0.1) and res.notes == []
     p = run_cli(str(run), "--baseline", str(base), "--db", str(db), "--n-boot", "1000", cwd=tmp_path)
     assert p.returncode == 1 and "excludes 0" in p.stdout
+
+
+def test_cli_table_numbers_read_as_the_messages_do():
+    """check-training's table: our CER in % (the final paired difference in points), any other
+    metric — and an HF run's WER, already in percent — as logged."""
+    from asr_eval.cli.check_training import _number
+    from asr_eval.monitor.curve import TrainingCurve
+    from asr_eval.monitor.rules import Alert
+
+    ours, hf = TrainingCurve("r"), TrainingCurve("h", metric="wer", source="trainer_state")
+    cer = Alert("cer_vs_zero_shot", "regression", 6, "cer", 0.27, 0.2531, "")
+    assert (_number(cer, cer.value, ours), _number(cer, cer.threshold, ours)) == ("27.00 %", "25.31 %")
+    final = Alert("baseline_final", "regression", 12, "cer", 0.015, 0.0, "")
+    assert (_number(final, final.value, ours), _number(final, None, ours)) == ("+1.50 pts", "")
+    wer = Alert("cer_regression", "regression", 6, "wer", 31.5, 30.0, "")
+    loss = Alert("loss_spike", "warning", 3, "loss", 2.34567, 1.5, "")
+    assert (_number(wer, wer.value, hf), _number(loss, loss.value, ours)) == ("31.5", "2.346")

@@ -182,9 +182,9 @@ def test_headline_line_drops_the_interval_below_the_minimum_evidence():
 
     row = {"model": "m · vad", "CER %": 6.96, "CER lo": None, "CER hi": None, "MER %": 6.96, "RTFx": 6.6, "n": 1,
            "reliable": False}
-    assert headline_line(row) == "m · vad: CER 6.96% † (insufficient data: no interval) MER 6.96% RTFx 6.6 (n=1)"
+    assert headline_line(row) == "m · vad: CER 6.96 % † (insufficient data: no interval) MER 6.96 % RTFx 6.6 (n=1)"
     ok = {**row, "CER lo": 5.1, "CER hi": 9.0, "reliable": True, "n": 150}
-    assert headline_line(ok) == "m · vad: CER 6.96% [5.1–9.0] MER 6.96% RTFx 6.6 (n=150)"
+    assert headline_line(ok) == "m · vad: CER 6.96 % [5.10–9.00] MER 6.96 % RTFx 6.6 (n=150)"
 
 
 def test_excluded_time_leaves_the_rate_and_eta(lines):
@@ -217,3 +217,40 @@ def test_auto_mode_draws_bars_only_when_both_streams_are_a_terminal(monkeypatch,
     monkeypatch.setattr(sys, "stdout", Stream(out_tty))
     monkeypatch.setattr(sys, "stderr", Stream(err_tty))
     assert mode() == want
+
+
+def test_a_prefect_run_logs_and_third_party_bars_follow_our_mode(monkeypatch):
+    """Inside a Prefect flow or task run, even on a terminal, progress is logged (Prefect's log view
+    is what people watch) and huggingface_hub's / transformers' tqdm bars are switched off."""
+    import os
+    import types
+
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    from asr_eval.progress import third_party_bars
+
+    class Stream:
+        def isatty(self):
+            return True
+
+    running = types.SimpleNamespace(get=lambda: object())
+    idle = types.SimpleNamespace(get=lambda: None)
+    monkeypatch.delenv("ASR_EVAL_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stdout", Stream())
+    monkeypatch.setattr(sys, "stderr", Stream())
+    monkeypatch.setitem(sys.modules, "prefect.context", types.SimpleNamespace(FlowRunContext=idle, TaskRunContext=idle))
+    assert mode() == "bar" and third_party_bars() is True
+    monkeypatch.setitem(sys.modules, "prefect.context", types.SimpleNamespace(FlowRunContext=idle, TaskRunContext=running))
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert mode() == "log" and third_party_bars() is False
+    assert are_progress_bars_disabled() and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("ASR_EVAL_PROGRESS", "bar")  # the override still wins
+    assert mode() == "bar"
+
+
+@pytest.mark.parametrize("rate, want", [(0.7611940298507462, "76.12 %"), (0.0, "0.00 %"), (1.5, "150.00 %"),
+                                        (None, "—"), (float("nan"), "—")])
+def test_fmt_pct(rate, want):
+    from asr_eval.progress import fmt_pct
+
+    assert fmt_pct(rate) == want

@@ -298,5 +298,5 @@ def test_bundled_whisper_base_on_demo_utterances(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     cer = con.execute("SELECT cer FROM slice_metrics WHERE slice_attr='_all'").fetchall()[0][0]
     con.close()
-    # whisper-base zero-shot on clean synthesized Mandarin: well under 50 % CER (measured ~see README)
+    # whisper-base zero-shot on clean synthesized Mandarin: well under 50 % CER (measured: docs/demo_corpus.md)
     assert cer < 0.5, cer

@@ -18,18 +18,30 @@ from asr_eval.streaming.store import aggregate, stored_stream_slices
 SR = 16_000
 
 
+RECORDINGS = [("r0", 4.0, [[0.5, 2.5, "今天天气"]], "clean"),
+              ("r1", 6.0, [[1.0, 2.0, "你好"], [3.0, 5.0, "再见朋友"]], "noisy")]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Two 'recordings' (quiet noise; the audio is never decoded here) with exact segments:
     r0 4 s, one segment [0.5, 2.5] 今天天气; r1 6 s, segments [1, 2] 你好 and [3, 5] 再见朋友."""
+    return _ingest(tmp_path_factory.mktemp("stream_corpus"), RECORDINGS)
+
+
+@pytest.fixture(scope="module")
+def corpus3(tmp_path_factory):
+    """The two recordings and a third: r2 3 s, one segment [0.5, 2.0] 谢谢你."""
+    return _ingest(tmp_path_factory.mktemp("stream_corpus3"), [*RECORDINGS, ("r2", 3.0, [[0.5, 2.0, "谢谢你"]], "clean")])
+
+
+def _ingest(root, rows):
     from asr_eval.corpus import open_source
     from asr_eval.shards import IngestOptions, ingest
 
-    root = tmp_path_factory.mktemp("stream_corpus")
     src = root / "src"
     src.mkdir()
     rng = np.random.default_rng(0)
-    rows = [("r0", 4.0, [[0.5, 2.5, "今天天气"]], "clean"), ("r1", 6.0, [[1.0, 2.0, "你好"], [3.0, 5.0, "再见朋友"]], "noisy")]
     lines = []
     for uid, dur, segs, noise in rows:
         sf.write(src / f"{uid}.flac", (0.01 * rng.standard_normal(int(dur * SR))).astype(np.float32), SR)
@@ -38,7 +50,7 @@ def corpus(tmp_path_factory):
     (src / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
     out = root / "corpus"
     s = ingest(open_source(str(src / "manifest.jsonl")), out, IngestOptions(workers=1, long_form=True), progress=False)
-    assert s.n_ingested == 2
+    assert s.n_ingested == len(rows)
     return out
 
 
@@ -185,3 +197,72 @@ def test_recorded_align_model_reads_the_stored_timing_method(tmp_path, method, m
                     [method])
     assert recorded_align_model(con, "r") == model
     con.close()
+
+
+def test_import_stream_counts_every_recording_its_cer_is_computed_over(corpus3, tmp_path, monkeypatch):
+    """A log covering 1 of 3 recordings: CER is over all 3 (the other two scored as full deletions,
+    9 of 13 reference characters), so the table and --json say n = 3 and n_missing = 2, not n = 1;
+    3 recordings are below the minimum evidence, so CER and ΔCER against an offline run are point
+    estimates with † — no interval (in the JSON: null), no verdict."""
+    from typer.testing import CliRunner
+
+    from asr_eval.cli import _register_commands, app, console
+    from asr_eval.importing import import_hypotheses
+
+    _register_commands()
+    db = tmp_path / "s.duckdb"
+    off = import_hypotheses(corpus3, _jsonl(tmp_path / "offline.jsonl", [
+        {"utt_id": "r0", "text": "今天天气"}, {"utt_id": "r1", "text": "你好再见朋友"}, {"utt_id": "r2", "text": "谢谢你"}]),
+        "offline-sys", db, n_boot=100)
+    log = _jsonl(tmp_path / "log.jsonl", [e for e in LOG if e["utt_id"] == "r0"])
+    args = ["import-stream", str(log), "--corpus", str(corpus3), "--name", "sys-1of3", "--db", str(db),
+            "--n-boot", "100", "--align-model", "none", "--offline", off.run_id]
+    width, console.width = console.width, 250
+    try:
+        table = CliRunner().invoke(app, args)
+        js = CliRunner().invoke(app, [*args, "--json"])
+    finally:
+        console.width = width
+    assert table.exit_code == 0 and js.exit_code == 0, table.output + js.output
+    assert ": 3 recordings of split test, 1 with a log, 2 without (scored as full deletions)" in table.output
+    row = next(ln for ln in table.output.splitlines() if ln.startswith("│ sys-1of3"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[1:5] == ["3", "2", "69.23 †", "+69.23 †"]  # 9 / 13 over all three; Δ against the offline 0.00
+    assert "[" not in row
+    assert "insufficient data (n = 3, 13 reference characters" in table.output  # the ΔCER verdict
+    (r,) = json.loads(js.output)
+    assert (r["n"], r["n_missing"], r["n_streamed"]) == (3, 2, 1)
+    assert r["cer"] == pytest.approx(9 / 13) and (r["cer_lo"], r["cer_hi"], r["cer_reliable"]) == (None, None, False)
+    assert r["delta_cer"] == pytest.approx(9 / 13) and (r["delta_cer_lo"], r["delta_cer_hi"]) == (None, None)
+    assert r["delta_reliable"] is False and r["delta_verdict"].startswith("insufficient data (n = 3, 13 reference")
+    assert r["latency_reliable"] is False and r["latency_median_lo"] == {"unaware": None, "aware": None}
+    # the offline run named by its model takes the model's offline run; a model with only streaming
+    # runs is refused before anything is imported
+    by_model = CliRunner().invoke(app, [*args[:-1], "offline-sys", "--json"])
+    assert by_model.exit_code == 0 and json.loads(by_model.output)[0]["offline_run"] == off.run_id
+    refused = CliRunner().invoke(app, [*args[:-1], "sys-1of3"])
+    assert "has no finished offline run (only streaming runs" in str(refused.exception)
+    from asr_eval.store import connect
+
+    con = connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM eval_runs").fetchone()[0] == 2  # nothing more imported
+    con.close()
+    # the report's streaming table: the same counts, the same point estimates with † and no interval
+    # (an imported log has no offline counterpart in the report: give it the one named above)
+    import re
+
+    from asr_eval.report import ReportOptions, render
+    from asr_eval.store import connect
+    from asr_eval.streaming import evaluate
+
+    monkeypatch.setattr(evaluate, "offline_runs", lambda con, ids: {i: off.run_id for i in ids})
+    con = connect(db, read_only=True)
+    try:
+        html, _ = render(con, ReportOptions(worst_n=0, audio_cap_bytes=0))
+    finally:
+        con.close()
+    tr = re.search(rf'<tr data-run="{r["run_id"]}">(.*?)</tr>', html, re.DOTALL).group(1)
+    tds = [re.sub(r"\s+", " ", re.sub(r"<br>|<[^>]+>", lambda m: " " if m.group(0) == "<br>" else "", c)).strip()
+           for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.DOTALL)]
+    assert tds[3] == "3 2 without a log" and tds[4] == "69.23% †" and tds[5].startswith("+69.23 † vs ")
+    assert 'class="ci"' not in tds[4] + tds[5] and "[" not in "".join(tds[4:7])

@@ -1,6 +1,6 @@
-"""The Mandarin error taxonomy (asr_eval.metrics.taxonomy), the pinyin error rate, the stored
-per-run/per-slice rows (asr_eval.scoring.errors), `asr-eval errors` and the report section —
-hand-built pairs with known answers, table-driven like jiwer's tests; no model."""
+"""The Mandarin error taxonomy on MER units (asr_eval.metrics.taxonomy), the pinyin error rate, the
+stored per-run/per-slice rows (asr_eval.scoring.errors, the v6 migration), `asr-eval errors` and the
+report section — hand-built pairs with known answers, table-driven like jiwer's tests; no model."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asr_eval.metrics import score_pair  # noqa: E402
 from asr_eval.metrics.taxonomy import (  # noqa: E402
     ALL_BUCKETS, CLASSES, classify_pair, classify_substitution, near_homophones, pinyin_counts,
-    pinyin_error_rate, readings, split_syllable,
+    pinyin_error_rate, readings, split_syllable, unit_edits,
 )
 
 # (reference, hypothesis, the class of its one substitution) — every class, polyphones from context
@@ -30,7 +30,7 @@ SUBSTITUTIONS = [
     ("如果", "路果", "near_homophone"),               # r/l
     ("平安", "平昂", "near_homophone"),               # an/ang
     ("天气", "地气", "other"),
-    ("我有abc", "我有abd", "latin"),
+    ("我有abc", "我有abd", "latin"),                  # one Latin word, one unit
 ]
 
 
@@ -77,6 +77,50 @@ def test_number_format_through_a_profile_that_keeps_numbers():
     assert score_pair("2个苹果", "二个苹果", "zh-v1").cer_s == 0  # the default reads digits as numerals
 
 
+# Code-switched sentences (normalized with zh-v1-keepnum): (ref, hyp, [(ref unit, hyp unit, class)], buckets).
+# A Latin word or a number is one MER unit and takes the units that replaced it; Han↔Han keeps its pinyin class.
+CODE_SWITCHED = [
+    ("我说hello", "我说哈喽", [("hello", "哈喽", "latin")], {"latin": 2}),  # 喽 is part of it, not a particle
+    ("哈喽你好", "hello你好", [("哈喽", "hello", "latin")], {"latin": 2}),
+    ("请上Google查询", "请上谷歌查询", [("google", "谷歌", "latin")], {"latin": 2}),
+    ("我用iPhone", "我用爱疯了", [("iphone", "爱疯了", "latin")], {"latin": 3}),
+    ("发email给我", "发一妹儿给我", [("email", "一妹儿", "latin")], {"latin": 3}),
+    ("用hello打招呼", "要哈喽打招呼", [("用", "要", "other"), ("hello", "哈喽", "latin")], {"latin": 2, "other": 1}),
+    ("hello打", "哈喽大", [("hello", "哈喽", "latin"), ("打", "大", "tone")], {"latin": 2, "tone": 1}),
+    ("hello world", "哈喽沃德", [("hello world", "哈喽沃德", "latin")], {"latin": 4}),
+    ("New York很大", "NewYork很大", [("new york", "newyork", "latin")], {"latin": 2}),
+    ("我有abc", "我有abd", [("abc", "abd", "latin")], {"latin": 1}),
+    ("2024年", "二零二四年", [("2024", "二零二四", "number_format")], {"number_format": 4}),
+    ("买了3个", "买了三个", [("3", "三", "number_format")], {"number_format": 1}),
+    ("在银行说hello", "再银行说hello", [("在", "再", "homophone")], {"homophone": 1}),
+    ("他买了iPad", "他卖了iPad", [("买", "卖", "tone")], {"tone": 1}),
+    ("我说CD好", "我说咯咯咯咯咯好", [("cd", "咯咯", "latin")], {"latin": 2, "insertion": 3}),  # a loop after a word:
+    # the word takes at most one unit per letter (at least two); the rest stay insertions
+    ("我爱Python编程", "我爱编程", [], {"deletion": 1}),  # a deleted word is one deletion
+    ("OK吗", "OK", [], {"particle": 1}),
+]
+
+
+@pytest.mark.parametrize("ref,hyp,pairs,counts", CODE_SWITCHED, ids=[f"{r}->{h}" for r, h, _, _ in CODE_SWITCHED])
+def test_code_switched_confusions_are_on_mer_units(ref, hyp, pairs, counts):
+    s = score_pair(ref, hyp, "zh-v1-keepnum")
+    e = classify_pair(s.ref_norm, s.hyp_norm)
+    assert [(c.ref, c.hyp, c.cls) for c in e.confusions] == pairs
+    assert {k: v for k, v in e.counts.items() if v} == counts
+    assert e.errors == s.mer_s + s.mer_d + s.mer_i and e.py_n == s.mer_n  # the buckets sum to the MER errors
+    # the report's top confusions group the same way (substitutions; deletions and insertions one unit each)
+    edits = unit_edits(s.ref_norm, s.hyp_norm)
+    assert [(r, h) for op, r, h in edits if op == "S"] == [(r, h) for r, h, _ in pairs]
+    assert len(edits) - len(pairs) == sum(v for k, v in counts.items() if k in ("particle", "deletion", "insertion"))
+
+
+def test_a_word_keeps_the_readings_of_what_replaced_it():
+    (c,) = classify_pair("我说hello", "我说哈喽").confusions
+    assert (c.ref_pinyin, c.hyp_pinyin) == (None, "ha1 lou2")
+    (c,) = classify_pair("银行卡", "银行card").confusions
+    assert (c.ref, c.hyp, c.ref_pinyin, c.hyp_pinyin, c.cls) == ("卡", "card", "ka3", None, "latin")
+
+
 @pytest.mark.parametrize("syl,split", [("zhang1", ("zh", "ang")), ("yan4", ("y", "an")), ("an1", ("", "an")),
                                        ("shi2", ("sh", "i")), ("n2", ("", "n")), ("lve4", ("l", "ve"))])
 def test_split_syllable(syl, split):
@@ -106,7 +150,7 @@ def test_particles_and_other_deletions(ref, hyp, counts):
     e = classify_pair(ref, hyp)
     got = {k: v for k, v in e.counts.items() if v}
     s = score_pair(ref, hyp, "zh-v1")
-    assert sum(got.values()) == s.cer_s + s.cer_d + s.cer_i  # the buckets sum to the character errors
+    assert sum(got.values()) == s.mer_s + s.mer_d + s.mer_i == s.cer_s + s.cer_d + s.cer_i  # Han only: MER = CER
     assert got == counts
 
 
@@ -117,7 +161,8 @@ PER_CASES = [  # (refs, hyps, toneless errors, errors with tones, reference syll
     (["你好吗"], ["你好"], 1, 1, 3),
     (["我在家", "他想买东西", "四个人"], ["我再家", "他想卖东西", "十个人"], 1, 2, 11),
     (["去银行"], ["去银航"], 0, 0, 3),               # 行 read háng in context
-    (["我有abc"], ["我有abd"], 1, 1, 5),             # non-Han characters are their own tokens
+    (["我有abc"], ["我有abd"], 1, 1, 3),             # a word is one token (itself), like in MER
+    (["我说hello"], ["我说哈喽"], 2, 2, 3),          # hello against ha lou: a substitution and an insertion
 ]
 
 
@@ -177,21 +222,25 @@ def _con(db):
 
 
 def test_stored_taxonomy_of_a_run(store):
-    from asr_eval.scoring.errors import run_summary
+    from asr_eval.scoring.errors import run_summary, top_confusions
 
     con = _con(store)
     s = run_summary(con, "base", "zh-v1")
     counts = {k: v["count"] for k, v in s["classes"].items() if v["count"]}
     assert counts == {"homophone": 2, "tone": 1, "near_homophone": 1, "latin": 1, "particle": 1}
     assert {k: v["count"] for k, v in s["unclassified"].items()} == {"deletion": 2, "insertion": 0}
-    assert (s["errors"], s["ref_chars"], s["n"]) == (8, 28, 6)
+    # 28 reference characters, 26 MER units (abc is one); abc → abd is one Latin error
+    assert (s["errors"], s["ref_chars"], s["ref_units"], s["n"]) == (8, 28, 26, 6)
+    assert s["mer"] == pytest.approx(8 / 26)
     assert s["classes"]["homophone"]["share"] == pytest.approx(2 / 8)
     assert set(s["classes"]) == set(CLASSES)
-    # pinyin error rate: toneless 十/四 + 吗 + 很好 + c→d = 5; with tones also 卖/买 = 6 (of 28 syllables)
-    assert s["pinyin_error_rate"]["toneless"] == pytest.approx(5 / 28)
-    assert s["pinyin_error_rate"]["tones"] == pytest.approx(6 / 28)
-    # per utterance, the buckets sum to S + D + I of the stored score
-    rows = con.execute(f"""SELECT e.utt_id, {' + '.join('e.' + b for b in ALL_BUCKETS)}, s.cer_s + s.cer_d + s.cer_i
+    # pinyin error rate: toneless 十/四 + 吗 + 很好 + abc→abd = 5; with tones also 卖/买 = 6 (of 26 units)
+    assert s["pinyin_error_rate"]["toneless"] == pytest.approx(5 / 26)
+    assert s["pinyin_error_rate"]["tones"] == pytest.approx(6 / 26)
+    assert {(c["ref_tok"], c["hyp_tok"], c["class"]) for c in top_confusions(con, "base", "zh-v1")} >= {
+        ("abc", "abd", "latin")}
+    # per utterance, the buckets sum to MER S + D + I of the stored score
+    rows = con.execute(f"""SELECT e.utt_id, {' + '.join('e.' + b for b in ALL_BUCKETS)}, s.mer_s + s.mer_d + s.mer_i
                            FROM utterance_errors e JOIN utterance_scores s USING (run_id, utt_id, normalizer)
                            WHERE run_id = 'base'""").fetchall()
     assert len(rows) == 6 and all(a == b for _, a, b in rows)
@@ -225,7 +274,7 @@ def test_confusions_with_pinyin_and_what_the_fine_tune_fixed(store):
     assert top[("买", "卖")]["hyp_pinyin"] == "mai4" and top[("四", "十")]["class"] == "near_homophone"
     ch = confusion_changes(con, "base", "ft", "zh-v1")
     assert {(x["ref_tok"], x["hyp_tok"], x["delta"]) for x in ch["fixed"]} == {
-        ("在", "再", -1), ("行", "航", -1), ("四", "十", -1), ("c", "d", -1)}
+        ("在", "再", -1), ("行", "航", -1), ("四", "十", -1), ("abc", "abd", -1)}
     assert ch["introduced"] == []  # 买→卖 stays; the inserted 了 is no substitution
     con.close()
 
@@ -247,6 +296,37 @@ def test_rescore_recomputes_the_taxonomy(store, tmp_path):
     assert got[0] == 6 and got[1] == 1
 
 
+def test_a_v5_store_is_classified_again_on_mer_units_when_opened(store, tmp_path):
+    """Schema v6 drops the character-level taxonomy rows of an older store and classifies those runs
+    again (same slices, bootstrap size and interval method), even when the store is opened read-only."""
+    import shutil
+
+    import duckdb
+
+    from asr_eval.store import connect
+
+    db = tmp_path / "v5.duckdb"
+    shutil.copy(store, db)
+    raw = duckdb.connect(str(db))  # make it what a v5 store holds: character units, no ref_units
+    raw.execute("ALTER TABLE error_slices DROP COLUMN ref_units")
+    raw.execute("UPDATE error_confusions SET ref_tok = 'c', hyp_tok = 'd' WHERE ref_tok = 'abc'")
+    raw.execute("UPDATE utterance_errors SET py_n = 5 WHERE utt_id = 'u05'")
+    raw.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    raw.close()
+    con = connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
+        pairs = {r[:2] for r in con.execute("SELECT ref_tok, hyp_tok, run_id FROM error_confusions").fetchall()}
+        assert ("abc", "abd") in pairs and ("c", "d") not in pairs
+        got = con.execute("SELECT slice_attr, slice_value, ref_units, n_boot, ci_method FROM error_slices "
+                          "WHERE run_id = 'base' ORDER BY ALL").fetchall()
+        assert got == [("_all", "all", 26, 200, "utterance"), ("grp", "a", 14, 200, "utterance"),
+                       ("grp", "b", 12, 200, "utterance")]
+        assert con.execute("SELECT py_n FROM utterance_errors WHERE run_id = 'base' AND utt_id = 'u05'").fetchone() == (3,)
+    finally:
+        con.close()
+
+
 def test_cli_errors_json_and_tables(store):
     from typer.testing import CliRunner
 
@@ -259,6 +339,9 @@ def test_cli_errors_json_and_tables(store):
     base = data["runs"][0]
     assert list(base["classes"]) == list(CLASSES)
     assert base["classes"]["tone"] == {"count": 1, "share": pytest.approx(1 / 8)}
+    per = base["pinyin_error_rate"]  # a thin run (26 units): point estimates, no interval
+    assert per["reliable"] is False and per["toneless_ci"] is None and per["tones_ci"] is None
+    assert per["toneless"] == pytest.approx(5 / 26)
     assert {(x["ref_tok"], x["hyp_tok"]) for x in data["changes"]["fixed"]} >= {("在", "再"), ("行", "航")}
     r = CliRunner().invoke(app, ["errors", "--run", "base", "--db", str(store)], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
@@ -276,25 +359,24 @@ def test_report_section(store):
     sec = html[start:html.index("</section>", start)]
     tx = ctx["taxonomy"]
     assert [r["run"].run_id for r in tx.runs] == ["base", "ft"]
-    # stacked bars: one rect per class per run, widths proportional to class / reference characters
+    # stacked bars: one rect per class per run, widths proportional to class / reference units
     rects = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="16" fill="([^"]+)"><title>([^<]*)</title>',
                        sec)
     assert len(rects) == 2 * len(ALL_BUCKETS)
-    homo = [float(w) for _, w, _, t in rects if "homophone 7.14%" in t]
-    assert homo and homo[0] > 0  # 2 of 28 characters
+    homo = [float(w) for _, w, _, t in rects if "homophone 7.69%" in t]
+    assert homo and homo[0] > 0  # 2 of 26 units
     row = re.search(r'<tr data-run="base">(.*?)</tr>', sec, re.DOTALL).group(1)
-    assert "17.86%" in row and "21.43%" in row  # pinyin ER toneless 5/28, with tones 6/28
+    assert "30.77%" in row  # MER 8/26
+    assert "19.23%" in row and "23.08%" in row  # pinyin ER toneless 5/26, with tones 6/26
     assert "hang2 → hang2" in sec and "fine-tune against its base model" in sec
     assert "<script" not in sec
 
 
 def test_classify_many_over_workers_matches_one_process(monkeypatch):
     from asr_eval.metrics import taxonomy
-    from asr_eval.metrics.align import align, alignment_json
 
-    pairs = [(r, h) for r, h, _ in SUBSTITUTIONS] + [("你好吗", "你好"), ("好", "好人")]
-    als = [alignment_json(r, h, align(r, h)) for r, h in pairs]
-    one = taxonomy.classify_many(als, workers=1)
+    pairs = [(r, h) for r, h, _ in SUBSTITUTIONS] + [("你好吗", "你好"), ("好", "好人"), ("我说hello", "我说哈喽")]
+    one = taxonomy.classify_many(pairs, workers=1)
     monkeypatch.setattr(taxonomy, "PARALLEL_MIN", 4)
     monkeypatch.setattr(taxonomy, "CHUNK", 5)
-    assert taxonomy.classify_many(als, workers=2) == one
+    assert taxonomy.classify_many(pairs, workers=2) == one

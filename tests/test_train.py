@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -249,32 +250,46 @@ def _train_losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def run80(corpus, tiny80, tmp_path_factory):
-    """The shared tiny run, with progress on as in a CI log (not a terminal: log lines, kept in
-    ``PROGRESS_LINES`` for the progress test)."""
+    """The shared tiny run, with progress on as in a CI log: stdout and stderr are a file, not a
+    terminal (``make demo > demo.log 2>&1``). The progress lines are kept in ``PROGRESS_LINES``,
+    everything a person would read (stdout, stderr, the lines) in ``OUTPUT``."""
+    import contextlib
+    import io
     import logging
 
+    from transformers.utils import logging as hf_logging
+
     from asr_eval.progress import LOGGER_NAME
+
+    out = io.StringIO()
 
     class Keep(logging.Handler):
         def emit(self, record):
             PROGRESS_LINES.append(record.getMessage())
+            out.write(record.getMessage() + "\n")
 
     root = tmp_path_factory.mktemp("run80")
     db = root / "store.duckdb"
     handler, log = Keep(), logging.getLogger(LOGGER_NAME)
     log.addHandler(handler)
-    old = {k: os.environ.get(k) for k in ("ASR_EVAL_PROGRESS", "ASR_EVAL_PROGRESS_INTERVAL")}
-    os.environ.update(ASR_EVAL_PROGRESS="log", ASR_EVAL_PROGRESS_INTERVAL="1e-9")  # a line per step
+    keys = ("ASR_EVAL_PROGRESS", "ASR_EVAL_PROGRESS_INTERVAL", "HF_HUB_DISABLE_PROGRESS_BARS")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(ASR_EVAL_PROGRESS="auto", ASR_EVAL_PROGRESS_INTERVAL="1e-9")  # a line per step
+    os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    hf_logging.enable_progress_bar()  # as in a fresh process: the run itself must turn the tqdm bars off
     try:
-        res = finetune(corpus, str(tiny80), root / "run", _cfg(tensorboard=True), db=db, progress=True)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            res = finetune(corpus, str(tiny80), root / "run", _cfg(tensorboard=True), db=db, progress=True)
     finally:
         log.removeHandler(handler)
         for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    OUTPUT.append(out.getvalue())
     return res, db
 
 
 PROGRESS_LINES: list[str] = []
+OUTPUT: list[str] = []
 
 
 def test_finetune_logs_steps_and_evaluations_when_not_on_a_terminal(run80):
@@ -288,6 +303,26 @@ def test_finetune_logs_steps_and_evaluations_when_not_on_a_terminal(run80):
         ev = [ln for ln in PROGRESS_LINES if ln.startswith(f"evaluating at step {step}:")]
         assert ev[0] == f"evaluating at step {step}: started, 3 utterances"
         assert ev[-1].startswith(f"evaluating at step {step}: 3/3 utterances (100 %)") and "done in" in ev[-1]
+
+
+def test_finetune_output_off_a_terminal_is_clean_lines(run80):
+    """Written to a file, a fine-tune prints our lines only: no tqdm fragments (hub/transformers
+    "Loading weights", "Writing model shards", the Trainer's bars), no Trainer dict lines; each step
+    line carries its loss, grad-norm and learning rate, each evaluation its CER as NN.NN %."""
+    res, _ = run80
+    text = OUTPUT[0]
+    assert text.strip()
+    for fragment in ("it/s]", "s/it]", "%|", "Loading weights", "Writing model shards"):
+        assert fragment not in text, fragment
+    assert not re.search(r"\{'(loss|eval_loss|train_runtime)'|'grad_norm':", text)  # no dict lines
+    steps = [ln for ln in text.splitlines() if ln.startswith("fine-tuning: 2/4 steps")]
+    assert len(steps) == 1 and re.search(r" — loss \d+\.\d{4}, grad-norm \d+\.\d{2}, lr \d\.\d{2}e-\d{2}$", steps[0])
+    assert re.search(r"^fine-tuning: 4/4 steps \(100 %\).* — mean loss \d+\.\d{4}$", text, re.M)
+    zero = [ln for ln in text.splitlines() if ln.startswith("evaluating at step 0: 3/3")]
+    m = re.search(r" — CER (\d+\.\d{2}) % \(S (\d+) · D (\d+) · I (\d+) of (\d+)\), eval loss \d+\.\d{4}$", zero[0])
+    assert m and float(m[1]) == round(100 * res.zero_shot_cer, 2)
+    assert (int(m[2]) + int(m[3]) + int(m[4])) / int(m[5]) == pytest.approx(res.zero_shot_cer)
+    assert not re.search(r"CER \d\.\d{3}", text)  # never a raw fraction
 
 
 def test_finetune_end_to_end_checkpoints_and_run_record(run80, corpus):

@@ -26,7 +26,7 @@ from asr_eval.train import FinetuneConfig, finetune  # noqa: E402
 # less than half the training of the demo's fine-tune (flows/pipeline.py DEMO_QUICK, 12 steps at 5e-5,
 # which this test ran until 2026-12-07) at twice its rate. Every piece is bound by the encoder's 30 s
 # window, so the time is in counts: 20 training utterances (× ~3: backward) and 2 × 20 decoded, instead
-# of 48 and 2 × 40 (6 steps gave the same CER as 5 on these 20 utterances: docs "Fine-tuning", Measured).
+# of 48 and 2 × 40 (6 steps gave the same CER as 5 on these 20 utterances: docs/train.md, "Measured").
 # The same 20 test utterances (seed 0) are decoded before (step 0) and after: this test measures the
 # test-split gain on purpose (eval_split="test"; with one evaluation at the last step there is no
 # checkpoint choice to bias). The default, eval_split="auto", selects on a dev split carved from train.

@@ -340,7 +340,9 @@ def test_run_view_is_the_stored_slices_and_the_reports_worst_utterances(store):
     if any(x["u"].hyp_raw == XSS_SCRIPT for x in v.worst["utts"]):
         assert XSS_SCRIPT not in page and "&lt;script&gt;" in page
     rows = slice_table(v.slices)
-    assert rows[0][:3] == ["_all", "all", 12] and rows[0][4] == f"{100 * v.slices[0]['cer']:.2f}"
+    # 12 utterances are below the minimum evidence: the CER alone, marked †, no interval
+    assert rows[0][:3] == ["_all", "all", 12] and rows[0][4] == f"{100 * v.slices[0]['cer']:.2f} †"
+    assert rows[0][5] == "—" and rows[0][6].endswith(" †") and rows[0][-1] == "no †"
 
 
 def test_store_problems_are_messages(store, tmp_path):

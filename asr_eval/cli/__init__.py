@@ -27,6 +27,9 @@ console = Console()
 @app.callback()
 def _root() -> None:
     """Mandarin ASR evaluation harness (keeps `asr-eval CMD` a command group)."""
+    from asr_eval.progress import third_party_bars
+
+    third_party_bars()  # off a terminal: progress lines, no hub/transformers/datasets tqdm bars
 err_console = Console(stderr=True, soft_wrap=True)
 
 # Every command that takes a corpus, parts or output location takes this too (object stores).

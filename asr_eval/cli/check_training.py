@@ -19,6 +19,18 @@ from asr_eval.store import DEFAULT_DB
 STYLE = {"critical": "bold red", "regression": "red", "warning": "yellow", "info": "dim"}
 
 
+def _number(alert, x: float | None, curve) -> str:
+    """A rule's value or threshold as the alert's message writes it: our CER in % (the final
+    comparison's difference in points), every other metric as logged."""
+    from asr_eval.monitor.rules import rate_text
+
+    if x is None:
+        return ""
+    if alert.rule == "baseline_final" and curve.source == "asr-eval" and alert.metric == "cer":
+        return f"{100 * x:+.2f} pts"
+    return rate_text(curve, x) if alert.metric == curve.metric else f"{x:.4g}"
+
+
 def _check_training(run: str, baseline: Optional[str], db: Path, zero_shot_cer: Optional[float], no_store: bool,
                     **rules: float) -> None:
     res = check_run(run, baseline, db=db, config=RuleConfig(**rules), zero_shot_cer=zero_shot_cer,
@@ -35,8 +47,7 @@ def _check_training(run: str, baseline: Optional[str], db: Path, zero_shot_cer: 
             t.add_column(col, **kw)
         for a in res.alerts:
             t.add_row(f"[{STYLE[a.severity]}]{a.severity}[/]", "" if a.step is None else str(a.step), a.rule,
-                      a.metric, "" if a.value is None else f"{a.value:.4g}",
-                      "" if a.threshold is None else f"{a.threshold:.4g}", a.message)
+                      a.metric, _number(a, a.value, c), _number(a, a.threshold, c), a.message)
         console.print(t)
     for note in res.notes:
         console.print(f"[dim]note: {note}[/]")

@@ -1,6 +1,7 @@
 """`asr-eval errors`: what kind of errors a run makes — the Mandarin error taxonomy (homophones,
-tones, near-homophones, variants, number formats, Latin, particles), the pinyin error rate beside
-CER, the top confusions with pinyin, and between two runs the pairs the second fixed or introduced."""
+tones, near-homophones, variants, number formats, Latin, particles) on MER units, the pinyin error
+rate beside MER, the top confusions with pinyin (``hello → 哈喽`` is one), and between two runs the
+pairs the second fixed or introduced."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _py(p: str | None) -> str:
 def collect(db: Path, refs: list[str], normalizer: str, top: int) -> dict[str, Any]:
     """Resolve the runs, classify any run not classified yet (no inference), read the summaries."""
     from asr_eval.errors import AsrEvalError
-    from asr_eval.gate import resolve_pair, resolve_run
+    from asr_eval.store.runs import resolve_pair, resolve_run
     from asr_eval.scoring.analysis import stored_ci_method
     from asr_eval.scoring.errors import confusion_changes, error_taxonomy, run_summary, top_confusions
 
@@ -66,8 +67,8 @@ def print_errors(data: dict[str, Any]) -> None:
     from asr_eval.metrics.taxonomy import ALL_BUCKETS, CLASSES, LABELS
 
     runs, names = data["runs"], data["labels"]
-    console.print(f"[bold]what kind of errors[/] — normalizer {data['normalizer']}; share = of all character "
-                  "errors (S + D + I)")
+    console.print(f"[bold]what kind of errors[/] — normalizer {data['normalizer']}; units as in MER (Han characters, "
+                  "Latin words, numbers); share = of all errors (S + D + I)")
     t = Table(header_style="bold")
     t.add_column("class")
     for r in runs:
@@ -78,15 +79,15 @@ def print_errors(data: dict[str, Any]) -> None:
             c = r["classes"][b] if b in CLASSES else r["unclassified"][b]
             cells.append(f"{c['count']} ({_pct(c['share'])})")
         t.add_row(LABELS[b] if b in CLASSES else f"[dim]{LABELS[b]}[/]", *cells)
-    t.add_row("[bold]character errors[/]", *[f"[bold]{r['errors']}[/]" for r in runs])
+    t.add_row("[bold]errors (MER units)[/]", *[f"[bold]{r['errors']}[/]" for r in runs])
     console.print(t)
     m = Table(title="error rates (%) with 95% CI", title_justify="left", header_style="bold")
-    for c in ("run", "n", "CER", "pinyin ER (toneless)", "pinyin ER (tones)"):
+    for c in ("run", "n", "MER", "pinyin ER (toneless)", "pinyin ER (tones)"):
         m.add_column(c, justify="left" if c == "run" else "right")
     for r in runs:
         p = r["pinyin_error_rate"]
-        dagger = "" if p["reliable"] else " †"
-        m.add_row(names.get(r["run_id"], r["run_id"]), str(r["n"]), _pct(r["cer"]),
+        dagger = "" if p["reliable"] else " †"  # thin: the point estimates alone, no interval
+        m.add_row(names.get(r["run_id"], r["run_id"]), str(r["n"]), _pct(r["mer"]) + dagger,
                   _pct(p["toneless"]) + (_ci(*p["toneless_ci"]) if p["reliable"] else dagger),
                   _pct(p["tones"]) + (_ci(*p["tones_ci"]) if p["reliable"] else dagger))
     console.print(m)
@@ -116,7 +117,8 @@ def print_errors(data: dict[str, Any]) -> None:
 
 @app.command("errors")
 def errors_cmd(
-    run: Annotated[list[str], typer.Option("--run", help="Run id (or unique prefix, or model name); give two to see "
+    run: Annotated[list[str], typer.Option("--run", help="Run: full or short id (`asr-eval runs`), unique id "
+                                                         "prefix, or model name (its latest run); give two to see "
                                                          "which confusions the second fixed or introduced")],
     normalizer: Annotated[str, typer.Option(help="Normalizer profile the runs were scored with")] = "zh-v1",
     top: Annotated[int, typer.Option(help="Confusion pairs listed per table")] = 15,

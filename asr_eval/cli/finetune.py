@@ -61,7 +61,7 @@ def finetune_cmd(
     storage_option: StorageOptions = None,
 ) -> None:
     """Fine-tune Whisper; best (by CER) and final models are exported to OUT/best, OUT/final.
-    Multi-process: launch this command with torchrun or accelerate launch (docs: Fine-tuning)."""
+    Multi-process: launch this command with torchrun or accelerate launch (docs/train.md)."""
     use_storage(storage_option)
     from asr_eval.train import FinetuneConfig, distributed, finetune
     from asr_eval.train.finetune import WarmupWarning, warmup_warning

@@ -26,18 +26,26 @@ def print_gate(res) -> None:
     for c in ("slice", "n", "ref chars", "baseline %", "candidate %", "Δ", "95% CI", "p worse (adj.)", "resampling",
               "status"):
         t.add_column(c, justify="left" if c in ("slice", "resampling", "status") else "right")
-    for s in res.slices:
-        t.add_row(s.label, str(s.n), str(s.ref_chars), f"{100 * s.rate_baseline:.2f}", f"{100 * s.rate_candidate:.2f}",
-                  f"{100 * s.delta:+.2f}", f"{100 * s.lo:+.2f} … {100 * s.hi:+.2f}",
-                  "—" if s.p_worse_adj is None else f"{s.p_worse_adj:.3g}", s.ci_method, STATUS[s.status])
+    for s in res.slices:  # a thin slice (``reliable`` false): its numbers alone, marked †, no interval
+        dag = "" if s.reliable else " [dim]†[/]"
+        t.add_row(s.label, str(s.n), str(s.ref_chars), f"{100 * s.rate_baseline:.2f}{dag}",
+                  f"{100 * s.rate_candidate:.2f}{dag}", f"{100 * s.delta:+.2f}{dag}",
+                  f"{100 * s.lo:+.2f} … {100 * s.hi:+.2f}" if s.reliable else "—",
+                  "—" if s.p_worse_adj is None or not s.reliable else f"{s.p_worse_adj:.3g}", s.ci_method,
+                  STATUS[s.status])
     console.print(t)
+    if not all(s.reliable for s in res.slices):
+        console.print("[dim]† insufficient data (too few utterances or reference characters): the point estimates "
+                      "alone, no interval, not gated[/]")
     console.print(f"[dim]gate {res.gate_id} stored; {res.n_boot} bootstrap replicates; exit code {res.exit_code}[/]")
 
 
 @app.command("gate")
 def gate_cmd(
-    baseline: Annotated[str, typer.Option(help="Baseline: run id (or unique prefix) or model name (its latest run)")],
-    candidate: Annotated[str, typer.Option(help="Candidate: run id (or unique prefix) or model name")],
+    baseline: Annotated[str, typer.Option(help="Baseline run: full or short id (`asr-eval runs`), unique id prefix, "
+                                               "or model name (its latest run)")],
+    candidate: Annotated[str, typer.Option(help="Candidate run: full or short id, unique id prefix, or model name "
+                                                "(its latest run on the baseline's corpus split)")],
     margin: Annotated[float, typer.Option(help="Non-inferiority margin in points (0.5 = half a point of CER)")] = 0.5,
     metric: Annotated[str, typer.Option(help="cer | mer")] = "cer",
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns that must pass too "

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from asr_eval.cli import app, console
@@ -16,7 +17,7 @@ def print_matrices(matrices) -> None:
     from asr_eval.protocols import PROTOCOLS, REFERENCE
 
     for mx in matrices:
-        t = Table(title=f"CER % by scoring protocol — {mx.corpus_id} [{mx.split or 'all'}] (rank in brackets)",
+        t = Table(title=escape(f"CER % by scoring protocol — {mx.corpus_id} [{mx.split or 'all'}] (rank in brackets)"),
                   title_justify="left", header_style="bold")
         t.add_column("model / run")
         for p in mx.protocols:
@@ -28,10 +29,14 @@ def print_matrices(matrices) -> None:
                 if c is None or c.cer is None:
                     line.append("—")
                     continue
-                txt = f"{100 * c.cer:.2f} [{100 * c.lo:.2f}–{100 * c.hi:.2f}] (#{c.rank})"
-                line.append(f"[bold]{txt}[/]" if c.rank == 1 and len(mx.runs) > 1 else txt)
+                ci = f"[{100 * c.lo:.2f}–{100 * c.hi:.2f}]" if c.reliable and c.lo is not None else "†"
+                txt = f"{100 * c.cer:.2f} {ci} (#{c.rank})"
+                line.append(f"[bold]{txt}[/]" if c.best else txt)
             t.add_row(*line)
         console.print(t)
+        if any(not c.reliable for c in mx.cells.values() if c.cer is not None):
+            console.print("[dim]† insufficient data (too few utterances or reference characters): the CER alone, "
+                          "no interval and no verdict[/]")
         for p in mx.protocols:
             console.print(f"[dim]{p}: {PROTOCOLS.get(p, '')}[/]")
         if len(mx.runs) < 2:

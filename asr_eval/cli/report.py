@@ -14,7 +14,9 @@ from asr_eval.store import DEFAULT_DB
 
 _DB = typer.Option("--db", help="DuckDB store written by `asr-eval score`")
 _CORPUS = typer.Option("--corpus", help="Corpus id, name or shard dir (repeatable or comma-separated; default all)")
-_RUNS = typer.Option("--runs", help="Eval run ids, model ids or model names (repeatable or comma-separated; default all)")
+_RUNS = typer.Option("--runs", help="Runs: full or short ids (`asr-eval runs`), unique id prefixes, or models (name, "
+                                    "display name or model id: every run of the model); repeatable or comma-separated; "
+                                    "default all")
 _NORM = typer.Option("--normalizer", help="Normalizer profile (default: the one most runs were scored with)")
 
 

@@ -27,6 +27,21 @@ def _rate_cell(cer: float | None, lo: float | None, hi: float | None, reliable: 
     return f"{_pct(cer)} [{_pct(lo)}–{_pct(hi)}]"
 
 
+def _diff_cells(delta: float | None, lo: float | None, hi: float | None, reliable: bool | None) -> tuple[str, str]:
+    """(Δ, interval) of a paired difference: a thin one shows Δ with † and no interval."""
+    if reliable is False:
+        return f"{_pts(delta)} [dim]†[/]", ""
+    return _pts(delta), f"{_pts(lo)} … {_pts(hi)}"
+
+
+def run_missing(con, run_ids: list[str]) -> dict[str, int]:
+    """Utterances of each run's split without a hypothesis (scored as full deletions, counted in n)."""
+    if not run_ids:
+        return {}
+    return {r: int(m or 0) for r, m in con.execute(
+        "SELECT run_id, n_missing FROM eval_runs WHERE run_id IN (SELECT unnest(?))", [list(run_ids)]).fetchall()}
+
+
 def selection_flags(con, run_ids: list[str]) -> dict[str, str]:
     """Runs scored on the split their checkpoint was selected on (models.selection_split)."""
     found = con.execute(
@@ -39,9 +54,12 @@ def selection_flags(con, run_ids: list[str]) -> dict[str, str]:
 def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[str] | None = None,
                   all_slices: bool = False) -> None:
     """Terminal tables: one per slice attribute (n, hours, CER ± CI per model; † marks slices with
-    insufficient data) + paired A/B deltas with multiplicity-adjusted verdicts and the smallest
-    detectable difference. Only slices that differ after correction are listed unless ``all_slices``."""
-    from asr_eval.metrics.stats import ADJUSTMENTS
+    insufficient data: the point estimate alone, no interval, not the best cell) + paired A/B deltas
+    with multiplicity-adjusted verdicts and the smallest detectable difference. Only slices that
+    differ after correction are listed unless ``all_slices``. ``n`` counts every utterance a number
+    is computed over; when a run has utterances without a hypothesis (scored as full deletions),
+    the whole-run table says how many (``missing``)."""
+    from asr_eval.metrics.stats import ADJUSTMENTS, star_keys
     from asr_eval.slices import ALL_ATTR, stored_comparisons, stored_slice_metrics, value_key
 
     con = connect(db, read_only=True)
@@ -50,6 +68,7 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
         rows = stored_slice_metrics(con, run_ids, normalizer)
         cmps = stored_comparisons(con, run_ids, normalizer, metric="cer")
         flags = selection_flags(con, run_ids)
+        missing = run_missing(con, run_ids)
     finally:
         con.close()
     for r, words in flags.items():
@@ -75,13 +94,16 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
         t.add_column("hours", justify="right")
         for r in run_ids:
             t.add_column(f"{names.get(r, r)}{' (selected here)' if r in flags else ''}\nCER % [95% CI]", justify="right")
+        show_missing = attr == ALL_ATTR and any(missing.get(r) for r in run_ids)
         if attr == ALL_ATTR:
             for r in run_ids:
                 t.add_column(f"{names.get(r, r)}\nMER %", justify="right")
+            if show_missing:
+                for r in run_ids:
+                    t.add_column(f"{names.get(r, r)}\nn_missing", justify="right")
         for value in sorted(by_attr[attr], key=value_key):
             cell = by_attr[attr][value]
-            ok = [cell[r]["cer"] for r in run_ids if r in cell and cell[r]["cer"] is not None and cell[r]["reliable"] is not False]
-            best = min(ok, default=None)
+            stars = star_keys({r: (cell[r]["cer"], cell[r]["reliable"] is not False) for r in run_ids if r in cell})
             line = [value if attr != ALL_ATTR else "all", str(cell["n"]), f"{cell['hours'] or 0:.3f}"]
             for r in run_ids:
                 if r not in cell:
@@ -89,10 +111,12 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
                     continue
                 c = cell[r]
                 txt = _rate_cell(c["cer"], c["cer_lo"], c["cer_hi"], c["reliable"])
-                line.append(f"[bold green]{txt}[/]" if len(run_ids) > 1 and c["cer"] == best else txt)
+                line.append(f"[bold green]{txt}[/]" if r in stars else txt)
             if attr == ALL_ATTR:
                 line += [_rate_cell(cell[r]["mer"], cell[r]["mer_lo"], cell[r]["mer_hi"], cell[r]["reliable"])
                          if r in cell else "—" for r in run_ids]
+                if show_missing:
+                    line += [str(missing.get(r, 0)) for r in run_ids]
             t.add_row(*line)
         console.print(t)
     if thin:
@@ -132,11 +156,11 @@ def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_sl
                 hidden += 1
                 continue
         style = "" if not sig else ("green" if c["delta_hi"] < 0 else "red")
-        d = _pts(c["delta"])
+        d, ci = _diff_cells(c["delta"], c["delta_lo"], c["delta_hi"], reliable)
         t.add_row(names.get(c["run_a"], c["run_a"]), names.get(c["run_b"], c["run_b"]),
                   slice_label(attr, c["slice_value"]), str(c["n"]), f"[{style}]{d}[/]" if style else d,
-                  f"{_pts(c['delta_lo'])} … {_pts(c['delta_hi'])}", _pct(c["mde"]),
-                  "—" if c["p_adj"] is None else f"{c['p_adj']:.3g}", c["verdict"] or "")
+                  ci, _pct(c["mde"]) if reliable else "—",
+                  "—" if c["p_adj"] is None or not reliable else f"{c['p_adj']:.3g}", c["verdict"] or "")
     console.print(t)
     for c in cmps:
         if c["slice_attr"] == ALL_ATTR and c["mde"] is not None and c["reliable"] is not False:
@@ -226,7 +250,7 @@ def score_cmd(
 @app.command("rescore")
 def rescore_cmd(
     normalizer: Annotated[str, typer.Option(help="Normalizer profile to rescore with")] = "zh-v1",
-    run: Annotated[list[str] | None, typer.Option("--run", help="Run ids (default: every run)")] = None,
+    run: Annotated[list[str] | None, typer.Option("--run", help="Runs to rescore: full or short ids as `asr-eval runs` prints them, unique prefixes, or model names (their latest run); repeatable (default: every run)")] = None,
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates")] = 1000,
     all_slices: Annotated[bool, typer.Option("--all-slices", help="List every slice comparison")] = False,
@@ -243,69 +267,6 @@ def rescore_cmd(
     finally:
         con.close()
     print_results(db, ids, normalizer, sl, all_slices)
-
-
-def short_compute(compute_type: str) -> str:
-    """float32 → fp32, int8_float16 → int8/fp16 (tables only; the store keeps the full name)."""
-    return "/".join(p.replace("float", "fp").replace("bfp", "bf") for p in (compute_type or "").split("_"))
-
-
-def _human_time(ts) -> str:
-    from datetime import datetime
-
-    if ts is None:
-        return "—"
-    now = datetime.now()
-    return ts.strftime("%H:%M") if ts.date() == now.date() else ts.strftime("%b %d %H:%M")
-
-
-@app.command("runs")
-def runs_cmd(db: Annotated[Path, typer.Option(help="DuckDB store")] = DEFAULT_DB,
-             full: Annotated[bool, typer.Option(help="Full run ids and corpus ids")] = False) -> None:
-    """List stored evaluation runs (short ids; `--full` for complete ones)."""
-    from asr_eval.store.labels import run_axes
-
-    con = connect(db, read_only=True)
-    try:
-        rows = con.execute(
-            """SELECT r.run_id, r.corpus_id, coalesce(r.split, 'all'), r.n_utts, r.n_missing, r.device, r.rtfx,
-                      r.finished_at, s.cer
-               FROM eval_runs r LEFT JOIN slice_metrics s ON s.run_id = r.run_id AND s.slice_attr = '_all'
-                    AND s.normalizer = 'zh-v1'
-               ORDER BY r.finished_at""").fetchall()
-        axes = run_axes(con, [r[0] for r in rows])
-    finally:
-        con.close()
-    from rich import box
-
-    corpora = {(c, s) for _, c, s, *_ in rows}
-    one = len(corpora) == 1
-    title = f"runs on {next(iter(corpora))[0] if full else next(iter(corpora))[0].split('@')[0]} " \
-            f"({next(iter(corpora))[1]})" if one else None
-    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-              padding=(0, 1), collapse_padding=True, pad_edge=False)
-    cols = [("run", {"no_wrap": True}), ("model", {"min_width": 14}), ("engine", {"min_width": 12}),
-            ("recipe", {"min_width": 8})]
-    if not one:
-        cols.append(("corpus/split", {"min_width": 12, "max_width": 24}))
-    cols += [("n", {"justify": "right"}), ("CER %", {"justify": "right"}), ("RTFx", {"justify": "right"}),
-             ("when", {"no_wrap": True})]
-    for c, kw in cols:
-        t.add_column(c, **kw)
-    for run_id, corpus, split, n, missing, device, rtfx, finished, cer in rows:
-        x = axes[run_id]
-        eng = "imported" if x.kind == "import" else f"{x.engine} {short_compute(x.compute_type)}".strip()
-        if x.kind != "import" and device and device != "cpu":
-            eng += f" {device}"
-        if x.options != "defaults":
-            eng += f" · {x.options}"
-        recipe = "—" if x.kind == "import" else x.recipe if x.preprocessing == "pad-audio" \
-            else f"{x.recipe} ({x.preprocessing})"
-        where = [] if one else [f"{corpus if full else corpus.split('@')[0]}/{split}"]
-        count = f"{n or 0}" + (f" ({missing} missing)" if missing else "")
-        t.add_row(run_id if full else run_id[-10:], x.model, eng, recipe, *where, count, _pct(cer),
-                  "—" if not rtfx else f"{rtfx:.1f}", _human_time(finished))
-    console.print(t)
 
 
 def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
@@ -340,9 +301,11 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
     for c in ("A", "B", "n", "identical", "Δ CER (B − A)", "95% CI"):
         t.add_column(c, justify="right" if c not in ("A", "B") else "left")
     for p in pairs:
+        thin = not p.delta_reliable
         t.add_row(names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b), str(p.n),
-                  f"{p.n_identical}/{p.n} ({100 * p.identical:.1f} %)", _pct(p.delta).replace("-", "−") if p.delta is not None else "—",
-                  f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None else "—")
+                  f"{p.n_identical}/{p.n} ({100 * p.identical:.1f} %)",
+                  (_pct(p.delta).replace("-", "−") + (" [dim]†[/]" if thin else "")) if p.delta is not None else "—",
+                  f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None and not thin else "—")
     console.print(t)
     print_option_verdicts(pairs, names)
 

@@ -25,12 +25,30 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
 
-def _interval(x: float | None, lo: float | None, hi: float | None, pts: bool = False) -> str:
+def _interval(x: float | None, lo: float | None, hi: float | None, pts: bool = False, reliable: bool = True) -> str:
+    """'12.34 [10.00, 14.00]'; a thin number (``reliable`` false) is its point estimate alone: '12.34 †'."""
     if x is None:
         return "—"
     sign = "+" if pts else ""
     head = f"{100 * x:{sign}.2f}".replace("-", "−")
+    if not reliable:
+        return f"{head} †"
     return head if lo is None else f"{head} [{100 * lo:{sign}.2f}, {100 * hi:{sign}.2f}]".replace("-", "−")
+
+
+THIN_INTERVALS = {"cer_reliable": ("cer_lo", "cer_hi"), "delta_reliable": ("delta_cer_lo", "delta_cer_hi"),
+                  "latency_reliable": ("latency_median_lo", "latency_median_hi")}
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A summary row as ``--json`` prints it: a thin number keeps its point estimate and its
+    ``*_reliable: false`` flag, and its interval is null (it would not be evidence)."""
+    out = dict(row)
+    for flag, keys in THIN_INTERVALS.items():
+        if out.get(flag) is False:
+            for k in keys:
+                out[k] = {c: None for c in out[k]} if isinstance(out.get(k), dict) else None
+    return out
 
 
 def summaries(db: Path, run_ids: list[str], normalizer: str, offline_of: dict[str, str] | None = None,
@@ -56,7 +74,7 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
     t = Table(title=f"streaming — normalizer {normalizer}; latency = emission − reference character end (s); "
                     "unaware: the policy's own latency; aware: with this machine's compute",
               title_justify="left", header_style="bold")
-    for c in ("run", "n", "CER % [95% CI]", "Δ CER vs offline (pts) [95% CI]", "latency med / p90\nunaware",
+    for c in ("run", "n", "n_missing", "CER % [95% CI]", "Δ CER vs offline (pts) [95% CI]", "latency med / p90\nunaware",
               "latency med / p90\naware", "first emission\nmed unaware", "flicker %", "commits\n/min",
               "compute\ns per s", "real time"):
         t.add_column(c, justify="left" if c == "run" else "right")
@@ -64,12 +82,20 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
         lat = r["latency_median_s"]
         p90 = r["latency_p90_s"]
         rt = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r["real_time"]]
-        t.add_row(names.get(r["run_id"], r["run_id"]), str(r["n"]), _interval(r["cer"], r["cer_lo"], r["cer_hi"]),
-                  _interval(r["delta_cer"], r["delta_cer_lo"], r["delta_cer_hi"], pts=True),
-                  f"{_s(lat['unaware'])} / {_s(p90['unaware'])}", f"{_s(lat['aware'])} / {_s(p90['aware'])}",
+        lat_dag = "" if r["latency_reliable"] else " †"
+        t.add_row(names.get(r["run_id"], r["run_id"]), str(r["n"]), str(r["n_missing"]),
+                  _interval(r["cer"], r["cer_lo"], r["cer_hi"], reliable=r["cer_reliable"]),
+                  _interval(r["delta_cer"], r["delta_cer_lo"], r["delta_cer_hi"], pts=True, reliable=r["delta_reliable"]),
+                  f"{_s(lat['unaware'])} / {_s(p90['unaware'])}{lat_dag}", f"{_s(lat['aware'])} / {_s(p90['aware'])}{lat_dag}",
                   _s(r["first_emission_median_s"]["unaware"]), _pct(r["flicker"]), f"{r['commits_per_minute']:.1f}",
                   _s(r["compute_per_audio_s"]), rt)
     console.print(t)
+    if any(r["n_missing"] for r in rows):
+        console.print("[dim]n: recordings CER is computed over; n_missing: those without a log, scored as full "
+                      "deletions (latency and flicker are over the recordings with a log)[/]")
+    if not all(r["cer_reliable"] and r["latency_reliable"] and r["delta_reliable"] is not False for r in rows):
+        console.print("[dim]† insufficient data (fewer than 20 recordings or 200 reference characters): the point "
+                      "estimate alone, no interval and no verdict[/]")
     methods = sorted({r["timing_method"] for r in rows if r["timing_method"]})
     if methods:
         console.print(f"[dim]reference timing: {'; '.join(methods)}[/]")
@@ -80,7 +106,7 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, indent=1)
+    return json.dumps([json_row(r) for r in rows], ensure_ascii=False, indent=1)
 
 
 @app.command("stream")
@@ -154,6 +180,30 @@ def _float(v: str) -> float:
         raise AsrEvalError(f"--chunk-s {v!r} is not a number of seconds (e.g. --chunk-s 0.5,1,2)") from None
 
 
+def _offline_run(db: Path, ref: str, run_id: str | None = None) -> str:
+    """The offline run ``ref`` names (``asr_eval.store.runs``); with ``run_id``, on its corpus split —
+    a model name takes its latest run there that is not itself a streaming run."""
+    from asr_eval.errors import AsrEvalError
+    from asr_eval.store.runs import match, resolve_pair, stored_runs
+
+    con = connect(db, read_only=True)
+    try:
+        runs = stored_runs(con, finished_only=True)
+        kind, found = match(runs, ref)
+        if kind == "run":
+            return resolve_pair(con, ref, run_id)[0] if run_id else found[0].run_id
+        target = next((r for r in runs if r.run_id == run_id), None)
+        found = [r for r in found if not r.streaming
+                 and (target is None or (r.corpus_id, r.split) == (target.corpus_id, target.split))]
+        if not found:
+            where = f" on {target.corpus_id} split {target.split or 'all'}" if target else ""
+            raise AsrEvalError(f"model {ref!r} has no finished offline run{where} (only streaming runs or none); "
+                               "score it there first (`asr-eval score --strategy vad`) or name a run (`asr-eval runs`)")
+        return found[0].run_id
+    finally:
+        con.close()
+
+
 @app.command("import-stream")
 def import_stream_cmd(
     path: Annotated[Path, typer.Argument(help="A folder of whisper_streaming logs (one per recording, named after "
@@ -161,7 +211,9 @@ def import_stream_cmd(
     corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL")],
     name: Annotated[str, typer.Option(help="Name of the system that produced the log")],
     split: Annotated[str, typer.Option(help="Split the log is for ('auto': test if present, else all)")] = "auto",
-    offline: Annotated[str | None, typer.Option(help="Run id to compute Δ CER against (default: none)")] = None,
+    offline: Annotated[str | None, typer.Option(help="Run to compute Δ CER against: full or short id (`asr-eval "
+                                                     "runs`), unique id prefix, or model name (its latest run on this "
+                                                     "corpus split); default: none")] = None,
     engine_notes: Annotated[str | None, typer.Option(help="Free text kept in the run's provenance")] = None,
     slices: Annotated[str | None, typer.Option(help="Comma-separated slice columns")] = None,
     align_model: Annotated[str, typer.Option(help="Model that aligns the reference in time ('none': "
@@ -175,12 +227,16 @@ def import_stream_cmd(
     from asr_eval.streaming.evaluate import import_stream
 
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
+    if offline and db.exists():  # an unknown or ambiguous reference fails before the import, not after
+        _offline_run(db, offline)
     r = import_stream(corpus, path, name, db, split, normalizer, sl, n_boot, engine_notes, align_model)
-    rows, names, _ = summaries(db, [r.run_id], normalizer, {r.run_id: offline} if offline else None)
+    rows, names, _ = summaries(db, [r.run_id], normalizer, {r.run_id: _offline_run(db, offline, r.run_id)}
+                               if offline else None)
     if as_json:
         typer.echo(_json_rows(rows))
         return
-    console.print(f"imported [bold]{name}[/] ({r.format}) as run [bold]{r.run_id}[/]: {r.n_matched} recordings"
-                  + (f", [yellow]{r.n_missing} without a log[/] (scored as full deletions)" if r.n_missing else ""))
+    console.print(f"imported [bold]{name}[/] ({r.format}) as run [bold]{r.run_id}[/]: {r.n} recording"
+                  f"{'s' if r.n != 1 else ''} of split {r.split or 'all'}, {r.n_matched} with a log"
+                  + (f", [yellow]{r.n_missing} without[/] (scored as full deletions)" if r.n_missing else ""))
     print_stream_table(rows, names, normalizer)
     console.print(f"store: [bold]{db}[/]  run: {r.run_id}")

@@ -16,7 +16,9 @@ same on speaker totals.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,6 +45,8 @@ MIN_SPEAKER_SHARE = 0.5
 MIN_SPEAKER_BLOCKS = 10
 
 CI_METHODS = ("utterance", "speaker-block")
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -362,21 +366,74 @@ def resampling_for(speakers, mode: str = "auto", min_share: float = MIN_SPEAKER_
 
 @dataclass(frozen=True)
 class Evidence:
-    """Whether a slice carries enough data for an interval and a verdict."""
+    """Whether a number carries enough data for an interval, a ★ and a verdict — THE rule of
+    "insufficient data", decided here and carried in every row as ``reliable`` (slice rows,
+    comparisons, streaming and taxonomy rows); every table, chart, CLI and the web app renders
+    that flag and nothing else. A thin number shows its point estimate with †, no interval, no ★
+    and no verdict (the verdict text is ``describe()``).
+
+    ``n`` counts what the number was computed over (utterances or recordings, missing hypotheses
+    scored as full deletions included), ``ref_chars`` its reference characters. A paired
+    comparison carries each run's own evidence on the slice in ``sides`` (``Evidence.paired``):
+    it is thin when the paired items are too few or either side is thin."""
 
     n: int
     ref_chars: int
     min_utts: int = MIN_UTTS
     min_ref_chars: int = MIN_REF_CHARS
+    sides: tuple[Evidence, ...] = ()
+
+    @classmethod
+    def paired(cls, n: int, ref_chars: int, *sides: Evidence | None, min_utts: int = MIN_UTTS,
+               min_ref_chars: int = MIN_REF_CHARS) -> Evidence:
+        """Evidence of a paired difference over ``n`` paired items (``ref_chars`` reference
+        characters) between two numbers with evidence ``sides`` (None: not known, not judged)."""
+        return cls(n, ref_chars, min_utts, min_ref_chars, tuple(s for s in sides if s is not None))
+
+    @property
+    def enough(self) -> bool:
+        """This number's own items suffice (its sides not considered)."""
+        return self.n >= self.min_utts and self.ref_chars >= self.min_ref_chars
 
     @property
     def reliable(self) -> bool:
-        return self.n >= self.min_utts and self.ref_chars >= self.min_ref_chars
+        return self.enough and all(s.reliable for s in self.sides)
 
     def describe(self) -> str:
-        """'insufficient data (n = 2, 11 reference characters; …)' — the verdict of a thin slice."""
+        """'insufficient data (n = 2, 11 reference characters; …)' — the verdict of a thin number
+        (of a paired one whose own items suffice: its thin side's numbers)."""
+        if self.enough:
+            thin = next((s for s in self.sides if not s.reliable), None)
+            if thin is not None:
+                return thin.describe().replace(" reference characters;", " reference characters on one side;", 1)
         return (f"insufficient data (n = {self.n}, {self.ref_chars} reference characters; a verdict needs "
                 f"≥ {self.min_utts} utterances and ≥ {self.min_ref_chars} characters)")
+
+
+def stored_reliable(reliable: bool | None, n: int | None, ref_chars: int | None) -> bool:
+    """A stored row's ``reliable``. Rows written before the rule existed (NULL) are judged now by
+    ``Evidence`` with the default minimums — on their items alone when the row does not know its
+    reference characters either."""
+    if reliable is not None:
+        return bool(reliable)
+    ev = Evidence(int(n or 0), int(ref_chars or 0))
+    return ev.reliable if ref_chars is not None else ev.n >= ev.min_utts
+
+
+def insufficient(n: int | None) -> str:
+    """The short words of a thin number in a table cell: 'insufficient data (n = 4)'."""
+    return "insufficient data" if n is None else f"insufficient data (n = {n:,})"
+
+
+def star_keys(cells: Mapping[K, tuple[float | None, bool]]) -> set[K]:
+    """Which cells get ★ (lowest): only cells with enough evidence compete, and only when at least
+    two of them have a finite value — a thin number never gets ★, and a single number with
+    evidence is not "best" of anything. ``cells``: key → (value, reliable)."""
+    ok = {k: v for k, (v, rel) in cells.items() if rel and v is not None and math.isfinite(v)}
+    if len(ok) < 2:
+        return set()
+    best = min(ok.values())
+    return {k for k, v in ok.items() if v == best}
 
 
 # ───────────────────────── multiplicity ─────────────────────────

@@ -265,6 +265,9 @@ def load(name: str, device: str = "auto", dtype: str = "auto", local_files_only:
     import torch
     from transformers import WhisperForConditionalGeneration
 
+    from asr_eval.progress import third_party_bars
+
+    third_party_bars()  # no "Loading weights" tqdm bar off a terminal (a log file gets fragments)
     mf = files or open_model(name, local_files_only)
     spec, folder, sha, config, processor = mf.spec, mf.folder, mf.hub_sha, mf.config, mf.processor
     offline = _offline(local_files_only)

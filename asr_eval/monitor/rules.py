@@ -116,6 +116,14 @@ def _fmt(x: float | None) -> str:
     return str(x) if not np.isfinite(x) else f"{x:.4g}"
 
 
+def rate_text(curve: TrainingCurve, x: float) -> str:
+    """An error rate as people read it: ``27.00 %`` for our runs (their CER is a fraction), the
+    number as logged otherwise (HF's ``eval_wer`` is often percent already)."""
+    from asr_eval.progress import fmt_pct
+
+    return fmt_pct(float(x)) if curve.source == "asr-eval" and curve.metric == "cer" else f"{x:.4g}"
+
+
 def _run_ends(mask: np.ndarray, min_len: int) -> list[int]:
     """Indices where a run of True reaches ``min_len`` (once per run)."""
     out, run = [], 0
@@ -246,7 +254,7 @@ def overfitting(curve: TrainingCurve, cfg: RuleConfig) -> list[Alert]:
             sev, msg = "regression", f"overfitting: {head} (no {M} logged to tell whether it still helps)"
         else:
             gain = (cj - ck) / cj
-            change = f"{M} went {cj:.4g} → {ck:.4g} ({gain:.1%} better; a gain needs ≥{cfg.cer_min_gain:.0%})"
+            change = f"{M} went {rate_text(curve, cj)} → {rate_text(curve, ck)} ({gain:.1%} better; a gain needs ≥{cfg.cer_min_gain:.0%})"
             if gain >= cfg.cer_min_gain:
                 sev, msg = "warning", (f"{head}; but {change}: the model grows confident on its errors while "
                                        f"{M} still improves — keep the best-{M} checkpoint; not a regression")
@@ -270,21 +278,21 @@ def cer_regression(curve: TrainingCurve, cfg: RuleConfig, zero_shot_cer: float |
 
     def alert(rule: str, k: int, limit: float, what: str) -> Alert:
         later = np.flatnonzero(c[k + 1:] <= limit)
-        tail = (f"; recovered at step {steps[k + 1 + later[0]]} ({c[k + 1 + later[0]]:.4g})" if len(later)
+        tail = (f"; recovered at step {steps[k + 1 + later[0]]} ({rate_text(curve, c[k + 1 + later[0]])})" if len(later)
                 else "; not recovered" + (" by the end of the run" if k < len(c) - 1 else " (latest evaluation)"))
         return Alert(rule, "warning" if len(later) else "regression", int(steps[k]), m, float(c[k]), float(limit),
-                     f"eval {M} {c[k]:.4g} at step {steps[k]} is {what}{tail}")
+                     f"eval {M} {rate_text(curve, c[k])} at step {steps[k]} is {what}{tail}")
 
     alerts, best = [], None
     for k in range(len(c)):
         if best is not None and c[k] > c[best] * (1 + cfg.cer_tol):
             alerts.append(alert("cer_regression", k, c[best] * (1 + cfg.cer_tol),
-                                f"{c[k] / c[best] - 1:+.1%} worse than the best earlier evaluation, {c[best]:.4g} "
+                                f"{c[k] / c[best] - 1:+.1%} worse than the best earlier evaluation, {rate_text(curve, c[best])} "
                                 f"at step {steps[best]} (tolerance {cfg.cer_tol:.0%})"))
         if zero_shot_cer is not None and c[k] > zero_shot_cer * (1 + cfg.zero_shot_tol):
             alerts.append(alert("cer_vs_zero_shot", k, zero_shot_cer * (1 + cfg.zero_shot_tol),
                                 f"{c[k] / zero_shot_cer - 1:+.1%} worse than the base model's zero-shot {M} "
-                                f"{zero_shot_cer:.4g} (tolerance {cfg.zero_shot_tol:.0%})"))
+                                f"{rate_text(curve, zero_shot_cer)} (tolerance {cfg.zero_shot_tol:.0%})"))
         if best is None or c[k] < c[best]:
             best = k
     return alerts
@@ -314,11 +322,12 @@ def baseline_curve(curve: TrainingCurve, baseline: TrainingCurve, cfg: RuleConfi
         thr = b + band * np.abs(b)
         out = (rs >= bs[0]) & (rs <= bs[-1]) & (rv > thr)  # no extrapolation past the baseline's steps
         what = f"{label} (mean of last {smooth} logged steps)" if smooth > 1 else label
+        num = (lambda x, c: rate_text(c, x)) if attr == "cer" else (lambda x, c: f"{x:.4g}")
         for i in _run_ends(out, min_steps):
             rows = f", {min_steps} logged steps in a row" if min_steps > 1 else ""
             alerts.append(Alert("baseline_curve", "regression", int(rs[i]), metric, float(rv[i]), float(thr[i]),
-                                f"{what} {rv[i]:.4g} at step {rs[i]} is {rv[i] / b[i] - 1:+.1%} vs baseline "
-                                f"{baseline.run_id}'s {b[i]:.4g} at the same step (band +{band:.0%}{rows})"))
+                                f"{what} {num(rv[i], curve)} at step {rs[i]} is {rv[i] / b[i] - 1:+.1%} vs baseline "
+                                f"{baseline.run_id}'s {num(b[i], baseline)} at the same step (band +{band:.0%}{rows})"))
     return alerts
 
 
@@ -326,15 +335,16 @@ def baseline_final(curve: TrainingCurve, paired: PairedErrors, cfg: RuleConfig, 
     """Final error rate vs the baseline's on the same utterances: regression when the 95%
     paired-bootstrap interval of (run − baseline) lies above 0; otherwise an info result."""
     from asr_eval.metrics import paired_bootstrap
+    from asr_eval.progress import fmt_pct
 
-    M = paired.metric.upper()
+    M = paired.metric.upper()  # rates from stored error counts: fractions
     r = paired_bootstrap(np.asarray(paired.err_baseline), np.asarray(paired.err_run), np.asarray(paired.n_ref),
                          n_boot=cfg.n_boot, seed=cfg.seed)
     step = curve.evals[-1].step if curve.evals else curve.last_step
     where = f" ({paired.label})" if paired.label else ""
-    numbers = (f"final {M} {r.rate_b:.4g} vs baseline {baseline_id}'s {r.rate_a:.4g} on the same {r.n} "
-               f"utterances{where}: difference {r.delta:+.4g}, 95% paired-bootstrap interval "
-               f"[{r.lo:+.4g}, {r.hi:+.4g}], P(run better) {r.p_b_better:.3f}")
+    numbers = (f"final {M} {fmt_pct(r.rate_b)} vs baseline {baseline_id}'s {fmt_pct(r.rate_a)} on the same {r.n} "
+               f"utterances{where}: difference {100 * r.delta:+.2f} points, 95% paired-bootstrap interval "
+               f"[{100 * r.lo:+.2f}, {100 * r.hi:+.2f}], P(run better) {r.p_b_better:.3f}")
     if r.lo > 0:
         sev, msg = "regression", f"{numbers} — the interval excludes 0: the run is worse than its baseline"
     elif r.hi < 0:

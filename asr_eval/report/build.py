@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from asr_eval import __version__
 from asr_eval.metrics.flags import FLAGS
+from asr_eval.metrics.stats import insufficient, star_keys
 from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
 from asr_eval.report.engines import engine_view
@@ -73,13 +74,14 @@ class ReportResult:
 
 
 def significance(d: PairDiff, label_a: str, label_b: str) -> tuple[str, str]:
-    """(words, css class) for a paired difference b − a with a 95% interval. Thin slices say
-    "insufficient data", and a difference is claimed only when it survives the multiplicity
-    correction of its family (``PairDiff.significant``)."""
+    """(words, css class) for a paired difference b − a with a 95% interval. Thin differences
+    (``PairDiff.reliable`` false: too few paired items, or either side thin) say "insufficient
+    data (n = …)", and a difference is claimed only when it survives the multiplicity correction
+    of its family (``PairDiff.significant``)."""
+    if not d.reliable:
+        return insufficient(d.n), "na"
     if d.lo is None or d.hi is None or any(math.isnan(v) for v in (d.lo, d.hi)):
         return "no interval (too few utterances)", "na"
-    if not d.reliable:
-        return f"insufficient data (n = {d.n})", "na"
     if d.lo <= 0 <= d.hi:
         return NO_DIFF, "nodiff"
     if not d.significant:
@@ -103,6 +105,11 @@ def pct(v: float | None, digits: int = 2) -> str:
 
 def pts(v: float | None, digits: int = 2) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{100 * v:+.{digits}f}"
+
+
+def dagger(reliable: bool | None) -> str:
+    """' †' after a thin number's point estimate (``reliable`` false), '' otherwise."""
+    return " †" if reliable is False else ""
 
 
 def ci(lo: float | None, hi: float | None, signed: bool = False) -> str:
@@ -147,9 +154,8 @@ def _headline(sel: Selection, totals: dict[str, RunTotals]) -> list[dict[str, An
     for cid, cname in sel.corpora:
         runs = [r for r in sel.runs_of(cid) if r.run_id in totals]
         # ★ (lowest) only among runs with enough evidence; a thin run shows its point estimate alone
-        best = min((totals[r.run_id].cer.value for r in runs
-                    if totals[r.run_id].cer.value is not None and totals[r.run_id].reliable), default=None)
-        is_best = {r.run_id: totals[r.run_id].cer.value == best and len(runs) > 1 for r in runs}
+        stars = star_keys({r.run_id: (totals[r.run_id].cer.value, totals[r.run_id].reliable) for r in runs})
+        is_best = {r.run_id: r.run_id in stars for r in runs}
         items = [CiItem("", r.label, r.color, totals[r.run_id].cer.value, totals[r.run_id].cer.lo,
                         totals[r.run_id].cer.hi, is_best[r.run_id], totals[r.run_id].reliable) for r in runs]
         out.append({"corpus_id": cid, "corpus_name": cname,
@@ -178,7 +184,8 @@ def _verdicts(sel: Selection, totals: dict[str, RunTotals], diffs: list[PairDiff
                 lines.append({"other": other, "delta": "—", "ci": "", "words": "not compared", "cls": "na"})
                 continue
             words, cls = significance(d, best.label, other.label)
-            lines.append({"other": other, "delta": pts(d.delta), "ci": ci(d.lo, d.hi, signed=True) if d.reliable else "",
+            lines.append({"other": other, "delta": pts(d.delta) + dagger(d.reliable),
+                          "ci": ci(d.lo, d.hi, signed=True) if d.reliable else "", "reliable": d.reliable,
                           "words": words, "cls": cls, "n": d.n, "method": d.method, "mde": mde(d),
                           "ci_method": d.ci_method, "verdict": d.verdict})
         out.append({"corpus_name": cname, "best": best, "rate": totals[best.run_id].cer,
@@ -241,12 +248,11 @@ def _slices(sel: Selection, attrs: dict[str, list[str]], srows: list[SliceRow], 
             table = []
             for v in shown:
                 cells = [per_run[r.run_id].get(v) for r in runs]
-                rates = [c.cer.value for c in cells if c is not None and c.cer.value is not None]
-                best = min(rates) if len(rates) > 1 else None
+                stars = star_keys({i: (c.cer.value, c.reliable) for i, c in enumerate(cells) if c is not None})
                 any_row = next(c for c in cells if c is not None)
                 table.append({"value": v, "n": n_of[v], "hours": any_row.hours,
-                              "cells": [{"run": r, "row": c, "best": c is not None and best is not None
-                                         and c.cer.value == best} for r, c in zip(runs, cells, strict=True)]})
+                              "cells": [{"run": r, "row": c, "best": i in stars}
+                                        for i, (r, c) in enumerate(zip(runs, cells, strict=True))]})
             pairs = []
             for i, a in enumerate(runs):
                 for b in runs[i + 1:]:
@@ -265,7 +271,7 @@ def _slices(sel: Selection, attrs: dict[str, list[str]], srows: list[SliceRow], 
                                   "n_thin": sum(not d.reliable for d in got.values()),
                                   "n_raw": sum(d.p_raw is not None and d.p_raw < 0.05 for d in tested)})
             plot_vals = set(by_size[: min(opt.plot_slice_values, opt.max_slice_values)])
-            items = [CiItem(row["value"], r.label, r.color, c.cer.value, c.cer.lo, c.cer.hi, cell["best"])
+            items = [CiItem(row["value"], r.label, r.color, c.cer.value, c.cer.lo, c.cer.hi, cell["best"], c.reliable)
                      for row in table if row["value"] in plot_vals
                      for r, cell in zip(runs, row["cells"], strict=True) if (c := cell["row"]) is not None]
             methods = {c.cer.method for m in per_run.values() for c in m.values() if c.cer.method}
@@ -311,7 +317,8 @@ def _errors(sel: Selection, totals: dict[str, RunTotals], flags: list[dict[str, 
     return {
         "runs": runs, "totals": totals, "classes": CLASSES,
         "sdi_plot": charts.stacked_bars("Character errors by type (share of reference characters)", sdi_rows,
-                                        {"S": OP_COLORS["S"], "D": OP_COLORS["D"], "I": OP_COLORS["I"]})
+                                        {"S": OP_COLORS["S"], "D": OP_COLORS["D"], "I": OP_COLORS["I"]},
+                                        reliable=[totals[r.run_id].reliable for r in runs])
         if sdi_rows else None,
         "flag_names": names,
         "flag_rows": [{"run": r, "n": totals[r.run_id].n, "counts": [whole.get((r.run_id, fl), 0) for fl in names]}
@@ -418,14 +425,17 @@ def _training(con: duckdb.DuckDBPyConnection, sel: Selection, opt: ReportOptions
 def headline_markdown(sel: Selection, totals: dict[str, RunTotals]) -> str:
     """The headline table as Markdown (for a Prefect artifact or a terminal)."""
     lines = ["| corpus | model | n | CER % [95% CI] | MER % [95% CI] | RTFx |", "|---|---|---:|---|---|---:|"]
+    thin = False
     for r in sel.runs:
         t = totals.get(r.run_id)
         if t is None:
             continue
         rtfx = f"{r.rtfx:.1f}" if r.rtfx else "—"
-        lines.append(f"| {r.corpus_name} | {r.label} | {t.n} | {pct(t.cer.value)} {ci(t.cer.lo, t.cer.hi)} | "
-                     f"{pct(t.mer.value)} {ci(t.mer.lo, t.mer.hi)} | {rtfx} |")
-    return "\n".join(lines) + f"\n\nnormalizer: {sel.normalizer}\n"
+        cer, mer = ((f"{pct(x.value)} {ci(x.lo, x.hi)}" if t.reliable else f"{pct(x.value)} †") for x in (t.cer, t.mer))
+        lines.append(f"| {r.corpus_name} | {r.label} | {t.n} | {cer} | {mer} | {rtfx} |")
+        thin = thin or not t.reliable
+    return "\n".join(lines) + ("\n\n† insufficient data (too few utterances or reference characters): the point "
+                               "estimate only, no interval" if thin else "") + f"\n\nnormalizer: {sel.normalizer}\n"
 
 
 # ───────────────────────────── rendering ─────────────────────────────
@@ -434,7 +444,7 @@ def headline_markdown(sel: Selection, totals: dict[str, RunTotals]) -> str:
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("asr_eval.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=pct, pts=pts, ci=ci, num=num, size=size, mde=mde)
+    env.filters.update(pct=pct, pts=pts, ci=ci, num=num, size=size, mde=mde, insufficient=insufficient)
     env.globals.update(op_colors=OP_COLORS, severity_colors=SEVERITY_COLORS, no_diff=NO_DIFF)
     return env
 
@@ -451,7 +461,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
     totals = queries.run_totals(con, sel)
     attrs = queries.slice_attrs(con, sel) if sel.runs else {}
     srows = queries.slice_rows(con, sel, attrs)
-    diffs = queries.pair_diffs(con, sel, attrs)
+    diffs = queries.pair_diffs(con, sel, attrs, queries.side_evidence(totals, srows))
     slices_view = _slices(sel, attrs, srows, diffs, options)
     stride = {r: math.ceil(t.n_err_utts / options.confusion_utts) for r, t in totals.items()
               if t.n_err_utts > options.confusion_utts}

@@ -289,8 +289,11 @@ class BarPlot:
 
 
 def stacked_bars(title: str, rows_in: Sequence[tuple[str, Sequence[tuple[str, float]]]],
-                 colors: dict[str, str], width: int = 760, row_h: float = 24.0) -> BarPlot:
-    """Horizontal stacked bars of rates (fractions), one bar per label; segment order as given."""
+                 colors: dict[str, str], width: int = 760, row_h: float = 24.0,
+                 reliable: Sequence[bool] | None = None) -> BarPlot:
+    """Horizontal stacked bars of rates (fractions), one bar per label; segment order as given.
+    ``reliable`` (one per row): a thin row's total is marked † (its rates are point estimates on
+    too little data)."""
     left, right, top = 240.0, width - 80.0, 24.0
     totals = [sum(v for _, v in segs) for _, segs in rows_in]
     ticks = nice_ticks(0.0, max(totals, default=0.0) or 0.01, 5)
@@ -302,7 +305,8 @@ def stacked_bars(title: str, rows_in: Sequence[tuple[str, Sequence[tuple[str, fl
         for name, v in segs:
             parts.append(BarSeg(round(x, 1), round(v * scale, 1), colors[name], name, f"{name} {100 * v:.2f}%"))
             x += v * scale
-        out.append(BarRow(top + i * row_h, clip(label, left - 16), parts, f"{100 * totals[i]:.2f}%"))
+        thin = reliable is not None and not reliable[i]
+        out.append(BarRow(top + i * row_h, clip(label, left - 16), parts, f"{100 * totals[i]:.2f}%" + (" †" if thin else "")))
     bottom = top + len(rows_in) * row_h
     return BarPlot(title, width, int(bottom + 30), left, right, [Tick(round(left + t * scale, 1), f"{100 * t:g}%")
                                                               for t in ticks], out, list(colors.items()), bottom)

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from asr_eval.report.select import Selection, as_dict, rows
-from asr_eval.metrics.stats import Evidence
+from asr_eval.metrics.stats import Evidence, stored_reliable
 from asr_eval.slices import (  # noqa: F401  (the one slice definition)
     ALL_ATTR, ALL_VALUE, MISSING_VALUE, available_slices, membership_sql, stored_comparisons, stored_slice_metrics,
 )
@@ -137,14 +137,21 @@ class PairDiff:
 
     @property
     def verdict(self) -> str:
-        """The comparison in words (A = run_a, B = run_b), derived from this orientation's numbers."""
-        from asr_eval.metrics.stats import Evidence, verdict
+        """The comparison in words (A = run_a, B = run_b), derived from this orientation's numbers;
+        a thin one (``reliable`` false) says "insufficient data (n = …)" whatever its numbers."""
+        from asr_eval.metrics.stats import insufficient, verdict
 
+        if not self.reliable:
+            own = Evidence(self.n, self.ref_chars)
+            if not own.enough and self.ref_chars:
+                return own.describe()
+            if self.stored_verdict and self.stored_verdict.startswith("insufficient data"):
+                return self.stored_verdict  # the scorer's words (no A/B in them, so any orientation)
+            return insufficient(self.n) + (": a run compared has too little data on this slice" if own.enough else "")
         if self.delta is None or self.lo is None or self.hi is None or math.isnan(self.delta):
             return "no interval"
-        ev = Evidence(self.n, self.ref_chars) if not self.reliable else None
         return verdict(self.delta, self.lo, self.hi, metric=self.metric.upper(), p_adj=self.p_adj,
-                       adj_method=self.adj_method, family_size=self.family_size, evidence=ev)
+                       adj_method=self.adj_method, family_size=self.family_size)
 
 
 @dataclass(frozen=True)
@@ -353,18 +360,36 @@ def _computed_slices(con: duckdb.DuckDBPyConnection, sel: Selection, run_id: str
 
 
 def _reliable(r: dict[str, Any]) -> bool:
-    """Stored verdict of the scorer; rows from before issue 12 (NULL) are judged by the default rule."""
-    if r.get("reliable") is not None:
-        return bool(r["reliable"])
-    return Evidence(int(r.get("n") or 0), int(r.get("ref_chars") or r.get("cer_n") or 0)).reliable
+    """Stored verdict of the scorer; rows from before issue 12 (NULL) are judged by the default rule
+    (``metrics.stats.stored_reliable``)."""
+    chars = r.get("ref_chars") if r.get("ref_chars") is not None else r.get("cer_n")
+    return stored_reliable(r.get("reliable"), r.get("n"), chars)
+
+
+Sides = dict[tuple[str, str, str], bool]  # (run_id, slice attr, slice value) -> that number is reliable
+
+
+def side_evidence(totals: dict[str, RunTotals], srows: Sequence[SliceRow]) -> Sides:
+    """Whether each run's own number on each slice has enough evidence: the sides of the paired
+    differences (``pair_diffs``: a pair is thin when either side is)."""
+    out: Sides = {(t.run_id, ALL_ATTR, ALL_VALUE): t.reliable for t in totals.values()}
+    out.update({(r.run_id, r.attr, r.value): r.reliable for r in srows})
+    return out
+
+
+def _with_sides(d: PairDiff, sides: Sides | None) -> PairDiff:
+    ok = not sides or all(sides.get((run, d.attr, d.value), True) for run in (d.run_a, d.run_b))
+    return d if ok or not d.reliable else replace(d, reliable=False)
 
 
 # ───────────────────────────── paired differences ─────────────────────────────
 
 
 def pair_diffs(con: duckdb.DuckDBPyConnection, sel: Selection,
-               attrs: dict[str, list[str]]) -> list[PairDiff]:
-    """CER differences for every pair of runs on the same corpus, oriented as (earlier run, later run)."""
+               attrs: dict[str, list[str]], sides: Sides | None = None) -> list[PairDiff]:
+    """CER differences for every pair of runs on the same corpus, oriented as (earlier run, later run).
+    With ``sides`` (``side_evidence``), a difference is also thin when either run's own number on
+    the slice is."""
     if len(sel.runs) < 2:
         return []
     stored = stored_comparisons(con, sel.run_ids, sel.normalizer, metric="cer")
@@ -375,7 +400,7 @@ def pair_diffs(con: duckdb.DuckDBPyConnection, sel: Selection,
         d = PairDiff(r["run_a"], r["run_b"], r["slice_attr"], r["slice_value"], int(r["n"] or 0), r["rate_a"],
                      r["rate_b"], r["delta"], r["delta_lo"], r["delta_hi"], r["p_b_better"], r["sign_test_p"],
                      r["verdict"], "bootstrap", metric=r["metric"], ref_chars=ref_chars,
-                     reliable=True if r["reliable"] is None else bool(r["reliable"]), p_raw=r["p_raw"],
+                     reliable=bool(r["reliable"]), p_raw=r["p_raw"],  # NULL (old rows) judged by stored_comparisons
                      p_adj=r["p_adj"], adj_method=r["adj_method"], family_size=r["family_size"], mde=r["mde"],
                      ci_method=r["ci_method"] or "", n_nonfinite=r["n_nonfinite"])
         out.append(d if order[d.run_a] < order[d.run_b] else d.flipped())
@@ -387,7 +412,7 @@ def pair_diffs(con: duckdb.DuckDBPyConnection, sel: Selection,
                 missing = [x for x in [ALL_ATTR, *attrs.get(corpus_id, [])] if (a.run_id, b.run_id, x) not in have]
                 if missing:
                     out += _computed_pairs(con, sel, a.run_id, b.run_id, corpus_id, missing)
-    return out
+    return [_with_sides(d, sides) for d in out]
 
 
 def _computed_pairs(con: duckdb.DuckDBPyConnection, sel: Selection, run_a: str, run_b: str, corpus_id: str,
@@ -432,28 +457,34 @@ def flag_counts(con: duckdb.DuckDBPyConnection, sel: Selection) -> list[dict[str
 
 def confusions(con: duckdb.DuckDBPyConnection, sel: Selection, top: int,
                stride: dict[str, int] | None = None) -> dict[str, dict[str, list[Confusion]]]:
-    """Most frequent substitution pairs, deleted and inserted tokens per run, from the alignments.
+    """Most frequent substitution pairs, deleted and inserted units per run, on MER units as the
+    error taxonomy groups them (``metrics.taxonomy.unit_edits``: a Latin word and what replaced it
+    is one pair, ``hello → 哈喽``), from the stored normalized texts.
 
     ``stride[run] = k > 1`` counts only utterances with ``hash(utt_id) % k = 0``: a deterministic
-    1-in-k sample that bounds the JSON work on very large runs (the ranking of frequent pairs holds)."""
+    1-in-k sample that bounds the work on very large runs (the ranking of frequent pairs holds)."""
+    from collections import Counter
+
+    from asr_eval.metrics.taxonomy import unit_edits
+
     if not sel.runs:
         return {}
     ks = [max(1, (stride or {}).get(r, 1)) for r in sel.run_ids]
-    found = rows(con, """
-        WITH st AS (SELECT unnest($runs) AS run_id, unnest($ks) AS k),
-        al AS (
-          SELECT s.run_id, unnest(from_json(s.alignment, '[["VARCHAR"]]')) AS x
-          FROM utterance_scores s JOIN st USING (run_id)
-          WHERE s.normalizer = $norm AND s.cer_s + s.cer_d + s.cer_i > 0 AND (st.k = 1 OR hash(s.utt_id) % st.k = 0)),
-        c AS (
-          SELECT run_id, upper(x[1]) AS op, coalesce(x[2], '') AS ref, coalesce(x[3], '') AS hyp, count(*) AS n
-          FROM al WHERE upper(x[1]) IN ('S', 'D', 'I') GROUP BY ALL)
-        SELECT * FROM c
-        QUALIFY row_number() OVER (PARTITION BY run_id, op ORDER BY n DESC, ref, hyp) <= $top
-        ORDER BY run_id, op, n DESC, ref, hyp""", _params(sel, top=top, ks=ks))
+    cur = con.execute("""
+        WITH st AS (SELECT unnest($runs) AS run_id, unnest($ks) AS k)
+        SELECT s.run_id, s.ref_norm, s.hyp_norm
+        FROM utterance_scores s JOIN st USING (run_id)
+        WHERE s.normalizer = $norm AND s.cer_s + s.cer_d + s.cer_i > 0 AND (st.k = 1 OR hash(s.utt_id) % st.k = 0)""",
+        _params(sel, ks=ks))
+    counts: dict[str, Counter[tuple[str, str, str]]] = {r: Counter() for r in sel.run_ids}
+    while batch := cur.fetchmany(10_000):
+        for run_id, ref, hyp in batch:
+            counts[run_id].update(unit_edits(ref or "", hyp or ""))
     out: dict[str, dict[str, list[Confusion]]] = {r.run_id: {op: [] for op in OPS} for r in sel.runs}
-    for r in found:
-        out[r["run_id"]][r["op"]].append(Confusion(r["op"], r["ref"], r["hyp"], int(r["n"])))
+    for run_id, c in counts.items():
+        for (op, ref, hyp), n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0][1], kv[0][2])):
+            if len(out[run_id][op]) < top:
+                out[run_id][op].append(Confusion(op, ref, hyp, n))
     return out
 
 

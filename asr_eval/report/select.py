@@ -1,8 +1,9 @@
 """Which eval runs, corpora and normalizer a report (or an export) covers.
 
-Shared by ``asr_eval.report`` and ``asr_eval.export`` so both resolve ``--runs`` / ``--corpus``
-the same way: a run may be named by its run id, its model id or the model name the user typed;
-a corpus by its corpus id, its name or its shard directory.
+Shared by ``asr_eval.report``, ``asr_eval.export`` and the web app so all resolve ``--runs`` /
+``--corpus`` the same way: runs through the one run resolver (``asr_eval.store.runs.resolve_runs``:
+a full or short run id, a unique id prefix, or a model — every run of it); a corpus by its corpus
+id, its name or its shard directory.
 """
 
 from __future__ import annotations
@@ -149,8 +150,7 @@ SELECT r.run_id, r.corpus_id, r.split, r.model_id, r.status, r.device, r.dtype, 
 FROM eval_runs r
 LEFT JOIN models m USING (model_id)
 LEFT JOIN corpora c ON c.corpus_id = r.corpus_id
-WHERE (len($runs) = 0 OR list_contains($runs, r.run_id) OR list_contains($runs, r.model_id)
-       OR list_contains($runs, m.name))
+WHERE (len($runs) = 0 OR list_contains($runs, r.run_id))
   AND (len($corpora) = 0 OR list_contains($corpora, r.corpus_id) OR list_contains($corpora, c.name)
        OR list_contains($corpora, c.path))
 ORDER BY corpus_name, r.corpus_id, r.started_at NULLS LAST, r.run_id
@@ -168,9 +168,9 @@ def _unmatched(con: duckdb.DuckDBPyConnection, wanted: list[str], sql: str, what
 def select(con: duckdb.DuckDBPyConnection, runs: Sequence[str] = (), corpora: Sequence[str] = (),
            normalizer: str | None = None) -> Selection:
     """Resolve run/corpus filters and pick the normalizer (default: the one most selected runs were scored with)."""
-    want_runs, want_corpora = _split_args(runs), _split_args(corpora)
-    _unmatched(con, want_runs, "SELECT r.run_id, r.model_id, m.name FROM eval_runs r LEFT JOIN models m USING (model_id)",
-               "run")
+    from asr_eval.store.runs import resolve_runs
+
+    want_runs, want_corpora = resolve_runs(con, _split_args(runs)), _split_args(corpora)
     _unmatched(con, want_corpora, "SELECT corpus_id, name, path FROM corpora "
                "UNION ALL SELECT corpus_id, NULL, NULL FROM eval_runs", "corpus")
     raw = rows(con, _RUNS_SQL, {"runs": want_runs, "corpora": want_corpora})

@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from asr_eval.metrics.stats import MIN_REF_CHARS, MIN_UTTS
+from asr_eval.metrics.stats import stored_reliable
 from asr_eval.report.charts import Tick, clip, fmt_num, nice_ticks, text_width
 from asr_eval.slices import ALL_ATTR, ALL_VALUE, value_key
 from asr_eval.store.labels import run_labels
@@ -138,8 +138,9 @@ class TradeoffPlot:
 def tradeoff_plot(rows: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]], clock: str,
                   width: int = 560, height: int = 300) -> TradeoffPlot:
     """Latency (x, seconds, on ``clock``) against CER (y, percent from 0) per streaming run, each
-    offline run's CER a reference line. ``rows``: summary rows with ``label``/``short``/``color``/
-    ``cer_reliable`` added; ``offline``: ``{"run_id", "label", "cer"}``."""
+    offline run's CER a reference line. ``rows``: summary rows (``stream_summary``, with its
+    ``cer_reliable`` / ``latency_reliable`` flags: a thin number is drawn without its bar) with
+    ``label``/``short``/``color`` added; ``offline``: ``{"run_id", "label", "cer"}``."""
     left, top, right, bottom = 56.0, 26.0, width - 16.0, height - 40.0
     title = f"Latency vs CER — {CLOCK_NAMES[clock]}"
     x_label = f"median character latency, s ({CLOCK_NAMES[clock]})"
@@ -151,7 +152,7 @@ def tradeoff_plot(rows: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[s
 
     def ci_of(r: Mapping[str, Any]) -> tuple[float | None, float | None]:
         lo, hi = r["latency_median_lo"][clock], r["latency_median_hi"][clock]
-        return (lo, hi) if _finite(lo) and _finite(hi) else (None, None)
+        return (lo, hi) if r.get("latency_reliable", True) and _finite(lo) and _finite(hi) else (None, None)
 
     def cer_ci(r: Mapping[str, Any]) -> tuple[float | None, float | None]:
         lo, hi = r["cer_lo"], r["cer_hi"]
@@ -171,9 +172,11 @@ def tradeoff_plot(rows: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[s
     for r in have:
         lat, cer = r["latency_median_s"][clock], r["cer"]
         (xl, xh), (yl, yh) = ci_of(r), cer_ci(r)
-        text = (f"{r['label']}: median latency {secs(lat)} {secs_ci(xl, xh)}, CER {100 * cer:.2f}%"
+        text = (f"{r['label']}: median latency {secs(lat)} "
+                + (secs_ci(xl, xh) if r.get("latency_reliable", True) else "† (insufficient data for an interval)")
+                + f", CER {100 * cer:.2f}%"
                 + (f" [{100 * yl:.2f}, {100 * yh:.2f}]" if yl is not None else " † (insufficient data for an interval)"))
-        label = clip(r["short"] + ("" if r["cer_reliable"] else " †"), 170, 12.0)
+        label = clip(r["short"] + ("" if r["cer_reliable"] and r.get("latency_reliable", True) else " †"), 170, 12.0)
         x, y = plot.sx(lat), plot.sy(cer)
         right_side = x + 7 + text_width(label) <= width - 2
         plot.points.append(TradePoint(
@@ -258,11 +261,12 @@ def _has_stream_tables(con: duckdb.DuckDBPyConnection) -> bool:
 def _cer_rows(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str) -> dict[str, dict[str, Any]]:
     if not run_ids:
         return {}
-    cur = con.execute("SELECT run_id, cer, cer_lo, cer_hi, reliable FROM slice_metrics WHERE normalizer = ? AND "
+    cur = con.execute("SELECT run_id, cer, cer_lo, cer_hi, reliable, n, coalesce(ref_chars, cer_n) FROM slice_metrics "
+                      "WHERE normalizer = ? AND "
                       "slice_attr = ? AND slice_value = ? AND run_id IN (SELECT unnest(?))",
                       [normalizer, ALL_ATTR, ALL_VALUE, list(run_ids)])
-    return {r[0]: {"cer": r[1], "cer_lo": r[2], "cer_hi": r[3], "reliable": r[4] is None or bool(r[4])}
-            for r in cur.fetchall()}
+    return {r[0]: {"cer": r[1], "cer_lo": r[2], "cer_hi": r[3], "n": r[5],
+                   "reliable": stored_reliable(r[4], r[5], r[6])} for r in cur.fetchall()}
 
 
 def _short(policy: str | None, chunk_s: float | None) -> str:
@@ -299,12 +303,13 @@ def _summary(con: duckdb.DuckDBPyConnection, stream_ids: list[str], normalizer: 
         off = r["offline_run"]
         r.update(label=labels.get(rid, rid), short=_short(r["policy"], r["chunk_s"]),
                  color=colors.get(rid) or PALETTE[i % len(PALETTE)],
-                 cer_reliable=cer.get(rid, {}).get("reliable", False), device=device.get(rid),
+                 device=device.get(rid),
                  offline_label=labels.get(off, off) if off else None,
                  offline_cer=cer.get(off, {}).get("cer") if off else None,
                  params_shown={k: v for k, v in (r["params"] or {}).items() if k != "chunk_s"},
                  lat={c: {"median": secs(r["latency_median_s"][c]),
-                          "ci": secs_ci(r["latency_median_lo"][c], r["latency_median_hi"][c]),
+                          "ci": secs_ci(r["latency_median_lo"][c], r["latency_median_hi"][c])
+                          if r["latency_reliable"] else "",
                           "p90": secs(r["latency_p90_s"][c]), "mean": secs(r["latency_mean_s"][c]),
                           "first": secs(r["first_emission_median_s"][c])} for c in CLOCKS},
                  compute=secs(r["compute_per_audio_s"]).replace(" s", " s/s") if _finite(r["compute_per_audio_s"])
@@ -319,6 +324,7 @@ def _summary(con: duckdb.DuckDBPyConnection, stream_ids: list[str], normalizer: 
 def _slices(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]], normalizer: str,
             max_values: int) -> list[dict[str, Any]]:
     """Per slice attribute of ``stream_slices``: a row per value × run, formatted, with the stored numbers."""
+    from asr_eval.streaming.evaluate import latency_evidence
     from asr_eval.streaming.store import stored_stream_slices
 
     by_id = {r["run_id"]: r for r in rows}
@@ -336,7 +342,7 @@ def _slices(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]], n
         for s in srows:  # stored order: value, then run
             if s["slice_value"] not in shown:
                 continue
-            reliable = int(s["n"] or 0) >= MIN_UTTS and int(s["n_matched"] or 0) >= MIN_REF_CHARS
+            reliable = latency_evidence(s).reliable
             run = by_id[s["run_id"]]
             table.append({
                 "value": s["slice_value"], "run_id": s["run_id"], "label": run["label"], "color": run["color"],

@@ -1,5 +1,6 @@
 """Report view of "What kind of errors" (issue 22): the error taxonomy per run as stacked bars and a
-table, the pinyin error rate beside CER, the top confusions with pinyin, the pairs a fine-tune
+table (on MER units: Han characters, Latin words, numbers), the pinyin error rate beside MER, the
+top confusions with pinyin (``hello → 哈喽`` is one), the pairs a fine-tune
 fixed or introduced against its base model, and train/test contamination — a warning for every
 fine-tune scored on a split its training texts overlap, with its gain on the clean slice.
 
@@ -17,6 +18,7 @@ from typing import Any
 import duckdb
 
 from asr_eval import slices as slices_mod
+from asr_eval.metrics.stats import stored_reliable
 from asr_eval.metrics.taxonomy import ALL_BUCKETS, CLASSES, LABELS
 from asr_eval.report import charts
 from asr_eval.report.select import RunInfo, Selection
@@ -33,7 +35,7 @@ MAX_PAIRS = 4  # fixed/introduced tables when no run has lineage (first run agai
 @dataclass
 class TaxonomyView:
     normalizer: str
-    runs: list[dict[str, Any]]  # per run: label, counts/shares per bucket, CER, pinyin error rates
+    runs: list[dict[str, Any]]  # per run: label, counts/shares per bucket, MER, pinyin error rates
     bars: charts.BarPlot | None
     buckets: list[tuple[str, str, str]]  # (key, label, color)
     confusions: list[dict[str, Any]]  # per run: {"run", "rows"}
@@ -74,26 +76,29 @@ def _pairs(con: duckdb.DuckDBPyConnection, sel: Selection, normalizer: str) -> l
 def _paired_delta(con: duckdb.DuckDBPyConnection, a: str, b: str, normalizer: str, attr: str | None,
                   value: str) -> dict[str, Any] | None:
     """Δ CER (b − a) on one slice: the stored comparison when there is one, else the same paired
-    bootstrap computed here (``metrics.stats.paired_bootstrap``)."""
-    from asr_eval.metrics.stats import paired_bootstrap, resampling_for
+    bootstrap computed here (``metrics.stats.paired_bootstrap``); ``reliable``: the minimum-evidence
+    rule (``metrics.stats.Evidence``) — a thin gain is shown without its interval."""
+    from asr_eval.metrics.stats import Evidence, paired_bootstrap, resampling_for, stored_reliable
 
     sa = attr or slices_mod.ALL_ATTR
     for x, y, sign in ((a, b, 1), (b, a, -1)):
-        got = con.execute("SELECT delta, delta_lo, delta_hi, n, rate_a, rate_b FROM comparisons WHERE run_a = ? AND "
+        got = con.execute("SELECT delta, delta_lo, delta_hi, n, rate_a, rate_b, reliable, ref_chars FROM comparisons "
+                          "WHERE run_a = ? AND "
                           "run_b = ? AND normalizer = ? AND metric = 'cer' AND slice_attr = ? AND slice_value = ?",
                           [x, y, normalizer, sa, value]).fetchall()
         if got:
-            d, lo, hi, n, ra, rb = got[0]
+            d, lo, hi, n, ra, rb, ok, chars = got[0]
             lo, hi = (lo, hi) if sign == 1 else (-hi if hi is not None else None, -lo if lo is not None else None)
             return {"delta": sign * d if d is not None else None, "lo": lo, "hi": hi, "n": n,
-                    "rate_a": ra if sign == 1 else rb, "rate_b": rb if sign == 1 else ra, "stored": True}
+                    "rate_a": ra if sign == 1 else rb, "rate_b": rb if sign == 1 else ra, "stored": True,
+                    "reliable": stored_reliable(ok, n, chars)}
     groups = [g for g in slices_mod.paired_slices(con, a, b, normalizer, attr, "cer") if g.value == value]
     if not groups:
         return None
     g = groups[0]
     r = paired_bootstrap(g.err_a, g.err_b, g.n_ref, n_boot=1000, seed=0, groups=resampling_for(g.speakers).groups)
     return {"delta": r.delta, "lo": r.lo, "hi": r.hi, "n": len(g.utt_ids), "rate_a": r.rate_a, "rate_b": r.rate_b,
-            "stored": False}
+            "stored": False, "reliable": Evidence(len(g.utt_ids), int(g.n_ref.sum())).reliable}
 
 
 def _contamination(con: duckdb.DuckDBPyConnection, sel: Selection, normalizer: str,
@@ -149,18 +154,20 @@ def taxonomy_view(con: duckdb.DuckDBPyConnection, sel: Selection, normalizer: st
     for r in runs:
         x = rows[r.run_id]
         n = x["ref_chars"] or 0
+        u = x["ref_units"] or 0  # MER units: the classes sum to the run's MER errors
         buckets = [{"key": b, "label": LABELS[b], "count": x[b], "share": x["shares"].get(b),
-                    "of_chars": x[b] / n if n else None} for b in ALL_BUCKETS]
-        view_runs.append({"run": r, "n": x["n"], "ref_chars": n, "errors": x["errors"],
-                          "cer": x["errors"] / n if n else None, "buckets": buckets, "reliable": bool(x["reliable"]),
+                    "of_units": x[b] / u if u else None} for b in ALL_BUCKETS]
+        view_runs.append({"run": r, "n": x["n"], "ref_chars": n, "ref_units": u, "errors": x["errors"],
+                          "mer": x["errors"] / u if u else None, "buckets": buckets,
+                          "reliable": stored_reliable(x["reliable"], x["n"], x["ref_chars"]),
                           "per": x["per"], "per_lo": x["per_lo"], "per_hi": x["per_hi"], "pter": x["pter"],
                           "pter_lo": x["pter_lo"], "pter_hi": x["pter_hi"], "ci_method": x["ci_method"],
                           "pinyin_version": x["pinyin_version"] or "unknown"})
         bar_rows.append((f"{r.label} ({r.corpus_name})" if many else r.label,
-                         [(LABELS[b["key"]], b["of_chars"] or 0.0) for b in buckets]))
+                         [(LABELS[b["key"]], b["of_units"] or 0.0) for b in buckets]))
     colors = {LABELS[b]: CLASS_COLORS[b] for b in ALL_BUCKETS}
-    bars = charts.stacked_bars("Character errors by kind (share of reference characters; bar = CER)", bar_rows,
-                               colors)
+    bars = charts.stacked_bars("Errors by kind (share of reference units; bar = MER)", bar_rows,
+                               colors, reliable=[v["reliable"] for v in view_runs])
     confusions = [{"run": r, "rows": top_confusions(con, r.run_id, normalizer, 15)} for r in runs]
     changes = []
     for a, b, is_lineage in _pairs(con, sel, normalizer):

@@ -146,11 +146,14 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normali
     if len(cids) != 1:
         raise AsrEvalError(f"runs {run_a} and {run_b} are on different corpora; a paired test needs the same utterances")
     cid = cids.pop()
+    sides = _side_evidence(con, (run_a, run_b), prof.name, min_utts, min_ref_chars)
     out = []
     for attr in _attrs(con, cid, slices):
         for metric in ("cer", "mer"):
             groups = slices_mod.paired_slices(con, run_a, run_b, prof.name, attr, metric)
-            ev = [Evidence(len(g.utt_ids), int(g.n_ref.sum()), min_utts, min_ref_chars) for g in groups]
+            ev = [Evidence.paired(len(g.utt_ids), int(g.n_ref.sum()), sides.get((run_a, g.attr, str(g.value))),
+                                  sides.get((run_b, g.attr, str(g.value))), min_utts=min_utts, min_ref_chars=min_ref_chars)
+                  for g in groups]
             family = sum(e.reliable for e in ev)
             boots = n_boot_for(n_boot, family, alpha)
             results = []
@@ -177,6 +180,15 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, normali
                 })
     return replace_rows(con, "comparisons", "run_a = ? AND run_b = ? AND normalizer = ?",
                         [run_a, run_b, prof.name], out)
+
+
+def _side_evidence(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str, min_utts: int,
+                   min_ref_chars: int) -> dict[tuple[str, str, str], Evidence]:
+    """Each run's own evidence per stored slice, (run, attr, value) → Evidence: the sides of a
+    paired comparison (a pair is thin when either side is)."""
+    found = con.execute("SELECT run_id, slice_attr, slice_value, n, coalesce(ref_chars, cer_n) FROM slice_metrics "
+                        "WHERE normalizer = ? AND run_id IN (SELECT unnest(?))", [normalizer, list(run_ids)]).fetchall()
+    return {(r, a, v): Evidence(int(n or 0), int(c or 0), min_utts, min_ref_chars) for r, a, v, n, c in found}
 
 
 def check_options(ci_method: str | Mapping[str, str] = "auto", adjust: str = DEFAULT_ADJUSTMENT) -> None:
@@ -260,13 +272,14 @@ def rescore(con: duckdb.DuckDBPyConnection, normalizer: str, run_ids: Sequence[s
             slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0) -> list[str]:
     """Re-normalize and rescore stored hypotheses — no inference. Runs are grouped by corpus
     and split so comparisons stay paired; each run keeps the interval method it was analysed
-    with (``stored_ci_method``), so a rescore never silently switches speaker-block to utterance."""
+    with (``stored_ci_method``), so a rescore never silently switches speaker-block to utterance.
+    ``run_ids``: run references (``asr_eval.store.runs``: full or short ids, prefixes, model names)."""
     rows = con.execute("SELECT run_id, corpus_id, split FROM eval_runs WHERE status = 'done' ORDER BY started_at").fetchall()
     if run_ids:
-        missing = set(run_ids) - {r[0] for r in rows}
-        if missing:
-            raise AsrEvalError(f"unknown run ids {sorted(missing)}; see `asr-eval runs`")
-        rows = [r for r in rows if r[0] in set(run_ids)]
+        from asr_eval.store.runs import resolve_run
+
+        keep = {resolve_run(con, r) for r in run_ids}
+        rows = [r for r in rows if r[0] in keep]
     groups: dict[tuple, list[str]] = {}
     for run_id, cid, split in rows:
         groups.setdefault((cid, split), []).append(run_id)

@@ -1,5 +1,6 @@
-"""What kind of errors, in the store: the taxonomy of every scored utterance of a run
-(``utterance_errors``), its substitution pairs (``error_confusions``) and, per slice
+"""What kind of errors, in the store: the taxonomy of every scored utterance of a run on MER
+units (``utterance_errors``; Han characters, Latin words, numbers — ``metrics.taxonomy``), its
+substitution pairs (``error_confusions``: ``hello → 哈喽`` is one pair) and, per slice
 (``error_slices``; membership from ``asr_eval.slices``), the class counts and shares with the
 pinyin error rate and its bootstrap interval — resampled exactly like CER in
 ``scoring.analysis.slice_metrics`` (``resampling_for`` + ``bootstrap_ci``).
@@ -42,20 +43,20 @@ def _run_corpus(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
 def error_taxonomy(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh-v1",
                    slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0, ci_method: str = "auto",
                    min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS) -> int:
-    """Classify every scored utterance of a run under ``normalizer`` (its stored CER alignment),
-    store ``utterance_errors`` and ``error_confusions``, then ``error_slices``. Returns the number
-    of utterances classified."""
+    """Classify every scored utterance of a run under ``normalizer`` (its stored normalized texts,
+    aligned on MER units), store ``utterance_errors`` and ``error_confusions``, then
+    ``error_slices``. Returns the number of utterances classified."""
     from asr_eval.text import get_profile
 
     prof = get_profile(normalizer)
-    cur = con.execute("SELECT utt_id, alignment, cer_n, cer_s + cer_d + cer_i FROM utterance_scores "
+    cur = con.execute("SELECT utt_id, ref_norm, hyp_norm, mer_n, mer_s + mer_d + mer_i FROM utterance_scores "
                       "WHERE run_id = ? AND normalizer = ? ORDER BY utt_id", [run_id, prof.name])
     rows = cur.fetchall()
-    classified = iter(classify_many([al for _, al, _, e in rows if e]))
+    classified = iter(classify_many([(r or "", h or "") for _, r, h, _, e in rows if e]))
     cols: dict[str, list] = {c: [] for c in _UTT_SCHEMA.names}
     pairs: Counter[tuple[str, str]] = Counter()
     readings: dict[tuple[str, str], Counter[tuple[str | None, str | None]]] = {}
-    for utt, _, n, e in rows:
+    for utt, _, _, n, e in rows:
         ue = next(classified) if e else None
         for c, v in (("run_id", run_id), ("utt_id", utt), ("normalizer", prof.name),
                      ("normalizer_hash", prof.rules_hash)):
@@ -97,9 +98,10 @@ def _per_utt(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str) -> tu
 def error_slices(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = "zh-v1",
                  slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0, ci_method: str = "auto",
                  min_utts: int = MIN_UTTS, min_ref_chars: int = MIN_REF_CHARS) -> int:
-    """Pooled class counts, shares of the character errors and the pinyin error rates (toneless
-    and with tones, bootstrap 95% CIs) for the whole run and every slice of ``slices`` (default:
-    ``asr_eval.slices.available_slices``), from the stored ``utterance_errors``."""
+    """Pooled class counts, shares of the errors (MER units: the ten buckets sum to MER S + D + I)
+    and the pinyin error rates (toneless and with tones, bootstrap 95% CIs) for the whole run and
+    every slice of ``slices`` (default: ``asr_eval.slices.available_slices``), from the stored
+    ``utterance_errors``."""
     from asr_eval.text import get_profile
 
     prof = get_profile(normalizer)
@@ -117,7 +119,6 @@ def error_slices(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = 
         rows = np.array([index[u] for u in np.array(t.column("utt_id").to_pylist(), dtype=object)[keep]], np.int64)
         values = np.array(t.column("value").to_pylist(), dtype=object)[keep]
         speakers = np.array(t.column("speaker").to_pylist(), dtype=object)[keep]
-        cer_e = np.asarray(t.column("cer_e").to_numpy(zero_copy_only=False), np.int64)[keep]
         cer_n = np.asarray(t.column("cer_n").to_numpy(zero_copy_only=False), np.int64)[keep]
         for label in slices_mod.sort_values(values):
             m = values == label
@@ -126,12 +127,12 @@ def error_slices(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str = 
             per = bootstrap_ci(arr["py_err"][idx], arr["py_n"][idx], n_boot=n_boot, seed=seed, groups=rs.groups)
             pter = bootstrap_ci(arr["pyt_err"][idx], arr["py_n"][idx], n_boot=n_boot, seed=seed, groups=rs.groups)
             counts = {b: int(arr[b][idx].sum()) for b in ALL_BUCKETS}
-            errors = int(cer_e[m].sum())
-            ref_chars = int(cer_n[m].sum())
+            errors = sum(counts.values())  # MER errors
+            ref_chars = int(cer_n[m].sum())  # the evidence rule counts characters, like every other table
             out.append({
                 "run_id": run_id, "normalizer": prof.name, "normalizer_hash": prof.rules_hash,
                 "slice_attr": attr or slices_mod.ALL_ATTR, "slice_value": str(label), "n": int(m.sum()),
-                "ref_chars": ref_chars, "errors": errors, **counts,
+                "ref_chars": ref_chars, "ref_units": int(arr["py_n"][idx].sum()), "errors": errors, **counts,
                 "shares": json.dumps({b: (counts[b] / errors if errors else None) for b in ALL_BUCKETS}),
                 "per": _f(per.rate), "per_lo": _f(per.lo), "per_hi": _f(per.hi),
                 "pter": _f(pter.rate), "pter_lo": _f(pter.lo), "pter_hi": _f(pter.hi),
@@ -177,7 +178,8 @@ def stored_error_slices(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], 
 
 
 def top_confusions(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str, k: int = 15) -> list[dict[str, Any]]:
-    """The ``k`` most frequent substitution pairs of a run (ties: by reference, then hypothesis)."""
+    """The ``k`` most frequent substitution pairs of a run, on MER units (``hello → 哈喽``; ties: by
+    reference, then hypothesis)."""
     return _dicts(con.execute(
         "SELECT ref_tok, hyp_tok, n, ref_pinyin, hyp_pinyin, class FROM error_confusions "
         "WHERE run_id = ? AND normalizer = ? ORDER BY n DESC, ref_tok, hyp_tok LIMIT ?", [run_id, normalizer, k]))
@@ -203,18 +205,21 @@ def confusion_changes(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, no
 
 def run_summary(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str) -> dict[str, Any] | None:
     """The whole-run row: per class count and share (keys ``CLASSES``), the remaining deletions and
-    insertions, CER errors and reference characters, and both pinyin error rates with intervals."""
+    insertions, the errors they sum to (MER units) over the reference units (``mer``: the run's
+    MER), reference characters (the evidence), and both pinyin error rates with intervals."""
     found = [r for r in stored_error_slices(con, [run_id], normalizer) if r["slice_attr"] == slices_mod.ALL_ATTR]
     if not found:
         return None
     r = found[0]
     return {
-        "run_id": run_id, "normalizer": normalizer, "n": r["n"], "ref_chars": r["ref_chars"], "errors": r["errors"],
-        "cer": r["errors"] / r["ref_chars"] if r["ref_chars"] else None,
+        "run_id": run_id, "normalizer": normalizer, "n": r["n"], "ref_chars": r["ref_chars"],
+        "ref_units": r["ref_units"], "errors": r["errors"],
+        "mer": r["errors"] / r["ref_units"] if r["ref_units"] else None,
         "classes": {c: {"count": r[c], "share": r["shares"].get(c)} for c in CLASSES},
         "unclassified": {b: {"count": r[b], "share": r["shares"].get(b)} for b in ALL_BUCKETS if b not in CLASSES},
-        "pinyin_error_rate": {"toneless": r["per"], "toneless_ci": [r["per_lo"], r["per_hi"]],
-                              "tones": r["pter"], "tones_ci": [r["pter_lo"], r["pter_hi"]],
+        # a thin run (``reliable`` false) keeps its point estimates; its intervals are null
+        "pinyin_error_rate": {"toneless": r["per"], "toneless_ci": [r["per_lo"], r["per_hi"]] if r["reliable"] else None,
+                              "tones": r["pter"], "tones_ci": [r["pter_lo"], r["pter_hi"]] if r["reliable"] else None,
                               "ci_method": r["ci_method"], "reliable": r["reliable"]},
         "pinyin_version": r["pinyin_version"],
     }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.metrics.stats import stored_reliable
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ParityPair:
     delta: float | None = None  # CER_b - CER_a (pooled)
     delta_lo: float | None = None
     delta_hi: float | None = None
+    delta_reliable: bool = True  # the stored comparison's minimum-evidence flag: else Δ alone, marked †
     differs_in: list[str] = field(default_factory=list)
     divergent: list[Divergent] = field(default_factory=list)
     options_check: bool = False  # B is A plus output-preserving engine options (set by ``parity_pairs``)
@@ -98,13 +100,14 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
                WHERE ha.run_id = ?""", [rb, ra]).fetchone()
         p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs, options_check=check)
         cmp = con.execute(
-            """SELECT run_a, delta, delta_lo, delta_hi FROM comparisons WHERE normalizer = ? AND metric = 'cer'
-               AND slice_attr = '_all' AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))""",
+            """SELECT run_a, delta, delta_lo, delta_hi, reliable, n, ref_chars FROM comparisons WHERE normalizer = ?
+               AND metric = 'cer' AND slice_attr = '_all' AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))""",
             [normalizer, ra, rb, rb, ra]).fetchone()
         if cmp:
             sign = 1 if cmp[0] == ra else -1  # stored as B − A; flipped pairs change sign and swap bounds
             d, lo, hi = (sign * cmp[1], sign * cmp[2], sign * cmp[3]) if sign == 1 else (-cmp[1], -cmp[3], -cmp[2])
             p.delta, p.delta_lo, p.delta_hi = d, lo, hi
+            p.delta_reliable = stored_reliable(cmp[4], cmp[5], cmp[6])
         div = con.execute(
             """SELECT u.utt_id, u.text, ha.hyp_raw, hb.hyp_raw,
                       (sa.cer_s + sa.cer_d + sa.cer_i) / greatest(sa.cer_n, 1),

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.store.schema import MIGRATIONS, SCHEMA_VERSION
+from asr_eval.store.schema import MIGRATIONS, SCHEMA_VERSION, TAXONOMY_ON_MER_UNITS
 from asr_eval.store.tx import transaction
 
 DEFAULT_DB = Path("reports") / "asr_eval.duckdb"
@@ -37,11 +37,41 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             f"store schema version {version} is newer than this asr-eval ({SCHEMA_VERSION}); "
             "upgrade asr-eval"
         )
+    redo = _classified_runs(con) if 4 <= version < TAXONOMY_ON_MER_UNITS else []
     for i in range(version, SCHEMA_VERSION):
         with transaction(con):
             con.execute(MIGRATIONS[i])
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(i + 1)])
+    if redo:
+        _reclassify(con, redo)
     return SCHEMA_VERSION
+
+
+def _classified_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, list[str]]]:
+    """(run, normalizer, n_boot, slice columns) of every stored error taxonomy."""
+    return [(r, n, int(b or 1000), list(a)) for r, n, b, a in con.execute(
+        "SELECT run_id, normalizer, max(n_boot), list(DISTINCT slice_attr ORDER BY slice_attr) FROM error_slices "
+        "GROUP BY ALL ORDER BY ALL").fetchall()]
+
+
+def _reclassify(con: duckdb.DuckDBPyConnection, runs: list[tuple[str, str, int, list[str]]]) -> None:
+    """v6 moved the error taxonomy to MER units and dropped the character-level rows: classify
+    those runs again from their stored normalized texts (no inference), with the slices, bootstrap
+    size and interval method they had. A run that cannot be (its normalizer profile is gone) is
+    left unclassified: ``asr-eval errors`` / ``rescore`` say what to do."""
+    from asr_eval.progress import heartbeat
+    from asr_eval.scoring.analysis import stored_ci_method
+    from asr_eval.scoring.errors import error_taxonomy
+    from asr_eval.slices import ALL_ATTR
+
+    with heartbeat(f"store schema v{TAXONOMY_ON_MER_UNITS}: the error taxonomy of {len(runs)} run(s) on MER units",
+                   spinner=False):
+        for run, norm, n_boot, attrs in runs:
+            try:
+                error_taxonomy(con, run, norm, [a for a in attrs if a != ALL_ATTR], n_boot=n_boot,
+                               ci_method=stored_ci_method(con, run))
+            except AsrEvalError:
+                continue
 
 
 def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:

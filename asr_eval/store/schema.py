@@ -36,13 +36,15 @@ stream_scores      [run_id, utt_id, normalizer]  streaming metrics of one record
                    latencies on both clocks, first-emission latency, flicker
 stream_slices      [run_id, normalizer, slice_attr, slice_value]  the same pooled per slice, with
                    bootstrap intervals over recordings for the latency median
-utterance_errors   [run_id, utt_id, normalizer]  the error taxonomy of one scored utterance (homophone,
-                   tone, near-homophone, variant, number format, Latin, other substitutions; particle
-                   insertions/deletions; the other deletions and insertions) and its pinyin errors
+utterance_errors   [run_id, utt_id, normalizer]  the error taxonomy of one scored utterance on MER units
+                   (Han characters, Latin words, numbers): homophone, tone, near-homophone, variant,
+                   number format, Latin, other substitutions; particle insertions/deletions; the other
+                   deletions and insertions — summing to its MER errors — and its pinyin errors
 error_slices       [run_id, normalizer, slice_attr, slice_value]  the same pooled per slice, with shares
                    and the pinyin error rate (toneless and with tones) with bootstrap 95% CIs
-error_confusions   [run_id, normalizer, ref_tok, hyp_tok]  every substitution pair of a run with its
-                   count, the pinyin each side was read with (most frequent) and its class
+error_confusions   [run_id, normalizer, ref_tok, hyp_tok]  every substitution pair of a run (MER units:
+                   hello → 哈喽 is one pair) with its count, the pinyin each side was read with (most
+                   frequent) and its class
 contamination_sources [source_hash]  a set of training texts checked for overlap (corpus split or file)
 contamination      [corpus_id, utt_id, source_hash]  one evaluation utterance against one training source:
                    exact match, longest shared character n-gram, share of its 8-grams, flag
@@ -55,7 +57,10 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# From this version on the error taxonomy is on MER units; older taxonomy rows are dropped by the
+# migration and classified again by ``store.db.migrate`` (from the stored normalized texts).
+TAXONOMY_ON_MER_UNITS = 6
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -383,8 +388,8 @@ CREATE TABLE IF NOT EXISTS utterance_errors (
     homophone INTEGER, tone INTEGER, near_homophone INTEGER,   -- substitutions (asr_eval.metrics.taxonomy)
     variant INTEGER, number_format INTEGER, latin INTEGER, other INTEGER,
     particle INTEGER,                     -- inserted or deleted particles (的 了 吗 呢 …)
-    deletion INTEGER, insertion INTEGER,  -- the other deletions / insertions (all ten sum to S + D + I)
-    py_n INTEGER,                         -- reference syllables (one per character)
+    deletion INTEGER, insertion INTEGER,  -- the other deletions / insertions (all ten sum to MER S + D + I since v6)
+    py_n INTEGER,                         -- reference units: syllables of Han characters, words, numbers (v6; characters before)
     py_err INTEGER,                       -- pinyin errors without tones (S + D + I)
     pyt_err INTEGER,                      -- pinyin errors with tones
     PRIMARY KEY (run_id, utt_id, normalizer)
@@ -398,7 +403,7 @@ CREATE TABLE IF NOT EXISTS error_slices (
     slice_value VARCHAR NOT NULL,
     n BIGINT,
     ref_chars BIGINT,
-    errors BIGINT,                        -- character errors S + D + I (the shares' denominator)
+    errors BIGINT,                        -- S + D + I on MER units since v6 (the shares' denominator)
     homophone BIGINT, tone BIGINT, near_homophone BIGINT, variant BIGINT, number_format BIGINT,
     latin BIGINT, other BIGINT, particle BIGINT, deletion BIGINT, insertion BIGINT,
     shares JSON,                          -- {"homophone": share of errors, ...}
@@ -466,6 +471,15 @@ CREATE TABLE IF NOT EXISTS lineage_contamination (
     # threads, workers, batch size) — part of the run id, compared with the run without them.
     """
 ALTER TABLE eval_runs ADD COLUMN engine_options JSON;                 -- {"cache": "static", ...}; NULL: defaults
+""",
+    # v6: the error taxonomy and its confusions on MER units (issue 28): a Latin word or a number is
+    # one unit (hello → 哈喽 is one confusion); the buckets sum to MER errors, over reference units.
+    # The character-level rows are derived data: dropped here, classified again by store.db.migrate.
+    """
+ALTER TABLE error_slices ADD COLUMN ref_units BIGINT;                 -- MER reference units (the errors' denominator)
+DELETE FROM error_confusions;
+DELETE FROM error_slices;
+DELETE FROM utterance_errors;
 """,
 ]
 

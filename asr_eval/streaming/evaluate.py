@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.metrics.stats import Evidence, insufficient, stored_reliable
 from asr_eval.scoring.parts import RunSpec
 from asr_eval.slices import ALL_ATTR, ALL_VALUE
 from asr_eval.streaming.base import Emission
@@ -94,9 +95,14 @@ class StreamImport:
     model_id: str
     split: str | None
     format: str
-    n_matched: int
-    n_missing: int
+    n_matched: int  # recordings with a log
+    n_missing: int  # recordings of the split without one: scored as full deletions
     compared_with: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        """Recordings of the split the run's CER is computed over (with and without a log)."""
+        return self.n_matched + self.n_missing
 
 
 def _read_logs(path: Path, known: Mapping[str, float], stems: Mapping[str, str]) -> tuple[dict[str, list[Emission]],
@@ -181,6 +187,17 @@ def import_stream(corpus_dir: str | Path, path: str | Path, name: str, db: str |
 # ───────────── reading the results ─────────────
 
 
+def _cer_row(con: duckdb.DuckDBPyConnection, run_id: str, normalizer: str) -> dict[str, Any]:
+    """A run's whole-run CER row (``cer``, interval, ``n``, ``reliable`` by the minimum-evidence rule);
+    ``reliable`` False and no numbers when it is not scored."""
+    got = _one(con, "SELECT cer, cer_lo, cer_hi, n, coalesce(ref_chars, cer_n) AS ref_chars, reliable FROM "
+                    "slice_metrics WHERE run_id = ? AND normalizer = ? AND slice_attr = ? AND slice_value = ?",
+               [run_id, normalizer, ALL_ATTR, ALL_VALUE])
+    if got is None:
+        return {"reliable": False}
+    return {**got, "reliable": stored_reliable(got["reliable"], got["n"], got["ref_chars"])}
+
+
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> dict[str, Any] | None:
     cur = con.execute(sql, params)
     row = cur.fetchone()
@@ -206,14 +223,28 @@ def offline_runs(con: duckdb.DuckDBPyConnection, stream_ids: Sequence[str]) -> d
     return out
 
 
+def latency_evidence(row: Mapping[str, Any]) -> Evidence:
+    """The evidence of a ``stream_slices`` row's latencies: its recordings with a log and their
+    matched characters (``Evidence``: below the minimum, the medians carry no interval)."""
+    return Evidence(int(row.get("n") or 0), int(row.get("n_matched") or 0))
+
+
 def stream_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: str = "zh-v1",
                    offline_of: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """One dict per streaming run of ``run_ids``: ``run_id``, ``policy``, ``chunk_s``, ``cer`` (+
-    ``cer_lo``/``cer_hi``), ``offline_run`` and ``delta_cer`` (streaming − offline, + interval and
-    verdict; None without an offline run), ``latency_median_s``/``latency_p90_s``/
-    ``latency_mean_s``/``first_emission_median_s`` as ``{"unaware": …, "aware": …}``, the median's
-    interval per clock, ``flicker``, ``commits_per_minute``, ``decode_calls``,
-    ``compute_per_audio_s``, ``real_time``, ``timing_method``, ``n``."""
+    """One dict per streaming run of ``run_ids``: ``run_id``, ``policy``, ``chunk_s``, ``n`` (the
+    recordings CER is computed over: every recording of the split, those without a log scored as
+    full deletions), ``n_missing`` (recordings without a log), ``n_streamed`` (recordings with a
+    log: what the latencies and flicker are computed over), ``cer`` (+ ``cer_lo``/``cer_hi``,
+    ``cer_reliable``), ``offline_run`` and ``delta_cer`` (streaming − offline, + interval,
+    ``delta_reliable`` and verdict; all None without an offline comparison), ``latency_median_s``/
+    ``latency_p90_s``/``latency_mean_s``/``first_emission_median_s`` as ``{"unaware": …,
+    "aware": …}``, the median's interval per clock (``latency_reliable``), ``flicker``,
+    ``commits_per_minute``, ``decode_calls``, ``compute_per_audio_s``, ``real_time``,
+    ``timing_method``.
+
+    The ``*_reliable`` flags are the minimum-evidence rule (``metrics.stats.Evidence``): a thin
+    number is shown as its point estimate alone (†), without interval or verdict; ΔCER is thin when
+    its paired recordings are too few or either run's CER is thin."""
     from asr_eval.streaming.base import CLOCKS
     from asr_eval.streaming.store import stored_stream_slices
 
@@ -225,25 +256,36 @@ def stream_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], norma
         s = by_run.get(rid)
         if s is None:
             continue
-        run = _one(con, "SELECT stream_policy, stream_params, kind FROM eval_runs WHERE run_id = ?", [rid]) or {}
+        run = _one(con, "SELECT stream_policy, stream_params, kind, n_missing FROM eval_runs WHERE run_id = ?",
+                   [rid]) or {}
         params = json.loads(run.get("stream_params") or "{}")
-        cer = _one(con, "SELECT cer, cer_lo, cer_hi, reliable FROM slice_metrics WHERE run_id = ? AND normalizer = ? "
-                        "AND slice_attr = ? AND slice_value = ?", [rid, normalizer, ALL_ATTR, ALL_VALUE]) or {}
+        cer = _cer_row(con, rid, normalizer)
+        n_missing = int(run.get("n_missing") or 0)
+        n = int(cer["n"]) if cer.get("n") is not None else int(s["n"] or 0) + n_missing
         off = offline_of.get(rid)
         cmp = None
         if off:
-            cmp = _one(con, "SELECT delta, delta_lo, delta_hi, verdict, reliable, run_a FROM comparisons WHERE "
-                            "normalizer = ? AND metric = 'cer' AND slice_attr = ? AND slice_value = ? AND "
+            cmp = _one(con, "SELECT delta, delta_lo, delta_hi, verdict, reliable, run_a, n, ref_chars FROM comparisons "
+                            "WHERE normalizer = ? AND metric = 'cer' AND slice_attr = ? AND slice_value = ? AND "
                             "((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))",
                        [normalizer, ALL_ATTR, ALL_VALUE, off, rid, rid, off])
             if cmp and cmp["run_a"] == rid:  # stored the other way round: streaming − offline is −delta
                 cmp = {**cmp, "delta": -cmp["delta"], "delta_lo": -cmp["delta_hi"], "delta_hi": -cmp["delta_lo"]}
+        delta_ok = None if cmp is None else bool(stored_reliable(cmp["reliable"], cmp["n"], cmp["ref_chars"])
+                                                 and cer["reliable"] and _cer_row(con, off, normalizer)["reliable"])
+        verdict = None
+        if cmp:
+            stored = cmp["verdict"] or ""
+            verdict = stored if delta_ok or stored.startswith("insufficient data") else (
+                insufficient(cmp["n"]) + ": a run compared has too little data")
         row: dict[str, Any] = {
             "run_id": rid, "policy": run.get("stream_policy"), "chunk_s": params.get("chunk_s"), "params": params,
-            "kind": run.get("kind"), "n": s["n"], "cer": cer.get("cer"), "cer_lo": cer.get("cer_lo"),
-            "cer_hi": cer.get("cer_hi"), "offline_run": off,
+            "kind": run.get("kind"), "n": n, "n_missing": n_missing, "n_streamed": int(s["n"] or 0),
+            "cer": cer.get("cer"), "cer_lo": cer.get("cer_lo"), "cer_hi": cer.get("cer_hi"),
+            "cer_reliable": cer["reliable"], "offline_run": off,
             "delta_cer": None if not cmp else cmp["delta"], "delta_cer_lo": None if not cmp else cmp["delta_lo"],
-            "delta_cer_hi": None if not cmp else cmp["delta_hi"], "delta_verdict": None if not cmp else cmp["verdict"],
+            "delta_cer_hi": None if not cmp else cmp["delta_hi"], "delta_reliable": delta_ok,
+            "delta_verdict": verdict, "latency_reliable": latency_evidence(s).reliable,
             "flicker": s["flicker"], "commits_per_minute": s["commits_per_minute"], "decode_calls": s["decode_calls"],
             "compute_per_audio_s": s["compute_per_audio_s"], "real_time": s["real_time"],
             "timing_method": s["timing_method"]}

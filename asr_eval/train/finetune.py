@@ -28,6 +28,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.progress import third_party_bars
 from asr_eval.provenance import package_versions, stable_hash
 from asr_eval.train import distributed as dist
 from asr_eval.train import remote
@@ -35,6 +36,7 @@ from asr_eval.train.checkpoints import (  # noqa: F401  (re-exported: the checkp
     CHECKSUMS_FILE, ChecksumCallback, SaveOnStopCallback, check_checkpoint, last_complete_checkpoint,
 )
 from asr_eval.train.data import BlockShuffleSampler, LabelEncoder, ShardSpeechDataset, SpeechSeq2SeqCollator
+from asr_eval.train.progress import fine_tune_output
 from asr_eval.train.selection import resolve_selection, write_selection
 
 RUN_FILE = "training_run.json"
@@ -430,6 +432,7 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     from asr_eval.train.export import export_checkpoint
 
     cfg = config or FinetuneConfig()
+    show_bars = third_party_bars()  # off a terminal no tqdm bars ("Loading weights", "Writing model shards"): log lines
     corpus = open_corpus(corpus_dir)  # a clear error when it is not a corpus
     corpus_dir, corpus_id = corpus.url, corpus.corpus_id
     out_dir, out_url = remote.staging(out_dir)  # a URL: trained in a local staging folder, published at the end
@@ -489,10 +492,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         _write_run(out_dir, record)
 
     # A resumed run was evaluated at step 0 already; its log history carries that result.
-    # Progress: the Trainer's tqdm bars on a terminal, log lines otherwise (CI, Prefect).
-    from asr_eval.progress import mode as progress_mode
-
-    bars = progress and progress_mode() == "bar"
+    # Progress: the Trainer's tqdm bars on a terminal, log lines otherwise (CI, Prefect): train.progress.
+    bars = progress and show_bars
     args = training_args(cfg, out_dir, use_cuda, precision, bars,
                          eval_on_start=cfg.eval_on_start and not resume_ckpt)
     # Multi-process: Whisper uses every trainable weight in each forward unless layers are dropped,
@@ -507,10 +508,6 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
     if cfg.live_monitor:
         all_callbacks += _live_callbacks(run_id, out_dir, baseline,
                                          int(resume_ckpt.name.split("-")[-1]) if resume_ckpt else None)
-    if progress and not bars and dist.is_main():  # the Trainer's bars are rank 0's alone too
-        from asr_eval.train.progress import LogProgressCallback
-
-        all_callbacks.append(LogProgressCallback())
     # A stop decided on any rank (the live monitor runs on rank 0) becomes every rank's before the save.
     all_callbacks += [*callbacks, dist.StopSyncCallback(), SaveOnStopCallback(), ChecksumCallback()]
 
@@ -519,6 +516,8 @@ def finetune(corpus_dir: str | Path, base: str, out_dir: str | Path, config: Fin
         data_collator=SpeechSeq2SeqCollator(processor.feature_extractor, model.config.decoder_start_token_id),
         processing_class=processor, callbacks=all_callbacks,
     )
+    # Our step and evaluation lines instead of the Trainer's dict lines (rank 0 alone prints).
+    fine_tune_output(trainer, progress, bars, dist.is_main())
     trainer.compute_metrics = make_compute_metrics(
         processor.tokenizer, eval_ds, get_profile(cfg.score_profile),
         out_dir / PREDICTIONS_DIR if dist.is_main() else None, step=lambda: trainer.state.global_step)

@@ -5,7 +5,7 @@ SPEC`` and returns rank 0's result, read from the run directory.
 ``python -m asr_eval.train.launch SPEC.json`` is the per-process entry: every process runs
 ``finetune`` with the spec's corpus, base, out and config, with ``db=None`` — the caller registers
 the run afterwards (the flow's single-writer step). From a shell, launch ``asr-eval finetune``
-itself with torchrun instead (docs: Fine-tuning, "Several GPUs, several nodes").
+itself with torchrun instead (docs/train.md, "Several GPUs, several nodes").
 """
 
 from __future__ import annotations

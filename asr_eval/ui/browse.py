@@ -90,17 +90,20 @@ class RunView:
 
 def run_view(db: str | Path, run_id: str, normalizer: str | None = None, worst_n: int = WORST_N,
              audio_cap_bytes: int = AUDIO_CAP_BYTES) -> RunView:
-    """One run: its stored per-slice metrics (``slices.stored_slice_metrics``) and its ``worst_n``
+    """One run (a run reference, ``asr_eval.store.runs``: the picker's full id, a short id, a prefix
+    or a model name): its stored per-slice metrics (``slices.stored_slice_metrics``) and its ``worst_n``
     highest-CER utterances exactly as the report selects and draws them (``report.queries``,
     ``report.build``), audio read from the corpus shards."""
     from asr_eval.report import queries
     from asr_eval.report.build import ReportOptions, worst_views
     from asr_eval.report.select import select
     from asr_eval.slices import stored_slice_metrics
+    from asr_eval.store.runs import resolve_run
 
     if not run_id:
         raise AsrEvalError("no run chosen: pick a stored run (score one with `asr-eval score`)")
     with read_store(db) as con:
+        run_id = resolve_run(con, run_id, finished_only=False)
         sel = select(con, runs=[run_id], normalizer=normalizer or None)
         runs = [r for r in sel.runs if r.run_id == run_id]
         if not runs:
@@ -128,11 +131,14 @@ def _pct(x: float | None) -> str:
 
 
 def slice_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """Stored slice rows as table rows (percentages with two decimals, as `asr-eval score` prints)."""
+    """Stored slice rows as table rows (percentages with two decimals, as `asr-eval score` prints).
+    A thin slice (``reliable`` false) shows its rates with † and no interval."""
     out = []
     for r in rows:
-        ci = "—" if r["cer_lo"] is None else f"{_pct(r['cer_lo'])}–{_pct(r['cer_hi'])}"
-        out.append([r["slice_attr"], r["slice_value"], r["n"], round(r["hours"] or 0.0, 4), _pct(r["cer"]), ci,
-                    _pct(r["mer"]), r["cer_s"], r["cer_d"], r["cer_i"], r["ref_chars"],
-                    "yes" if r["reliable"] else ("no †" if r["reliable"] is False else "—")])
+        thin = r["reliable"] is False
+        ci = "—" if r["cer_lo"] is None or thin else f"{_pct(r['cer_lo'])}–{_pct(r['cer_hi'])}"
+        dag = " †" if thin else ""
+        out.append([r["slice_attr"], r["slice_value"], r["n"], round(r["hours"] or 0.0, 4), _pct(r["cer"]) + dag, ci,
+                    _pct(r["mer"]) + dag, r["cer_s"], r["cer_d"], r["cer_i"], r["ref_chars"],
+                    "yes" if r["reliable"] else ("no †" if thin else "—")])
     return out
