@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU machines: the local CPU wheel. GPU users pick their own, e.g.
 #   make test TORCH_SPEC="torch==2.9.1"   or   TORCH_SPEC=""  (keep the torch already in the venv)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,ray,ui
+EXTRAS ?= test,ray,ui,docs
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -15,8 +15,9 @@ export TOKENIZERS_PARALLELISM := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test demo serve ui bench browser-deps clean
+.PHONY: install test demo serve ui docs bench browser-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +40,10 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk g++ >/dev/null; \
 	  else echo "chromium/chromedriver/g++ missing and not root: the browser and compile tests will be skipped"; fi; fi
 
+# pytest, then the documentation site: --strict fails on a broken link or anchor (site/ is ignored)
 test: install browser-deps
 	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/mkdocs build --strict --site-dir site
 
 demo: install
 	$(BIN)/asr-eval demo
@@ -55,8 +58,12 @@ serve: install
 ui: install
 	$(BIN)/asr-eval ui $(UI_ARGS)
 
+# The documentation site on http://127.0.0.1:8000, rebuilt as pages change (DOCS_ARGS="-a 0.0.0.0:8000")
+docs: install
+	$(BIN)/mkdocs serve $(DOCS_ARGS)
+
 bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site

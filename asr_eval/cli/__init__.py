@@ -48,6 +48,17 @@ def use_storage(items: list[str] | None) -> None:
         set_storage_options(parse_storage_options(items))
 
 
+def print_table(t, width: int | None = None) -> None:
+    """Print a rich table ``width`` columns wide, else ``COLUMNS`` when set, else on a terminal its
+    width, else (a pipe, a file, CI) as wide as the table needs — never cut to rich's 80 columns
+    with "…" where nobody can widen the window."""
+    import os
+
+    if width is None and not os.environ.get("COLUMNS", "").isdigit() and not console.is_terminal:
+        width = Console(width=100_000).measure(t).maximum
+    (Console(width=width, soft_wrap=False) if width else console).print(t)
+
+
 def _register_commands() -> None:
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.monitor.checking import check_run
 from asr_eval.monitor.rules import RuleConfig, exit_code
 from asr_eval.store import DEFAULT_DB
@@ -48,7 +48,7 @@ def _check_training(run: str, baseline: Optional[str], db: Path, zero_shot_cer: 
         for a in res.alerts:
             t.add_row(f"[{STYLE[a.severity]}]{a.severity}[/]", "" if a.step is None else str(a.step), a.rule,
                       a.metric, _number(a, a.value, c), _number(a, a.threshold, c), a.message)
-        console.print(t)
+        print_table(t)
     for note in res.notes:
         console.print(f"[dim]note: {note}[/]")
     code = exit_code(res.alerts)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.metrics.overlap import DEFAULT_THRESHOLD, NGRAM
 from asr_eval.store import DEFAULT_DB, connect
 
@@ -67,7 +67,7 @@ def contamination_cmd(
         share = out["shares"][f]
         t.add_row(f, str(k), "—" if share is None else f"{100 * share:.1f}")
     t.add_row("[bold]all[/]", f"[bold]{rep.n}[/]", "")
-    console.print(t)
+    print_table(t)
     if out["flagged"]:
         f = Table(title=f"most overlapping utterances (top {len(out['flagged'])})", title_justify="left",
                   header_style="bold")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, print_table
 
 
 @app.command("engines")
@@ -17,7 +17,7 @@ def engines_cmd() -> None:
         t.add_column(c)
     for name, e in sorted(ENGINES.items()):
         t.add_row(name, e.summary, ", ".join(e.compute_types.get("cpu", ())), ", ".join(e.compute_types.get("cuda", ())))
-    console.print(t)
+    print_table(t)
     from asr_eval.engines.base import engine_entry
     from asr_eval.engines.options import all_options
 
@@ -29,16 +29,16 @@ def engines_cmd() -> None:
         for o in all_options(engine_entry(name).options).values():
             default = "—" if o.default is None else str(o.default).lower()
             t.add_row(name, o.name, default, o.values, o.summary)
-    console.print(t)
+    print_table(t)
     t = Table(title="decode recipes (--recipe)", title_justify="left", header_style="bold")
     t.add_column("name")
     t.add_column("what")
     for r in RECIPES.values():
         t.add_row(r.name, r.summary)
-    console.print(t)
+    print_table(t)
     t = Table(title="preprocessing (--preprocessing)", title_justify="left", header_style="bold")
     for c in ("name", "what", "used by"):
         t.add_column(c)
     for p in PREPROCESSING.values():
         t.add_row(p.name, p.summary, p.used_by)
-    console.print(t)
+    print_table(t)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.store import DEFAULT_DB, connect
 from asr_eval.store.labels import run_labels
 
@@ -80,7 +80,7 @@ def print_errors(data: dict[str, Any]) -> None:
             cells.append(f"{c['count']} ({_pct(c['share'])})")
         t.add_row(LABELS[b] if b in CLASSES else f"[dim]{LABELS[b]}[/]", *cells)
     t.add_row("[bold]errors (MER units)[/]", *[f"[bold]{r['errors']}[/]" for r in runs])
-    console.print(t)
+    print_table(t)
     m = Table(title="error rates (%) with 95% CI", title_justify="left", header_style="bold")
     for c in ("run", "n", "MER", "pinyin ER (toneless)", "pinyin ER (tones)"):
         m.add_column(c, justify="left" if c == "run" else "right")

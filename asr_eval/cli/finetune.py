@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import StorageOptions, app, console, err_console, use_storage
+from asr_eval.cli import StorageOptions, app, console, err_console, print_table, use_storage
 from asr_eval.store import DEFAULT_DB
 
 
@@ -90,7 +90,7 @@ def finetune_cmd(
     t.add_row("base (zero-shot)", "0", _pct(r.zero_shot_cer), r.base_model_id)
     t.add_row("best", str(r.best_step), _pct(r.best_cer), r.model_ids["best"])
     t.add_row("final", str(r.final_step), _pct(r.final_cer), r.model_ids["final"])
-    console.print(t)
+    print_table(t)
     if r.resumed_from:
         console.print(f"resumed from {r.resumed_from}")
     sel = r.selection

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.store import DEFAULT_DB, connect
 
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow"}
@@ -33,7 +33,7 @@ def print_gate(res) -> None:
                   f"{100 * s.lo:+.2f} … {100 * s.hi:+.2f}" if s.reliable else "—",
                   "—" if s.p_worse_adj is None or not s.reliable else f"{s.p_worse_adj:.3g}", s.ci_method,
                   STATUS[s.status])
-    console.print(t)
+    print_table(t)
     if not all(s.reliable for s in res.slices):
         console.print("[dim]† insufficient data (too few utterances or reference characters): the point estimates "
                       "alone, no interval, not gated[/]")

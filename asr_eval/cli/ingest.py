@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from asr_eval.audio import MAX_LONG_FORM_S, dominant_reason
-from asr_eval.cli import StorageOptions, app, console, err_console, use_storage
+from asr_eval.cli import StorageOptions, app, console, err_console, print_table, use_storage
 from asr_eval.corpus import LAYOUTS, open_source
 from asr_eval.errors import AsrEvalError
 from asr_eval.shards import IngestOptions, ingest, parse_split_map
@@ -75,7 +75,7 @@ def ingest_cmd(
     if s.shards_repaired:
         t.add_row("  rewritten (were missing/corrupt)", f"[yellow]{s.shards_repaired}[/]")
     t.add_row("speed", f"{s.audio_s_per_s:.0f}× real time")
-    console.print(t)
+    print_table(t)
     if s.n_quarantined:
         console.print(f"reasons per item: {s.out_dir.rstrip('/')}/quarantine.jsonl")
     top = dominant_reason(s.quarantine_by_reason, s.n_items)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.store import DEFAULT_DB, connect
 
 
@@ -33,7 +33,7 @@ def print_matrices(matrices) -> None:
                 txt = f"{100 * c.cer:.2f} {ci} (#{c.rank})"
                 line.append(f"[bold]{txt}[/]" if c.best else txt)
             t.add_row(*line)
-        console.print(t)
+        print_table(t)
         if any(not c.reliable for c in mx.cells.values() if c.cer is not None):
             console.print("[dim]† insufficient data (too few utterances or reference characters): the CER alone, "
                           "no interval and no verdict[/]")

@@ -5,17 +5,15 @@ id every command accepts back (``asr_eval.store.runs``)."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.store import DEFAULT_DB, connect
 from asr_eval.store.runs import KINDS, StoredRun, filter_runs, stored_runs
 
@@ -81,14 +79,6 @@ def runs_table(runs: list[StoredRun], full: bool = False, normalizer: str = "zh-
                 _human_time(r.when) if r.status == "done" else r.status]
         t.add_row(*row)
     return t
-
-
-def print_table(t: Table, width: int | None = None) -> None:
-    """``width`` columns, else ``COLUMNS`` when set, else on a terminal its width, else (a pipe, a file,
-    CI) the width the table needs — never rich's 80 columns."""
-    if width is None and not os.environ.get("COLUMNS", "").isdigit() and not console.is_terminal:
-        width = Console(width=100_000).measure(t).maximum
-    (Console(width=width, soft_wrap=False) if width else console).print(t)
 
 
 @app.command("runs")

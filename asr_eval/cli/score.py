@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import StorageOptions, app, console, use_storage
+from asr_eval.cli import StorageOptions, app, console, print_table, use_storage
 from asr_eval.store import DEFAULT_DB, connect
 from asr_eval.store.labels import run_labels
 
@@ -118,7 +118,7 @@ def print_results(db: Path, run_ids: list[str], normalizer: str, slices: list[st
                 if show_missing:
                     line += [str(missing.get(r, 0)) for r in run_ids]
             t.add_row(*line)
-        console.print(t)
+        print_table(t)
     if thin:
         console.print("[dim]† insufficient data (fewer than the minimum utterances or reference characters): the point "
                       "estimate is shown without an interval (it would not be evidence) and it gets no verdict[/]")
@@ -161,7 +161,7 @@ def _print_pairs(cmps: list[dict], names: dict, slices: list[str] | None, all_sl
                   slice_label(attr, c["slice_value"]), str(c["n"]), f"[{style}]{d}[/]" if style else d,
                   ci, _pct(c["mde"]) if reliable else "—",
                   "—" if c["p_adj"] is None or not reliable else f"{c['p_adj']:.3g}", c["verdict"] or "")
-    console.print(t)
+    print_table(t)
     for c in cmps:
         if c["slice_attr"] == ALL_ATTR and c["mde"] is not None and c["reliable"] is not False:
             console.print(f"{names.get(c['run_a'], c['run_a'])} vs {names.get(c['run_b'], c['run_b'])}, all utterances: "
@@ -306,7 +306,7 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
                   f"{p.n_identical}/{p.n} ({100 * p.identical:.1f} %)",
                   (_pct(p.delta).replace("-", "−") + (" [dim]†[/]" if thin else "")) if p.delta is not None else "—",
                   f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None and not thin else "—")
-    console.print(t)
+    print_table(t)
     print_option_verdicts(pairs, names)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from asr_eval.cli import app, console
+from asr_eval.cli import app, console, print_table
 from asr_eval.store import DEFAULT_DB, connect
 from asr_eval.store.labels import run_labels
 from asr_eval.streaming.store import DEFAULT_ALIGN_MODEL
@@ -89,7 +89,7 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
                   f"{_s(lat['unaware'])} / {_s(p90['unaware'])}{lat_dag}", f"{_s(lat['aware'])} / {_s(p90['aware'])}{lat_dag}",
                   _s(r["first_emission_median_s"]["unaware"]), _pct(r["flicker"]), f"{r['commits_per_minute']:.1f}",
                   _s(r["compute_per_audio_s"]), rt)
-    console.print(t)
+    print_table(t)
     if any(r["n_missing"] for r in rows):
         console.print("[dim]n: recordings CER is computed over; n_missing: those without a log, scored as full "
                       "deletions (latency and flicker are over the recordings with a log)[/]")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asr_eval.cli import StorageOptions, app, console, use_storage
+from asr_eval.cli import StorageOptions, app, console, print_table, use_storage
 from asr_eval.corpus_handle import read_index, verify_corpus
 from asr_eval.errors import AsrEvalError
 from asr_eval.shard_check import fix_hint
@@ -33,7 +33,7 @@ def verify_cmd(
         t.add_row(c.file, c.kind, status, "" if c.rows is None else str(c.rows),
                   "" if c.actual_bytes is None else str(c.actual_bytes),
                   (c.actual_sha256 or "")[:12])
-    console.print(t)
+    print_table(t)
     bad = [c for c in checks if not c.ok]
     for c in bad:
         console.print(f"[bold red]{c.file}[/]: {c.problem} — {c.detail}")
