@@ -23,10 +23,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Reinstall when pyproject changes; the stamp records what was installed.
+# Reinstall when pyproject changes; the stamp records what was installed. --no-compile: pip would
+# byte-compile every installed module (torch, ray, gradio, …: 70 s of a 2:45 install on a 2-core VM);
+# Python compiles the modules a run imports, once, when it first imports them.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q $(TORCH_SPEC); fi
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q --no-compile $(TORCH_SPEC); fi
+	$(BIN)/pip install -q --no-compile -e ".[$(EXTRAS)]"
 	@$(BIN)/python -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"
 	touch $@
 

@@ -36,14 +36,13 @@ DEMO_LONG_UNTIL_S = 33.0
 DEMO_LONG_EXCERPT_CORPUS = str(REPORTS / "corpora" / "demo_zh_long_excerpt")
 DEMO_QUICK_CORPUS = str(REPORTS / "corpora" / "demo_zh_quick")
 
-# `asr-eval demo` and the pipeline/default deployment: first report in ~2.5 min, the whole demo in ~9 min
-# on a 2-core AVX2 VM (docs/demo.md has the profile behind these choices). 120 of the 150 test
-# utterances (voice × noise strata in proportion: 96 neural + 24 robotic — the robotic voice's short
-# sentences need 24 to pass the 200-reference-character minimum for a verdict), 12 full fine-tuning
-# steps at 5e-5 (the encoder must adapt to the synthetic voices: freezing it, or its lower half, left
-# CER far higher for the same time).
-# Evaluations at steps 0 and 12 on 16 of the carved dev utterances (each evaluation ~1.4 s per utterance).
-DEMO_QUICK: dict = {"demo_test_sample": 120, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
+# `asr-eval demo` and the pipeline/default deployment: under 12 min with the install on a 2-core AVX2 VM
+# (docs/demo.md has the profile behind these choices). 84 of the 150 test utterances (60 neural + 24
+# robotic, noise strata in proportion within each voice — the robotic voice's short sentences need 24
+# to pass the 200-reference-character minimum for a verdict), 12 full fine-tuning steps at 5e-5 (the
+# encoder must adapt to the synthetic voices: freezing it, or its lower half, left CER far higher for
+# the same time), evaluations at steps 0 and 12 on 16 of the carved dev utterances.
+DEMO_QUICK: dict = {"demo_test_sample": 84, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
                     "max_steps": 12, "learning_rate": 5e-5, "warmup_steps": 2, "eval_steps": 12,
                     "max_eval_samples": 16}
 # `asr-eval demo --full`: all 150 test utterances, 24 steps at 2e-5 (about 13 min instead of 9 on the same VM).
@@ -102,7 +101,7 @@ def pipeline_flow(source: str = DEMO_SOURCE, corpus: str = DEMO_CORPUS, baseline
                   report: str = str(REPORTS / "report.html"), device: str = "auto",
                   ray_address: str | None = None, skip_finetune: bool = False,
                   long_form_ids: list[str] | None = None, long_form_strategies: str = "sequential,chunked,vad",
-                  long_form_engine: str = "ctranslate2", long_form_corpus: str = DEMO_LONG_EXCERPT_CORPUS,
+                  long_form_engine: str = "transformers", long_form_corpus: str = DEMO_LONG_EXCERPT_CORPUS,
                   long_form_until_s: float | None = DEMO_LONG_UNTIL_S,
                   engine: str = "ctranslate2", zero_shot_engines: str = "ctranslate2",
                   started_at: float | None = None) -> dict:
