@@ -90,7 +90,7 @@ def test_ingest_score_report_flows(harness, tiny, source, tmp_path):
 
 def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
     """The demo's long-form step: the demo's excerpt of a recording of the generated long-form set
-    (its first 33 s, cut in a pause), ingested as a long-form item and scored once per strategy, the
+    (its first 41 s, cut in a pause), ingested as a long-form item and scored once per strategy, the
     runs compared pairwise."""
     from flows.pipeline import DEMO_LONG_UNTIL_S, long_form_flow
 
@@ -98,9 +98,9 @@ def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
     runs = long_form_flow(["long_008"], corpus=str(corpus), model=tiny, strategies="sequential,chunked",
                           db=db, device="cpu", stream_chunk_s=10.0, stream_engine="transformers",
                           until_s=DEMO_LONG_UNTIL_S)
-    assert (tmp_path / "long_src" / "audio" / "long_008-33s.flac").is_file()
+    assert (tmp_path / "long_src" / "audio" / "long_008-41s.flac").is_file()
     row = json.loads((tmp_path / "long_src" / "manifest.jsonl").read_text(encoding="utf-8"))
-    assert (row["duration"], len(row["segments"]), row["segments"][-1]) == (33.0, 8, [24.563, 28.157, "他的身高1米8，体重70公斤。"])
+    assert (row["duration"], len(row["segments"]), row["segments"][-1]) == (41.0, 10, [37.705, 39.043, "别忽视细节。"])
     assert row["text"].split(" ") == [s[2] for s in row["segments"]]
     from make_longform import subset  # on sys.path once the flow has run
 
@@ -110,7 +110,7 @@ def test_long_form_flow_compares_strategies(harness, tiny, tmp_path):
     assert con.execute(f"SELECT strategy, stream_policy FROM eval_runs WHERE run_id IN ({', '.join('?' * len(runs))}) "
                        "ORDER BY strategy", runs).fetchall() == [("chunked", None), ("sequential", None),
                                                                  ("short", "local-agreement")]
-    assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008-33s", 33.0)]
+    assert con.execute("SELECT utt_id, duration_s FROM utterances").fetchall() == [("long_008-41s", 41.0)]
     # the streaming run's offline reference (vad, not among the strategies here) is its own run
     offline = con.execute("SELECT run_id FROM eval_runs WHERE strategy = 'vad'").fetchall()[0][0]
     assert con.execute("SELECT count(*) FROM hypotheses WHERE segments IS NOT NULL").fetchall() == [(3,)]
