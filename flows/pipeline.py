@@ -38,12 +38,12 @@ DEMO_LONG_EXCERPT_CORPUS = str(REPORTS / "corpora" / "demo_zh_long_excerpt")
 DEMO_QUICK_CORPUS = str(REPORTS / "corpora" / "demo_zh_quick")
 
 # `asr-eval demo` and the pipeline/default deployment: under 12 min with the install on a 2-core AVX2 VM
-# (docs/demo.md has the profile behind these choices). 72 of the 150 test utterances (48 neural + 24
+# (docs/demo.md has the profile behind these choices). 60 of the 150 test utterances (36 neural + 24
 # robotic, noise strata in proportion within each voice — the robotic voice's short sentences need 24
 # to pass the 200-reference-character minimum for a verdict), 12 full fine-tuning steps at 5e-5 (the
 # encoder must adapt to the synthetic voices: freezing it, or its lower half, left CER far higher for
 # the same time), evaluations at steps 0 and 12 on 12 of the carved dev utterances.
-DEMO_QUICK: dict = {"demo_test_sample": 72, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
+DEMO_QUICK: dict = {"demo_test_sample": 60, "corpus": DEMO_QUICK_CORPUS, "run_name": "demo-ft",
                     "max_steps": 12, "learning_rate": 5e-5, "warmup_steps": 2, "eval_steps": 12,
                     "max_eval_samples": 12}
 # `asr-eval demo --full`: all 150 test utterances, 24 steps at 2e-5 (about 13 min instead of 9 on the same VM).

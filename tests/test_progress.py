@@ -140,34 +140,34 @@ def test_allocate_is_proportional_and_exact(n, want):
     assert got == want and sum(got.values()) == n
 
 
-def test_quick_source_samples_72_test_utterances_by_voice_then_noise(tmp_path):
+def test_quick_source_samples_60_test_utterances_by_voice_then_noise(tmp_path):
     from flows.pipeline import DEMO_QUICK
     from quick import quick_source, voice_sizes
 
-    assert DEMO_QUICK["demo_test_sample"] == 72
+    assert DEMO_QUICK["demo_test_sample"] == 60
     # voices in proportion (120 neural / 30 robotic), each raised to 24 at the others' expense
     assert voice_sizes({"neural": 120, "robotic": 30}, 84) == {"neural": 60, "robotic": 24}
     assert voice_sizes({"neural": 120, "robotic": 30}, 120) == {"neural": 96, "robotic": 24}
     assert voice_sizes({"neural": 120, "robotic": 10}, 40) == {"neural": 30, "robotic": 10}
     with pytest.raises(ValueError, match="cannot give every voice 24"):
         voice_sizes({"neural": 120, "robotic": 30}, 40)
-    a = quick_source(tmp_path / "a", 72)
-    b = quick_source(tmp_path / "b", 72)
+    a = quick_source(tmp_path / "a", 60)
+    b = quick_source(tmp_path / "b", 60)
     rows = list(csv.DictReader((a / "metadata.csv").open(encoding="utf-8")))
     assert (a / "metadata.csv").read_bytes() == (b / "metadata.csv").read_bytes()  # fixed seed
     full = list(csv.DictReader((DEMO_CORPUS / "metadata.csv").open(encoding="utf-8")))
     splits = Counter(r["split"] for r in rows)
-    assert splits == {"train": sum(r["split"] == "train" for r in full), "test": 72}
+    assert splits == {"train": sum(r["split"] == "train" for r in full), "test": 60}
     test = [r for r in rows if r["split"] == "test"]
     assert Counter((r["voice"], r["noise"]) for r in test) == {
-        ("neural", "clean"): 24, ("neural", "babble"): 8, ("neural", "pink"): 8, ("neural", "white"): 8,
+        ("neural", "clean"): 18, ("neural", "babble"): 6, ("neural", "pink"): 6, ("neural", "white"): 6,
         ("robotic", "clean"): 12, ("robotic", "babble"): 4, ("robotic", "pink"): 4, ("robotic", "white"): 4}
     # both voices reach the minimum evidence for a verdict (≥ 20 utterances, ≥ 200 reference characters)
     from asr_eval.text import get_profile
 
     zh = get_profile("zh-v1")
     robotic = [r for r in test if r["voice"] == "robotic"]
-    assert len(robotic) == 24 and sum(len(zh.normalize(r["text"]).replace(" ", "")) for r in robotic) == 214
+    assert len(robotic) == 24 and sum(len(zh.normalize(r["text"]).replace(" ", "")) for r in robotic) == 223
     kept = [r for r in full if r["utt_id"] in {x["utt_id"] for x in rows}]
     assert [r["utt_id"] for r in rows] == [r["utt_id"] for r in kept]  # corpus order
     assert [r["file_name"] for r in rows] == [str((DEMO_CORPUS / r["file_name"]).resolve()) for r in kept]
