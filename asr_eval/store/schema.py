@@ -6,6 +6,7 @@ inference and training workers write Parquet parts, and ``asr_eval.store`` loads
 
 Tables (keys in brackets):
 
+meta               [key]  the store's own facts: its schema version (``schema_version``)
 corpora            [corpus_id]  one row per ingested corpus (shard dir + index hash)
 utterances         [corpus_id, utt_id]  reference text, split, duration, speaker of each utterance
 utterance_attrs    [corpus_id, utt_id, attr]  slice columns in long form (attr, value) so any
@@ -50,6 +51,8 @@ contamination      [corpus_id, utt_id, source_hash]  one evaluation utterance ag
                    exact match, longest shared character n-gram, share of its 8-grams, flag
 lineage_contamination [model_id, corpus_id, eval_split, source_hash]  a fine-tune's own training texts
                    checked against the split it is scored on (the lineage record)
+gates              [gate_id]  one ship decision of ``asr-eval gate``: baseline and candidate runs,
+                   margin, PASS / FAIL / INCONCLUSIVE, and every slice's difference and status
 
 Every score carries provenance: normalizer profile name + rules hash (utterance_scores,
 slice_metrics, comparisons) and, through run_id, the model hash, decode params and versions.
