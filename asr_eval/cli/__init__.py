@@ -56,7 +56,15 @@ def print_table(t, width: int | None = None) -> None:
 
     if width is None and not os.environ.get("COLUMNS", "").isdigit() and not console.is_terminal:
         width = Console(width=100_000).measure(t).maximum
-    (Console(width=width, soft_wrap=False) if width else console).print(t)
+    if not width:
+        console.print(t)
+        return
+    before = console.width  # the shared console, so that its capture() and redirections still apply
+    console.width = width
+    try:
+        console.print(t, soft_wrap=False)
+    finally:
+        console.width = before
 
 
 def _register_commands() -> None:
