@@ -146,8 +146,12 @@ def test_cli_runs_shows_what_differs_and_its_short_ids_work_everywhere(store):
     assert row.split()[:8] == ["f6a7b8c9d0", "streaming", MODEL, "transformers", "fp32", "defaults", "greedy",
                                "streaming"] and "local-agreement 1s n=3" in row
     assert "ctranslate2 int8" in res.output and "inter_threads=2" in res.output and max(map(len, lines)) > 120
+    from asr_eval.cli import console
+
+    own_width = console._width  # None unless COLUMNS was set when it was made
     narrow = cli.invoke(app, ["runs", "--width", "80", "--db", str(store)], env={"COLUMNS": "200"}).output  # wraps
     assert max(map(len, narrow.splitlines())) <= 80 and narrow.count("12.5") == 6 and "…" not in narrow
+    assert console._width == own_width  # a table leaves the shared console as it was: later lines follow COLUMNS
 
     res = cli.invoke(app, ["errors", "--run", "a1b2c3d4e5", "--json", "--db", str(store)])  # short ids back in
     assert res.exit_code == 0, res.output

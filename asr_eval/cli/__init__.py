@@ -54,17 +54,23 @@ def print_table(t, width: int | None = None) -> None:
     with "…" where nobody can widen the window."""
     import os
 
-    if width is None and not os.environ.get("COLUMNS", "").isdigit() and not console.is_terminal:
+    columns = os.environ.get("COLUMNS", "")
+    if width is None and columns.isdigit():  # read now: the shared console fixed its width when it was made
+        width = int(columns)
+    if width is None and not console.is_terminal:
         width = Console(width=100_000).measure(t).maximum
     if not width:
         console.print(t)
         return
-    before = console.width  # the shared console, so that its capture() and redirections still apply
+    # Widen the shared console (so that its capture() and redirections still apply) for this table
+    # only; print(width=) cannot go past the console's width. Restore its own setting, not the width
+    # it reports: a console without one reads the terminal / COLUMNS at each print.
+    before = console._width
     console.width = width
     try:
         console.print(t, soft_wrap=False)
     finally:
-        console.width = before
+        console._width = before
 
 
 def _register_commands() -> None:
