@@ -14,8 +14,10 @@ from flows._common import BUNDLED, DEFAULT_DB, DEMO_LONG_CORPUS
 
 def stream_line(row: dict, label: str) -> str:
     """'label: CER 12.30 % (Δ vs offline +1.20 pts [−0.4, +2.8]) latency median 2.10 s / p90 3.40 s
-    (aware 2.30 / 3.90), flicker 4.1 %, real time yes'. A number with insufficient data (the row's
-    ``*_reliable`` flags: too few recordings) is its point estimate with †, no interval."""
+    (aware 2.30 / 3.90), flicker 4.1 %, real time yes, 0 characters committed over 12.0 s of silence
+    (0 inserted as repeats)' (the silence part only with reference segment times). A number with
+    insufficient data (the row's ``*_reliable`` flags: too few recordings) is its point estimate
+    with †, no interval."""
     def s(x):
         return "—" if x is None else f"{x:.2f}"
 
@@ -27,9 +29,12 @@ def stream_line(row: dict, label: str) -> str:
     lat, p90 = row["latency_median_s"], row["latency_p90_s"]
     rt = {True: "yes", False: "no", None: "unknown"}[row["real_time"]]
     cer = fmt_pct(row["cer"]) + ("" if row.get("cer_reliable", True) else " †")
+    silence = ("" if row.get("inserted_in_silence") is None else
+               f", {row['inserted_in_silence']} characters committed over {row['silence_s']:.1f} s of silence "
+               f"({row['repeated_insertions']} inserted as repeats)")
     return (f"{label}: CER {cer}{delta} latency median {s(lat['unaware'])} s / p90 {s(p90['unaware'])} s "
             f"(aware {s(lat['aware'])} / {s(p90['aware'])}), flicker {100 * (row['flicker'] or 0):.1f} %, "
-            f"real time {rt}")
+            f"real time {rt}{silence}")
 
 
 @task
@@ -74,7 +79,9 @@ def stream_flow(corpus: str = DEMO_LONG_CORPUS, models: list[str] | None = None,
               "ΔCER vs offline (pts)": None if r["delta_cer"] is None else round(100 * r["delta_cer"], 2),
               "latency median s": r["latency_median_s"]["unaware"], "latency p90 s": r["latency_p90_s"]["unaware"],
               "latency median s (aware)": r["latency_median_s"]["aware"],
-              "flicker %": round(100 * (r["flicker"] or 0), 2), "real time": r["real_time"]} for r in rows]
+              "flicker %": round(100 * (r["flicker"] or 0), 2), "real time": r["real_time"],
+              "inserted in silence": r.get("inserted_in_silence"), "repeated insertions": r.get("repeated_insertions")}
+             for r in rows]
     create_table_artifact(key="stream-headline", table=table, description=f"{corpus}, {normalizer}")
     for r in rows:
         print(stream_line(r, labels.get(r["run_id"], r["run_id"])))

@@ -157,6 +157,7 @@ def test_option_keeps_greedy_tokens_and_logprobs(models, audios, reference, opts
     out = eng.transcribe(audios, GREEDY)
     assert out.texts == reference.texts and out.n_tokens == reference.n_tokens
     assert np.allclose(out.avg_logprob, reference.avg_logprob, atol=1e-4)
+    assert np.allclose(out.no_speech_prob, reference.no_speech_prob, rtol=1e-4, atol=0)  # read from generate's first pass
     ident = eng.identity()
     assert ident["cache"] == eng.options["cache"] and ident["attn_implementation"] == eng.options["attn"]
 
@@ -168,6 +169,7 @@ def test_static_cache_with_compile_keeps_greedy_tokens(models, audios, reference
                         options={"cache": "static", "compile": "true"})
     out = eng.transcribe(audios[:2], GREEDY, batch_size=2)
     assert out.texts == reference.texts[:2]
+    assert np.allclose(out.no_speech_prob, reference.no_speech_prob[:2], rtol=1e-4, atol=0)  # its prefill runs eager
     assert eng.identity()["compile"] is True
     assert hasattr(eng.lm.model, "_compiled_call")  # transformers really compiled the decoder step
 
@@ -179,6 +181,8 @@ def test_speculative_decoding_is_lossless_under_greedy(models, audios, reference
     out = eng.transcribe(audios, GREEDY, batch_size=4)  # rows are decoded one at a time
     assert out.texts == reference.texts
     assert np.allclose(out.avg_logprob, reference.avg_logprob, atol=1e-4)
+    # the main model's first pass covers the prompt and the first drafts; causal, so the same at <|startoftranscript|>
+    assert np.allclose(out.no_speech_prob, reference.no_speech_prob, rtol=1e-4, atol=0)
     assert eng.identity()["assistant"]["class"] == ("WhisperForCausalLM" if which == "draft"
                                                    else "WhisperForConditionalGeneration")
 

@@ -379,7 +379,7 @@ def clean40():
     t0 = time.perf_counter()
     tr_res = tr.transcribe(audios, GREEDY, "pad-audio")
     tr_wall = time.perf_counter() - t0
-    return SimpleNamespace(rows=rows, audios=audios, tr=tr_res, tr_wall=tr_wall,
+    return SimpleNamespace(rows=rows, audios=audios, tr=tr_res, tr_wall=tr_wall, ct_engine=ct,
                            ct=ct.transcribe(audios, GREEDY, "pad-audio"),
                            ct_features=ct.transcribe(audios, GREEDY, "pad-features"))
 
@@ -415,6 +415,24 @@ def test_engine_parity_and_preprocessing_difference_on_the_bundled_model(clean40
     print(f"\nengines agree {same_engines}/40 (pad-audio); modes agree {same_modes}/40 (ctranslate2)")
     assert same_engines >= 38
     assert same_modes < 40
+
+
+@pytest.mark.integration
+def test_no_speech_prob_of_the_bundled_model_on_silence_noise_and_speech(clean40):
+    """What Whisper's silence rule reads (``BatchResult.no_speech_prob``, fp32; both engines measured).
+    Measured: 2 s of digital silence 0.932 (avg log-prob −2.42, text 你不要再想我了), 2 s of white
+    noise at rms 0.02 0.907 (−2.62, 放入水); the 40 clean utterances median 0.049, max 0.327; the
+    engines agree to 2.5e-6. Speech can pass 0.6 under noise (0.633 on one of the 150 test utterances, whose
+    log-prob above −1 keeps it), hence the rule's second condition."""
+    tr, ct = np.array(clean40.tr.no_speech_prob), np.array(clean40.ct.no_speech_prob)
+    assert np.median(tr) < 0.1 and tr.max() < 0.5, tr
+    assert np.abs(tr - ct).max() < 1e-3  # so silence and noise are decoded on the faster engine only
+    rng = np.random.default_rng(0)
+    quiet = [np.zeros(32000, np.float32), (0.02 * rng.standard_normal(32000)).astype(np.float32)]
+    res = clean40.ct_engine.transcribe(quiet, GREEDY)
+    assert min(res.no_speech_prob) > 0.8, res.no_speech_prob
+    assert max(res.avg_logprob) < -1.5, res.avg_logprob  # so the rule (> 0.6 and < −1) drops both
+    assert not any(p > 0.6 and lp < -1.0 for p, lp in zip(tr, clean40.tr.avg_logprob))  # no speech is dropped
 
 
 def test_only_the_known_benign_transformers_warnings_are_dropped(tiny):

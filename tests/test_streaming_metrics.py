@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_streaming_policies import unguarded
 
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform import ShortBatch
-from asr_eval.streaming import Emission, make_policy, simulate
+from asr_eval.streaming import Emission, simulate
 from asr_eval.streaming.metrics import (
     ReferenceTiming, char_latencies, commits_per_minute, committed_units, first_emission_latencies, flicker,
     latency_stats, matched, stream_metrics, uniform_reference,
@@ -121,7 +122,7 @@ REF10 = ReferenceTiming(TEN, [float(i + 1) for i in range(10)], [0] * 10, [0.0])
     (1.5, [3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5]),
 ])
 def test_computation_aware_latency_grows_only_when_a_step_costs_more_than_a_chunk(cost_s, aware):
-    res = simulate(make_policy("local-agreement"), clock_audio(10), counting_engine(TEN), 1.0,
+    res = simulate(unguarded("local-agreement"), clock_audio(10), counting_engine(TEN), 1.0,
                    cost=lambda m: cost_s)
     assert res.text == TEN
     for clock, expected in (("unaware", [1.0] * 9 + [0.0]), ("aware", aware)):
@@ -147,7 +148,7 @@ def test_stream_metrics_of_a_run_that_changes_its_mind():
     def make(prompt):
         return lambda audios: ShortBatch([next(script)], [0], 0.0)
 
-    res = simulate(make_policy("local-agreement"), clock_audio(5), make, 1.0, cost=lambda m: 0.25)
+    res = simulate(unguarded("local-agreement"), clock_audio(5), make, 1.0, cost=lambda m: 0.25)
     m = stream_metrics(res, uniform_reference([[0.0, 6.0, "今天天气很好"]]))
     assert (m.flicker, m.retracted_chars, m.written_chars) == (pytest.approx(1 / 3), 3, 9)
     # commits: 今天 at 2 s (ends 1, 2), 天 at 3 s (ends 3), 气很好 at 5 s (ends 4, 5, 6):

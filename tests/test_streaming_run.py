@@ -153,6 +153,9 @@ def test_stream_cli_json(small_corpus, tiny_model, tmp_path):
     assert {"run_id", "cer", "latency_median_s", "latency_p90_s", "flicker"} <= set(row)
     assert set(row["latency_median_s"]) == {"unaware", "aware"} and row["params"]["k"] == 2
     assert row["offline_run"] is None and row["delta_cer"] is None
+    # hallucination over silence: the recordings' gaps (0.5 s lead, 0.6 s pauses and tail) are all < 1 s
+    assert row["silence_s"] == 0.0 and row["inserted_in_silence"] == 0
+    assert 0 <= row["repeated_insertions"] <= row["inserted"]
 
 
 def test_stream_cli_verifies_engine_options(small_corpus, tiny_model, tmp_path):

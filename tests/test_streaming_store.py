@@ -266,3 +266,143 @@ def test_import_stream_counts_every_recording_its_cer_is_computed_over(corpus3, 
            for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.DOTALL)]
     assert tds[3] == "3 2 without a log" and tds[4] == "69.23% †" and tds[5].startswith("+69.23 † vs ")
     assert 'class="ci"' not in tds[4] + tds[5] and "[" not in "".join(tds[4:7])
+
+
+# ───────────── hallucination over silence (asr_eval.metrics.hallucination) in the store ─────────────
+
+SILENCE_LOG = [  # r0: speech [0.5, 2.5] of 4 s; r1: [1, 2] and [3, 5] of 6 s — every gap is >= 1 s but r0's first
+    {"utt_id": "r0", "emit_s": 1.2, "text": "今天"},
+    {"utt_id": "r0", "emit_s": 3.0, "text": "天气"},
+    {"utt_id": "r0", "emit_s": 4.0, "text": "今天天气"},  # at the end, after the speech: a repeat, 4 in silence
+    {"utt_id": "r1", "emit_s": 0.8, "text": "谢谢"},  # before the speech began: 2 in silence (the gap [0, 1])
+    {"utt_id": "r1", "emit_s": 2.5, "text": "你好"},
+    {"utt_id": "r1", "emit_s": 5.5, "text": "再见老朋友"},  # 老 inside the segment [3, 5]: not silence
+    {"utt_id": "r1", "emit_s": 5.8, "text": "好"},  # the trailing gap [5, 6]: 1 in silence, a single unit: no repeat
+]
+OFFLINE_LF = "run-offline-vad"
+
+
+@pytest.fixture(scope="module")
+def silence_store(corpus, tmp_path_factory):
+    """The log above imported with `import-stream --json`, and an offline long-form run with
+    hypothesis segments (r0: 谢谢观看 in a segment [3, 4] inside the trailing silence [2.5, 4]; r1: 们
+    at the end of a segment [3, 5] that does not overlap the trailing silence [5, 6]) scored by the
+    real scorer, in one store."""
+    import pyarrow as pa
+    from typer.testing import CliRunner
+
+    from asr_eval.cli import _register_commands, app
+    from asr_eval.scoring import analyse
+    from asr_eval.store.load import load_hypotheses, register_model, upsert_eval_run
+
+    tmp = tmp_path_factory.mktemp("silence")
+    db = tmp / "s.duckdb"
+    _register_commands()
+    res = CliRunner().invoke(app, ["import-stream", str(_jsonl(tmp / "log.jsonl", SILENCE_LOG)), "--corpus",
+                                   str(corpus), "--name", "talks-over-silence", "--db", str(db), "--n-boot", "50",
+                                   "--align-model", "none", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    con = connect(db)
+    try:
+        cid = con.execute("SELECT corpus_id FROM corpora").fetchone()[0]
+        register_model(con, {"model_id": "local:lf@0", "name": "lf", "source": "local"})
+        load_hypotheses(con, OFFLINE_LF, pa.table({
+            "utt_id": ["r0", "r1"], "hyp_raw": ["今天天气谢谢观看", "你好再见朋友们"],
+            "segments": [json.dumps([[0.4, 2.6, "今天天气"], [3.0, 4.0, "谢谢观看"]], ensure_ascii=False),
+                         json.dumps([[1.0, 2.0, "你好"], [3.0, 5.0, "再见朋友们"]], ensure_ascii=False)]}))
+        upsert_eval_run(con, {"run_id": OFFLINE_LF, "corpus_id": cid, "split": "test", "model_id": "local:lf@0",
+                              "status": "done", "strategy": "vad"})
+        analyse(con, [OFFLINE_LF], "zh-v1", n_boot=50)
+    finally:
+        con.close()
+    return {"db": db, "row": row, "stream": row["run_id"], "tmp": tmp}
+
+
+def _halluc(con, run: str, normalizer: str = "zh-v1") -> tuple[dict, dict]:
+    cur = con.execute("SELECT utt_id, time_bound, ref_units, hyp_units, inserted, inserted_in_silence, "
+                      "repeated_insertions, silence_s, examples::VARCHAR FROM hallucination_scores "
+                      "WHERE run_id = ? AND normalizer = ? ORDER BY utt_id", [run, normalizer])
+    recs = {r[0]: r[1:] for r in cur.fetchall()}
+    sl = {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT slice_attr, slice_value, n, ref_units, inserted, inserted_in_silence, repeated_insertions, silence_s "
+        "FROM hallucination_slices WHERE run_id = ? AND normalizer = ?", [run, normalizer]).fetchall()}
+    return recs, sl
+
+
+def test_hallucination_of_an_imported_log_is_stored_and_in_the_json(silence_store):
+    con = connect(silence_store["db"], read_only=True)
+    try:
+        recs, sl = _halluc(con, silence_store["stream"])
+    finally:
+        con.close()
+    # r0: 今天天气 re-committed at 4.0 after the speech [0.5, 2.5]; silence: only the trailing 1.5 s (the leading 0.5 s is a pause)
+    assert recs["r0"][:7] == ("emission", 4, 8, 4, 4, 4, 1.5)
+    assert json.loads(recs["r0"][7]) == [{"text": "今天天气", "gap_start_s": 2.5, "gap_end_s": 4.0, "emit_s": 4.0,
+                                          "repeated": True}]
+    # r1: 谢谢 (gap [0, 1]) in silence; 好 alone after the speech (gap [5, 6]) is a boundary error, 老 inside
+    # speech; silence [0, 1] + [2, 3] + [5, 6]
+    assert recs["r1"][:7] == ("emission", 6, 10, 4, 2, 0, 3.0)
+    assert [e["text"] for e in json.loads(recs["r1"][7])] == ["谢谢"]
+    assert sl[("_all", "all")] == (2, 10, 8, 6, 4, 4.5)
+    assert sl[("noise", "clean")] == (1, 4, 4, 4, 4, 1.5) and sl[("noise", "noisy")] == (1, 6, 4, 2, 0, 3.0)
+    r = silence_store["row"]  # `import-stream --json` (the same summary rows as `stream --json`)
+    assert (r["inserted_in_silence"], r["repeated_insertions"], r["inserted"], r["silence_s"]) == (6, 4, 8, 4.5)
+
+
+def test_hallucination_of_an_offline_long_form_run_and_its_rescore(silence_store, tmp_path):
+    from asr_eval.scoring import rescore
+
+    con = connect(silence_store["db"], read_only=True)
+    try:
+        recs, sl = _halluc(con, OFFLINE_LF)
+    finally:
+        con.close()
+    assert recs["r0"][:7] == ("segment", 4, 8, 4, 4, 0, 1.5)  # 谢谢观看's segment [3, 4] overlaps [2.5, 4]
+    assert json.loads(recs["r0"][7])[0] == {"text": "谢谢观看", "gap_start_s": 2.5, "gap_end_s": 4.0, "emit_s": None,
+                                             "repeated": False}
+    assert recs["r1"][:7] == ("segment", 6, 7, 1, 0, 0, 3.0)  # 们's segment [3, 5] only touches [5, 6]
+    assert sl[("_all", "all")] == (2, 10, 5, 4, 0, 4.5)
+    # a rescore under another normalizer measures the run again under it
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(silence_store["db"].read_bytes())
+    con = connect(db)
+    try:
+        rescore(con, "zh-v1-keepnum", [OFFLINE_LF], n_boot=20)
+        assert _halluc(con, OFFLINE_LF, "zh-v1-keepnum")[1][("_all", "all")] == (2, 10, 5, 4, 0, 4.5)
+        # an older store (v6, no hallucination tables) is measured when it is opened
+        con.execute("DROP TABLE hallucination_scores")
+        con.execute("DROP TABLE hallucination_slices")
+        con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    finally:
+        con.close()
+    con = connect(db, read_only=True)
+    try:
+        assert _halluc(con, silence_store["stream"])[1][("_all", "all")] == (2, 10, 8, 6, 4, 4.5)
+        assert _halluc(con, OFFLINE_LF, "zh-v1-keepnum")[1][("_all", "all")] == (2, 10, 5, 4, 0, 4.5)
+    finally:
+        con.close()
+
+
+def test_report_shows_text_over_silence(silence_store):
+    import re
+
+    from asr_eval.report import ReportOptions, render
+
+    con = connect(silence_store["db"], read_only=True)
+    try:
+        html, ctx = render(con, ReportOptions(worst_n=1, audio_cap_bytes=0))
+    finally:
+        con.close()
+    stream = html[html.index('<section id="streaming">'):html.index('<section id="longform">')]
+    row = re.search(rf'<tr data-run="{silence_store["stream"]}">(.*?)</tr>', stream, re.DOTALL).group(1)
+    assert re.search(r'<td class="num silence"><span class="words worse">6</span> / 4</td>', row)
+    assert "“今天天气”" in stream and "committed at 4.0 s in the silence 2.5–4.0 s, a repeat" in stream
+    longform = html[html.index('<section id="longform">'):]
+    longform = longform[:longform.index("</section>")]
+    assert '<a href="#longform">Long-form</a>' in html
+    row = re.search(rf'<tr data-run="{OFFLINE_LF}">(.*?)</tr>', longform, re.DOTALL).group(1)
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
+    assert cells[1:] == ["2", "4.5 s", "10", "5", "4 80% of inserted", "0"]
+    assert "“谢谢观看”" in longform and "(r0, in the silence 2.5–4.0 s)" in longform
+    assert [r["run"].run_id for r in ctx["hallucination"]["longform"]["runs"]] == [OFFLINE_LF]

@@ -315,7 +315,9 @@ def test_a_v5_store_is_classified_again_on_mer_units_when_opened(store, tmp_path
     raw.close()
     con = connect(db, read_only=True)
     try:
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
+        from asr_eval.store.schema import SCHEMA_VERSION
+
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         pairs = {r[:2] for r in con.execute("SELECT ref_tok, hyp_tok, run_id FROM error_confusions").fetchall()}
         assert ("abc", "abd") in pairs and ("c", "d") not in pairs
         got = con.execute("SELECT slice_attr, slice_value, ref_units, n_boot, ci_method FROM error_slices "

@@ -234,22 +234,22 @@ def test_a_bad_configuration_is_its_own_error_and_the_others_still_run(tmp_path,
 
 
 def test_live_session_feeds_the_live_stream_without_dropping_audio():
-    from test_streaming_policies import Script, clock_audio
+    from test_streaming_policies import Script, clock_audio, unguarded
 
-    from asr_eval.streaming import make_policy, simulate
+    from asr_eval.streaming import simulate
     from asr_eval.streaming.live import LiveStream
     from asr_eval.ui.live import LiveSession
 
     hyps = ["今天", "今天天气", "今天天汽很", "今天天气很好", "今天天气很好啊", "今天天气很好啊"]
     audio = clock_audio(5.5)
-    ref = simulate(make_policy("local-agreement"), audio, Script(list(hyps)), 1.0)
+    ref = simulate(unguarded("local-agreement"), audio, Script(list(hyps)), 1.0)
     script = Script(list(hyps))
 
     def slow(prompt):  # a decoder slower than the blocks arrive: the handler must not wait for it
         run = script(prompt)
         return lambda audios: (time.sleep(0.02), run(audios))[1]
 
-    sess = LiveSession(lambda: LiveStream(make_policy("local-agreement"), slow, 1.0), "test")
+    sess = LiveSession(lambda: LiveStream(unguarded("local-agreement"), slow, 1.0), "test")
     t0 = time.perf_counter()
     for i in range(0, len(audio), 800):
         sess.push(audio[i:i + 800], SR)

@@ -70,13 +70,14 @@ def summaries(db: Path, run_ids: list[str], normalizer: str, offline_of: dict[st
 
 def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normalizer: str) -> None:
     """One row per streaming run: CER, ΔCER vs offline, latency median/p90 on both clocks, first
-    emission, flicker, commits/min, compute per audio second, real time."""
+    emission, flicker, commits/min, compute per audio second, real time, and the characters
+    inserted over the reference's silence / inserted as repeats (``asr_eval.metrics.hallucination``)."""
     t = Table(title=f"streaming — normalizer {normalizer}; latency = emission − reference character end (s); "
                     "unaware: the policy's own latency; aware: with this machine's compute",
               title_justify="left", header_style="bold")
     for c in ("run", "n", "n_missing", "CER % [95% CI]", "Δ CER vs offline (pts) [95% CI]", "latency med / p90\nunaware",
               "latency med / p90\naware", "first emission\nmed unaware", "flicker %", "commits\n/min",
-              "compute\ns per s", "real time"):
+              "compute\ns per s", "real time", "in silence\n/ repeats"):
         t.add_column(c, justify="left" if c == "run" else "right")
     for r in rows:
         lat = r["latency_median_s"]
@@ -88,7 +89,7 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
                   _interval(r["delta_cer"], r["delta_cer_lo"], r["delta_cer_hi"], pts=True, reliable=r["delta_reliable"]),
                   f"{_s(lat['unaware'])} / {_s(p90['unaware'])}{lat_dag}", f"{_s(lat['aware'])} / {_s(p90['aware'])}{lat_dag}",
                   _s(r["first_emission_median_s"]["unaware"]), _pct(r["flicker"]), f"{r['commits_per_minute']:.1f}",
-                  _s(r["compute_per_audio_s"]), rt)
+                  _s(r["compute_per_audio_s"]), rt, _hallucination(r))
     print_table(t)
     if any(r["n_missing"] for r in rows):
         console.print("[dim]n: recordings CER is computed over; n_missing: those without a log, scored as full "
@@ -96,6 +97,10 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
     if not all(r["cer_reliable"] and r["latency_reliable"] and r["delta_reliable"] is not False for r in rows):
         console.print("[dim]† insufficient data (fewer than 20 recordings or 200 reference characters): the point "
                       "estimate alone, no interval and no verdict[/]")
+    if any(r.get("silence_s") is not None for r in rows):
+        console.print("[dim]in silence / repeats: characters inserted where the reference has no speech (gaps ≥ 1 s "
+                      "between its segments, emitted after the gap began) / inserted as repeats of earlier text; "
+                      "— : no reference segments[/]")
     methods = sorted({r["timing_method"] for r in rows if r["timing_method"]})
     if methods:
         console.print(f"[dim]reference timing: {'; '.join(methods)}[/]")
@@ -103,6 +108,14 @@ def print_stream_table(rows: list[dict[str, Any]], names: dict[str, str], normal
         if r["offline_run"] and r["delta_verdict"]:
             console.print(f"{names.get(r['run_id'], r['run_id'])} vs offline "
                           f"({names.get(r['offline_run'], r['offline_run'])}): {r['delta_verdict']}")
+
+
+def _hallucination(r: dict[str, Any]) -> str:
+    """'7 / 4' (inserted in silence / repeated insertions); '—' without reference segments."""
+    if r.get("inserted_in_silence") is None:
+        return "—"
+    n = r["inserted_in_silence"]
+    return f"{'[red]' if n else ''}{n}{'[/]' if n else ''} / {r['repeated_insertions']}"
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> str:
@@ -118,8 +131,9 @@ def stream_cmd(
                                              "vad-segment, hold-k")] = "local-agreement",
     chunk_s: Annotated[str, typer.Option(help="Chunk size(s) in seconds, comma-separated (one run per policy × "
                                               "chunk size)")] = "1",
-    param: Annotated[list[str] | None, typer.Option(help="Policy parameter name=value, e.g. n=3 or "
-                                                         "buffer_trim_s=10 (repeatable)")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Policy parameter name=value, e.g. n=3, "
+                                                         "buffer_trim_s=10, or a guard: vad_gate=false, "
+                                                         "no_speech_threshold=none (repeatable)")] = None,
     engine: Annotated[str, typer.Option(help="transformers or ctranslate2 (comma-separated to compare)")] = "transformers",
     compute_type: Annotated[str, typer.Option(help="auto, float32, int8, … (comma-separated)")] = "auto",
     preprocessing: Annotated[str, typer.Option(help="pad-audio or pad-features")] = "pad-audio",

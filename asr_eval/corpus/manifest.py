@@ -175,7 +175,8 @@ class ManifestReader:
             if isinstance(segs, str):
                 yield Rejection(Reason.BAD_ROW, f"segments field: {segs}", where, utt_id, raw_audio)
                 continue
-            meta = {k: _str(v) for k, v in row.items() if k not in skip}
+            # a list or an object (e.g. a stress set's inserted stretches) describes the row; it is no slice value
+            meta = {k: _str(v) for k, v in row.items() if k not in skip and not isinstance(v, (list, dict))}
             speaker = _str(row.get(self._speaker)) if self._speaker else None
             yield Utterance(
                 utt_id=utt_id, text=text, split=str(row.get("split") or self._default_split),

@@ -49,6 +49,24 @@ class Candidate:
     tokens: list[int]
     avg_logprob: float | None  # sum of token log-probs incl. EOT / (len + 1), as OpenAI's decoder
     cut_off: bool  # stopped at max_new_tokens without EOT
+    # probability of the no-speech token at the <|startoftranscript|> position (softmax of the raw
+    # logits there, before any suppression or temperature), as openai-whisper's
+    # DecodingResult.no_speech_prob; None where the engine's path cannot give it
+    no_speech_prob: float | None = None
+
+
+NO_SPEECH_TOKENS = ("<|nospeech|>", "<|nocaptions|>")  # the name in current vocabularies; the older one
+
+
+def no_speech_id(tokenizer: Any) -> int | None:
+    """Id of Whisper's no-speech token, looked up by name as openai-whisper, faster-whisper and
+    CTranslate2 do (``<|nospeech|>``, else ``<|nocaptions|>``); None when the vocabulary has neither."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for name in NO_SPEECH_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(i, int) and i != unk:
+            return i
+    return None
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, register_engine
+from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, no_speech_id, register_engine
 from asr_eval.engines.transformers_engine import gpu_batch_size, peak_process_memory
 from asr_eval.errors import AsrEvalError
 
@@ -49,6 +49,8 @@ class CTranslate2Engine(EngineBase):
         self._ids = {t: tok.convert_tokens_to_ids(t) for t in
                      ("<|startoftranscript|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>",
                       "<|startofprev|>", "<|endoftext|>")}
+        # CTranslate2 falls back to <|endoftext|>'s probability when the vocabulary has no no-speech token
+        self._has_no_speech = no_speech_id(tok) is not None
 
     def identity(self) -> dict[str, Any]:
         return {"engine": self.name, "ctranslate2": self.version, "device": self.device,
@@ -98,7 +100,8 @@ class CTranslate2Engine(EngineBase):
         kw = dict(beam_size=request.beam_size, patience=request.patience,
                   num_hypotheses=request.num_candidates, repetition_penalty=request.repetition_penalty,
                   no_repeat_ngram_size=request.no_repeat_ngram_size, max_length=max_length,
-                  return_scores=True, sampling_topk=0 if sampling else 1,
+                  return_scores=True, return_no_speech_prob=self._has_no_speech,
+                  sampling_topk=0 if sampling else 1,
                   sampling_temperature=request.temperature if sampling else 1.0)
         n = len(features)
         if self.workers > 1 and n > 1 and not sampling:  # (sampling stays one call: one seeded random stream)
@@ -113,12 +116,15 @@ class CTranslate2Engine(EngineBase):
         out: list[list[Candidate]] = []
         for res in results:
             cands = []
+            # softmax at <|startoftranscript|> of the no-speech token (CTranslate2 finds it by name:
+            # <|nospeech|>, else <|nocaptions|>) — one value per input, shared by its candidates
+            nsp = float(res.no_speech_prob) if self._has_no_speech else None
             for ids, score in zip(res.sequences_ids, res.scores):
                 ids = list(ids)[:m]
                 tokens = [t for t in ids if t < eot]
                 # CT2 scores are the cumulative log-prob (EOT included) divided by length ** length_penalty (1)
                 avg = float(score) * len(ids) / (len(ids) + 1) if ids else float(score)
-                cands.append(Candidate(tokens, avg, len(ids) >= m))
+                cands.append(Candidate(tokens, avg, len(ids) >= m, nsp))
             out.append(cands)
         return out
 

@@ -11,13 +11,19 @@ next temperature (sampling, best of ``best_of``). Only those utterances are re-d
 When every temperature fails, the kept decode is — as faster-whisper does — the one with the highest
 average log-prob among the attempts under the compression threshold (else among all attempts).
 transformers applies its own fallback only to long-form (> 30 s) inputs, so it is never relied on.
+
+Each result also carries the no-speech probability (``Candidate.no_speech_prob``: the softmax of the
+no-speech token at ``<|startoftranscript|>``). It depends on the audio and the prompt only — not on
+the temperature or the search — so, as openai-whisper's silence rule reads it, the value of the first
+(temperature 0) pass is kept even when a re-decode is kept; re-decodes run in smaller batches and
+would move it only in the last float bits.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +48,8 @@ class BatchResult:
     temperatures: list[float]  # temperature of the kept decode
     cut_off: list[bool]  # stopped at max_new_tokens (a trailing partial character was dropped)
     proc_s: float  # preprocessing + decoding seconds (audio decoding excluded)
+    # no-speech probability of the first (temperature 0) pass; None where the engine cannot give it
+    no_speech_prob: list[float | None] = field(default_factory=list)
 
 
 def check_audio(a: np.ndarray, i: int, max_s: float = 30.0) -> np.ndarray:
@@ -114,6 +122,7 @@ def transcribe(engine: Engine, audios: Sequence[np.ndarray], recipe: Recipe, pre
     order = sorted(range(n), key=lambda i: -len(arrays[i])) if sort_by_length else list(range(n))
     texts, ntok = [""] * n, [0] * n
     logp: list[float | None] = [None] * n
+    nsp: list[float | None] = [None] * n
     nfb, temps, cut = [0] * n, [0.0] * n, [False] * n
     proc_s = 0.0
     for start in range(0, n, bs):
@@ -141,8 +150,9 @@ def transcribe(engine: Engine, audios: Sequence[np.ndarray], recipe: Recipe, pre
                       or compression_ratio(t[0]) <= recipe.compression_ratio_threshold]
                 text, c, temp = max(ok or tries, key=lambda t: -np.inf if t[1].avg_logprob is None else t[1].avg_logprob)
             texts[i], ntok[i], logp[i] = text, len(c.tokens), c.avg_logprob
+            nsp[i] = tries[0][1].no_speech_prob  # the first pass's (see the module docstring)
             nfb[i], temps[i], cut[i] = len(tries) - 1, temp, c.cut_off
         proc_s += time.perf_counter() - t0
         if on_batch:
             on_batch(len(idx), sum(len(arrays[i]) for i in idx) / SAMPLING_RATE)
-    return BatchResult(texts, ntok, logp, nfb, temps, cut, proc_s)
+    return BatchResult(texts, ntok, logp, nfb, temps, cut, proc_s, nsp)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, register_engine
+from asr_eval.engines.base import Candidate, DecodeRequest, EngineBase, no_speech_id, register_engine
 from asr_eval.errors import AsrEvalError
 
 # On CPU throughput is flat in batch size (whisper-base, measured: batch 1, 4, 8 within noise,
@@ -99,6 +99,7 @@ class TransformersEngine(EngineBase):
         self.threads = torch.get_num_threads()
         self.assistant = (load_assistant(self.options["assistant"], self.lm, files)
                           if self.options["assistant"] else None)
+        self.no_speech_id = no_speech_id(files.processor.tokenizer)
 
     @classmethod
     def from_loaded(cls, lm: Any) -> TransformersEngine:
@@ -182,8 +183,15 @@ class TransformersEngine(EngineBase):
                 self.files.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
             kw["prompt_ids"] = torch.tensor([prev, *request.prompt_ids], device=self.device)
         kw.update(self._speed_kwargs(request))
-        with torch.inference_mode():
-            out = model.generate(input_features=feats, **kw)
+        sot_probs = (NoSpeechCapture(model, sot, len(kw["prompt_ids"]) if request.prompt_ids else 0, self.no_speech_id)
+                     if self.no_speech_id is not None else None)
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_features=feats, **kw)
+        finally:
+            if sot_probs is not None:
+                sot_probs.remove()
+        nsp = sot_probs.per_input(len(feats)) if sot_probs is not None else [None] * len(feats)
         seqs = (out.sequences if hasattr(out, "sequences") else out).cpu()  # .cpu() also waits for the GPU
         logps = beam_scores = None
         if request.beam_size > 1 and getattr(out, "sequences_scores", None) is not None:
@@ -206,9 +214,53 @@ class TransformersEngine(EngineBase):
                 lp = logps[r, :k + 1]
                 lp = lp[np.isfinite(lp)]
                 avg = float(lp.sum() / (len(tokens) + 1))
-            rows.append(Candidate(tokens, avg, cut))
+            rows.append(Candidate(tokens, avg, cut, nsp[r // request.num_candidates]))
         n = request.num_candidates
         return [rows[i * n:(i + 1) * n] for i in range(len(rows) // n)]
+
+
+class NoSpeechCapture:
+    """The no-speech probability of each input, read from ``generate``'s own first forward pass.
+
+    That pass (the prefill) runs the whole decoder prompt — ``<|startofprev|>`` + prompt tokens when
+    there is a prompt, then ``<|startoftranscript|>``, language, task, ``<|notimestamps|>`` — and
+    Whisper's forward computes logits at every position (it has no ``logits_to_keep``). The decoder is
+    causal, so the logits at the ``<|startoftranscript|>`` position are exactly those of a forward over
+    the prompt up to it: the softmax there, of the no-speech token, is openai-whisper's
+    ``no_speech_prob`` (raw logits: before suppression, temperature or sampling). Nothing is computed
+    twice: the hook reads one row of logits and removes itself, so the compiled decoding steps and
+    the tokens are those of a plain ``generate``. Rows of the pass are the inputs repeated (beams,
+    candidates) in order; the first of each input's block is kept. When the first pass is not what
+    is expected (no ``<|startoftranscript|>`` at ``pos``, logits not per position), the values are
+    None. Nothing is read back from the device until ``generate`` has finished."""
+
+    def __init__(self, model: Any, sot: int, pos: int, no_speech: int):
+        self.sot, self.pos, self.no_speech = sot, pos, no_speech  # pos: <|startoftranscript|>'s index
+        self.probs: Any = None  # tensor [rows of the first pass]
+        self.at_sot: Any = None  # tensor: every row has <|startoftranscript|> at pos
+        self.seen = False
+        self.handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        self.remove()  # the first pass only: later steps (maybe compiled) run without a hook
+        if self.seen:
+            return
+        self.seen = True
+        ids, logits = kwargs.get("decoder_input_ids"), getattr(output, "logits", None)
+        if (ids is None or logits is None or logits.dim() != 3 or logits.shape[1] != ids.shape[1]
+                or ids.shape[1] <= self.pos):
+            return
+        self.at_sot = (ids[:, self.pos] == self.sot).all()
+        self.probs = logits[:, self.pos].float().softmax(-1)[:, self.no_speech]
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+    def per_input(self, n: int) -> list[float | None]:
+        """One value per input of the batch of ``n`` (None where the pass could not give it)."""
+        if self.probs is None or len(self.probs) % n or not bool(self.at_sot):
+            return [None] * n
+        return [float(p) for p in self.probs[::len(self.probs) // n].cpu().tolist()]
 
 
 def compile_config(device: str) -> Any:

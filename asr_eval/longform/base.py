@@ -12,7 +12,7 @@ parameters, recorded with the run (and part of its run id).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -40,6 +40,10 @@ class ShortBatch:
     texts: list[str]
     n_tokens: list[int]
     proc_s: float
+    # per piece, when the transcriber knows them (else empty): the kept decode's average log-prob and
+    # the no-speech probability (``engines.driver.BatchResult``) — what Whisper's silence rule reads
+    avg_logprob: list[float | None] = field(default_factory=list)
+    no_speech_prob: list[float | None] = field(default_factory=list)
 
 
 # transcribe ≤ 30 s arrays in a batch: (audios) -> ShortBatch
@@ -78,7 +82,8 @@ def make_strategy(name: str, **params: Any) -> Strategy:
 
 
 def parse_params(specs: Sequence[str]) -> dict[str, Any]:
-    """['stride_s=4', 'condition_on_prev=false'] → {'stride_s': 4.0, 'condition_on_prev': False}."""
+    """['stride_s=4', 'condition_on_prev=false', 'no_speech_threshold=none'] → {'stride_s': 4.0,
+    'condition_on_prev': False, 'no_speech_threshold': None}."""
     out: dict[str, Any] = {}
     for spec in specs:
         if "=" not in spec:
@@ -87,6 +92,8 @@ def parse_params(specs: Sequence[str]) -> dict[str, Any]:
         low = v.lower()
         if low in ("true", "false", "yes", "no", "on", "off"):
             out[k] = low in ("true", "yes", "on")
+        elif low in ("none", "null"):  # a threshold switched off
+            out[k] = None
         else:
             try:
                 out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
@@ -111,7 +118,9 @@ def short_transcriber(engine: Any, recipe: Any, preprocessing: str = "pad-audio"
         if not audios:
             return ShortBatch([], [], 0.0)
         r = engine.transcribe(list(audios), recipe, preprocessing, batch_size)
-        return ShortBatch(list(r.texts), list(r.n_tokens), r.proc_s)
+        none = [None] * len(r.texts)  # (an engine's own transcribe may not report them)
+        return ShortBatch(list(r.texts), list(r.n_tokens), r.proc_s, list(getattr(r, "avg_logprob", None) or none),
+                          list(getattr(r, "no_speech_prob", None) or none))
 
     return run
 
@@ -135,6 +144,18 @@ def activity(audio: np.ndarray) -> np.ndarray:
         return db
     level = max(ACTIVE_FLOOR_DB, float(np.percentile(db, 95)) - ACTIVE_BELOW_PEAK_DB)
     return (db > level).astype(np.float64)
+
+
+def kept_texts(res: ShortBatch, no_speech_threshold: float | None, logprob_threshold: float | None) -> list[str]:
+    """The pieces' texts with those Whisper's silence rule calls silence emptied (no-speech
+    probability above ``no_speech_threshold`` and average log-prob below ``logprob_threshold``:
+    ``asr_eval.streaming.guards.silent``; engines that report no probability keep every text)."""
+    from asr_eval.streaming.guards import silent
+
+    nsp = list(getattr(res, "no_speech_prob", None) or []) + [None] * len(res.texts)
+    lp = list(getattr(res, "avg_logprob", None) or []) + [None] * len(res.texts)
+    return ["" if silent(nsp[i], lp[i], no_speech_threshold, logprob_threshold) else t.strip()
+            for i, t in enumerate(res.texts)]
 
 
 def join_texts(texts: Sequence[str]) -> str:

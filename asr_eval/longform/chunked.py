@@ -28,7 +28,7 @@ import numpy as np
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import (
     FRAME, PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, activity, join_texts,
-    register, short_transcriber,
+    kept_texts, register, short_transcriber,
 )
 
 MIN_MATCH = 2  # characters; a shorter common run is no evidence of the same words
@@ -80,6 +80,8 @@ class Chunked(StrategyBase):
     piece_max_new_tokens: int = PIECE_MAX_NEW_TOKENS  # decode cap per ≤ 30 s piece
     chunk_s: float = WINDOW_S
     stride_s: float = 5.0
+    no_speech_threshold: float | None = 0.6  # Whisper's silence rule per chunk (base.kept_texts)
+    logprob_threshold: float | None = -1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.chunk_s <= WINDOW_S or not 0 <= self.stride_s < self.chunk_s / 2:
@@ -92,7 +94,7 @@ class Chunked(StrategyBase):
         t0 = time.perf_counter()
         bounds = chunk_bounds(len(audio), self.chunk_s, self.stride_s)
         res = short([audio[a:b] for a, b in bounds])
-        texts = [t.strip() for t in res.texts]
+        texts = kept_texts(res, self.no_speech_threshold, self.logprob_threshold)
         kept = list(texts)
         act = activity(audio)
         for k in range(len(bounds) - 1):

@@ -28,7 +28,7 @@ import numpy as np
 from asr_eval.errors import AsrEvalError
 from asr_eval.longform.base import (
     FRAME, PIECE_MAX_NEW_TOKENS, SR, WINDOW_S, LongFormResult, ShortTranscriber, StrategyBase, activity, join_texts,
-    register, short_transcriber,
+    kept_texts, register, short_transcriber,
 )
 
 
@@ -104,6 +104,8 @@ class Vad(StrategyBase):
     speech_pad_ms: int = 400
     max_segment_s: float = WINDOW_S
     max_gap_s: float = 2.0
+    no_speech_threshold: float | None = 0.6  # Whisper's silence rule per piece (base.kept_texts)
+    logprob_threshold: float | None = -1.0
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_segment_s <= WINDOW_S:
@@ -117,5 +119,6 @@ class Vad(StrategyBase):
         segs = pack(regions, self.max_segment_s, self.max_gap_s)
         vad_s = time.perf_counter() - t0
         res = short([audio[a:b] for a, b in segs])
-        segments = [[round(a / SR, 3), round(b / SR, 3), t.strip()] for (a, b), t in zip(segs, res.texts) if t.strip()]
-        return LongFormResult(join_texts(res.texts), segments, vad_s + res.proc_s, sum(res.n_tokens), len(segs))
+        texts = kept_texts(res, self.no_speech_threshold, self.logprob_threshold)
+        segments = [[round(a / SR, 3), round(b / SR, 3), t] for (a, b), t in zip(segs, texts) if t]
+        return LongFormResult(join_texts(texts), segments, vad_s + res.proc_s, sum(res.n_tokens), len(segs))

@@ -24,6 +24,7 @@ from asr_eval.metrics.stats import insufficient, star_keys
 from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
 from asr_eval.report.engines import engine_view
+from asr_eval.report.hallucination import hallucination_view
 from asr_eval.report.streaming import stream_view
 from asr_eval.report.taxonomy import taxonomy_view
 from asr_eval.report.charts import OP_COLORS, SEVERITY_COLORS, CiItem, Marker, SeriesSpec
@@ -481,6 +482,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
         "engines": engine_view(con, [r.run_id for r in sel.runs], sel.normalizer or "zh-v1",
                                sorted({a for v in attrs.values() for a in v})),
         "streaming": stream_view(con, sel.run_ids, sel.normalizer or "zh-v1", {r.run_id: r.color for r in sel.runs}),
+        "hallucination": hallucination_view(con, sel.runs, sel.normalizer or "zh-v1", options.max_slice_values),
         "taxonomy": taxonomy_view(con, sel, sel.normalizer or "zh-v1"),
         "run_by_id": {r.run_id: r for r in sel.runs},
         "css": Markup(_static("report.css")), "js": Markup(js),

@@ -210,16 +210,19 @@ def analyse(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normalizer: 
             ci_method: str | Mapping[str, str] = "auto", min_utts: int = MIN_UTTS,
             min_ref_chars: int = MIN_REF_CHARS, adjust: str = DEFAULT_ADJUSTMENT) -> None:
     """Score, slice and compare a set of runs of one corpus (every pair, first run as A), with each
-    run's error taxonomy and pinyin error rate (``scoring.errors``).
+    run's error taxonomy and pinyin error rate (``scoring.errors``) and, where its recordings have
+    reference segments, its hallucination over silence (``scoring.hallucination``).
     ``ci_method`` ('auto' | 'utterance' | 'speaker-block', or one per run id): a pair resamples
     utterances when either of its runs does."""
     from asr_eval.scoring.errors import error_taxonomy
+    from asr_eval.scoring.hallucination import hallucination_scores
 
     check_options(ci_method, adjust)
     for r in run_ids:
         score_run(con, r, normalizer)
         slice_metrics(con, r, normalizer, slices, n_boot, seed, _mode(ci_method, r), min_utts, min_ref_chars)
         error_taxonomy(con, r, normalizer, slices, n_boot, seed, _mode(ci_method, r), min_utts, min_ref_chars)
+        hallucination_scores(con, r, normalizer, slices)
     for a, b in itertools.combinations(run_ids, 2):
         pair = "utterance" if "utterance" in (_mode(ci_method, a), _mode(ci_method, b)) else _mode(ci_method, a)
         compare_runs(con, a, b, normalizer, slices, n_boot, seed, pair, min_utts, min_ref_chars, adjust)

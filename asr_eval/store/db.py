@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.store.schema import MIGRATIONS, SCHEMA_VERSION, TAXONOMY_ON_MER_UNITS
+from asr_eval.store.schema import HALLUCINATION_SINCE, MIGRATIONS, SCHEMA_VERSION, TAXONOMY_ON_MER_UNITS
 from asr_eval.store.tx import transaction
 
 DEFAULT_DB = Path("reports") / "asr_eval.duckdb"
@@ -38,12 +38,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             "upgrade asr-eval"
         )
     redo = _classified_runs(con) if 4 <= version < TAXONOMY_ON_MER_UNITS else []
+    measure = _segmented_runs(con) if 2 <= version < HALLUCINATION_SINCE else []  # segments: since v2
     for i in range(version, SCHEMA_VERSION):
         with transaction(con):
             con.execute(MIGRATIONS[i])
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(i + 1)])
     if redo:
         _reclassify(con, redo)
+    if measure:
+        _measure_hallucination(con, measure)
     return SCHEMA_VERSION
 
 
@@ -70,6 +73,33 @@ def _reclassify(con: duckdb.DuckDBPyConnection, runs: list[tuple[str, str, int, 
             try:
                 error_taxonomy(con, run, norm, [a for a in attrs if a != ALL_ATTR], n_boot=n_boot,
                                ci_method=stored_ci_method(con, run))
+            except AsrEvalError:
+                continue
+
+
+def _segmented_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, list[str]]]:
+    """(run, normalizer, slice columns) of every scored run on a corpus with reference segments."""
+    return [(r, n, list(a)) for r, n, a in con.execute("""
+        SELECT s.run_id, s.normalizer, list(DISTINCT s.slice_attr ORDER BY s.slice_attr) FROM slice_metrics s
+        JOIN eval_runs e USING (run_id)
+        WHERE e.corpus_id IN (SELECT DISTINCT corpus_id FROM utterances WHERE segments IS NOT NULL)
+        GROUP BY ALL ORDER BY ALL""").fetchall()]
+
+
+def _measure_hallucination(con: duckdb.DuckDBPyConnection, runs: list[tuple[str, str, list[str]]]) -> None:
+    """v7 added hallucination over silence: measure the runs an older store scored on recordings
+    with reference segments (from their stored hypotheses, segments and emission logs; no
+    inference), with the slices they were scored with. A run that cannot be (its normalizer
+    profile is gone) is left unmeasured: ``rescore`` says what to do."""
+    from asr_eval.progress import heartbeat
+    from asr_eval.scoring.hallucination import hallucination_scores
+    from asr_eval.slices import ALL_ATTR
+
+    with heartbeat(f"store schema v{HALLUCINATION_SINCE}: hallucination over silence of {len(runs)} run(s)",
+                   spinner=False):
+        for run, norm, attrs in runs:
+            try:
+                hallucination_scores(con, run, norm, [a for a in attrs if a != ALL_ATTR])
             except AsrEvalError:
                 continue
 

@@ -51,6 +51,12 @@ contamination      [corpus_id, utt_id, source_hash]  one evaluation utterance ag
                    exact match, longest shared character n-gram, share of its 8-grams, flag
 lineage_contamination [model_id, corpus_id, eval_split, source_hash]  a fine-tune's own training texts
                    checked against the split it is scored on (the lineage record)
+hallucination_scores [run_id, utt_id, normalizer]  hallucination over silence in one recording with reference
+                   segments (asr_eval.metrics.hallucination): characters inserted in the reference's silent gaps
+                   (>= 1 s) that the hypothesis could have produced there, insertions repeating earlier text,
+                   the silence, and up to 3 examples. Recordings without reference segments have no row
+hallucination_slices [run_id, normalizer, slice_attr, slice_value]  the same summed per slice (the recordings
+                   measured in it; slice_attr '_all' / slice_value 'all' is the whole run)
 gates              [gate_id]  one ship decision of ``asr-eval gate``: baseline and candidate runs,
                    margin, PASS / FAIL / INCONCLUSIVE, and every slice's difference and status
 
@@ -60,10 +66,13 @@ slice_metrics, comparisons) and, through run_id, the model hash, decode params a
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # From this version on the error taxonomy is on MER units; older taxonomy rows are dropped by the
 # migration and classified again by ``store.db.migrate`` (from the stored normalized texts).
 TAXONOMY_ON_MER_UNITS = 6
+# From this version on hallucination over silence is measured; ``store.db.migrate`` measures the runs
+# an older store scored (from their stored hypotheses, segments and emission logs).
+HALLUCINATION_SINCE = 7
 
 # Each entry migrates the store from version i to i+1 (index 0: empty file -> v1).
 MIGRATIONS: list[str] = [
@@ -484,6 +493,42 @@ DELETE FROM error_confusions;
 DELETE FROM error_slices;
 DELETE FROM utterance_errors;
 """,
+    # v7: hallucination over silence (issue 31): per recording with reference segments and per slice,
+    # for offline long-form runs, streaming runs and imported streaming logs alike.
+    """
+CREATE TABLE IF NOT EXISTS hallucination_scores (
+    run_id VARCHAR NOT NULL,
+    utt_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    time_bound VARCHAR,                   -- where a hypothesis character can come from: 'emission' (streaming: its commit time) | 'segment' (its hypothesis segment) | 'none'
+    min_silence_s DOUBLE,                 -- shortest reference gap that counts as silence (MIN_SILENCE_S)
+    ref_units INTEGER,                    -- reference CER units (segments normalized one by one)
+    hyp_units INTEGER,
+    inserted INTEGER,                     -- hypothesis units the character alignment inserts
+    inserted_in_silence INTEGER,          -- of those, in a silent gap of the reference, consistent with their time bound
+    repeated_insertions INTEGER,          -- inserted units in blocks of >= 2 that repeat earlier hypothesis or reference text
+    silence_s DOUBLE,                     -- total length of the counted silent gaps
+    examples JSON,                        -- [{"text", "gap_start_s", "gap_end_s", "emit_s", "repeated"}, ...] longest first, at most 3
+    PRIMARY KEY (run_id, utt_id, normalizer)
+);
+
+CREATE TABLE IF NOT EXISTS hallucination_slices (
+    run_id VARCHAR NOT NULL,
+    normalizer VARCHAR NOT NULL,
+    normalizer_hash VARCHAR,
+    slice_attr VARCHAR NOT NULL,
+    slice_value VARCHAR NOT NULL,
+    n BIGINT,                             -- recordings measured (those with reference segments)
+    ref_units BIGINT,
+    inserted BIGINT,
+    inserted_in_silence BIGINT,
+    repeated_insertions BIGINT,
+    silence_s DOUBLE,
+    min_silence_s DOUBLE,
+    PRIMARY KEY (run_id, normalizer, slice_attr, slice_value)
+);
+""",
 ]
 
 TABLES = (
@@ -491,9 +536,11 @@ TABLES = (
     "utterance_scores", "slice_metrics", "comparisons", "training_runs", "training_log", "alerts", "gates",
     "stream_events", "stream_recordings", "stream_scores", "stream_slices",
     "utterance_errors", "error_slices", "error_confusions", "contamination_sources", "contamination",
-    "lineage_contamination",
+    "lineage_contamination", "hallucination_scores", "hallucination_slices",
 )
 STREAM_TABLES = ("stream_events", "stream_recordings", "stream_scores", "stream_slices")  # v3: absent from a read-only older store
 # v4: absent from a read-only older store (the report leaves the "What kind of errors" section out)
 ERROR_TABLES = ("utterance_errors", "error_slices", "error_confusions", "contamination_sources", "contamination",
                 "lineage_contamination")
+# v7: absent from a read-only older store (the report leaves the hallucination numbers out)
+HALLUCINATION_TABLES = ("hallucination_scores", "hallucination_slices")

@@ -71,15 +71,31 @@ def register(cls: type) -> type:
 
 @dataclass
 class PolicyBase:
-    """``loop_guard``: cut every hypothesis at its first repetition loop before the policy sees it
-    (``simulate.cut_loop``); a parameter of every policy, so part of every run id."""
+    """The guards every policy has (parameters, so part of every run id): ``loop_guard`` cuts every
+    hypothesis at its first repetition loop before the policy sees it (``simulate.cut_loop``);
+    ``no_speech_threshold`` / ``logprob_threshold`` drop a decode that Whisper's silence rule calls
+    silence (``guards.silent``; None switches it off)."""
 
     name: ClassVar[str] = ""
     loop_guard: bool = True
+    no_speech_threshold: float | None = 0.6
+    logprob_threshold: float | None = -1.0
 
     def params(self) -> dict[str, Any]:
         """The parameters as recorded with the run (and hashed into its id)."""
         return asdict(self)
+
+    def check_guards(self) -> None:
+        """Validate the guard parameters every policy has (subclasses call it from __post_init__)."""
+        nst, lpt = self.no_speech_threshold, self.logprob_threshold
+        if nst is not None and not 0.0 <= nst <= 1.0:
+            raise AsrEvalError(f"{self.name}: no_speech_threshold {nst} must be in [0, 1] (or none to switch it off)")
+        if lpt is not None and lpt > 0:
+            raise AsrEvalError(f"{self.name}: logprob_threshold {lpt} must be ≤ 0 (an average log-probability), "
+                               "or none")
+        age = getattr(self, "prompt_max_age_s", None)
+        if age is not None and age <= 0:
+            raise AsrEvalError(f"{self.name}: prompt_max_age_s {age} must be > 0 seconds (or none: no age limit)")
 
 
 def make_policy(name: str, **params: Any) -> Policy:

@@ -240,11 +240,14 @@ def stream_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], norma
     ``latency_p90_s``/``latency_mean_s``/``first_emission_median_s`` as ``{"unaware": …,
     "aware": …}``, the median's interval per clock (``latency_reliable``), ``flicker``,
     ``commits_per_minute``, ``decode_calls``, ``compute_per_audio_s``, ``real_time``,
-    ``timing_method``.
+    ``timing_method``; hallucination over silence (``asr_eval.metrics.hallucination``, summed over
+    the recordings with reference segments; all None when none has them): ``inserted_in_silence``,
+    ``repeated_insertions``, ``inserted`` (every inserted character) and ``silence_s``.
 
     The ``*_reliable`` flags are the minimum-evidence rule (``metrics.stats.Evidence``): a thin
     number is shown as its point estimate alone (†), without interval or verdict; ΔCER is thin when
     its paired recordings are too few or either run's CER is thin."""
+    from asr_eval.scoring.hallucination import run_totals
     from asr_eval.streaming.base import CLOCKS
     from asr_eval.streaming.store import stored_stream_slices
 
@@ -252,6 +255,7 @@ def stream_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], norma
     out = []
     by_run = {r["run_id"]: r for r in stored_stream_slices(con, run_ids, normalizer)
               if r["slice_attr"] == ALL_ATTR}
+    halluc = run_totals(con, run_ids, normalizer)
     for rid in run_ids:
         s = by_run.get(rid)
         if s is None:
@@ -292,5 +296,7 @@ def stream_summary(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], norma
         for key in ("latency_median_s", "latency_p90_s", "latency_mean_s", "first_emission_median_s",
                     "latency_median_lo", "latency_median_hi"):
             row[key] = {c: s[f"{key}_{c}"] for c in CLOCKS}
+        h = halluc.get(rid, {})
+        row |= {k: h.get(k) for k in ("inserted_in_silence", "repeated_insertions", "inserted", "silence_s")}
         out.append(row)
     return out

@@ -42,7 +42,7 @@ class LiveStream:
     def __init__(self, policy: Policy, transcribers: Transcribers, chunk_s: float) -> None:
         self.chunk = max(1, round(check_chunk_s(chunk_s) * SR))
         self.session = policy.session()
-        self.decoder = _Decoder(transcribers, bool(getattr(policy, "loop_guard", False)))
+        self.decoder = _Decoder(transcribers, policy)
         self.state = LiveState()
         self._blocks: list[np.ndarray] = []
         self._n = 0

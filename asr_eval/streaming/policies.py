@@ -61,6 +61,13 @@ the newest audio, so more audio cannot extend it. A closed region is decoded (pr
 last ``prompt_chars`` committed characters) and its text committed at once; an open region
 that has grown to ``max_segment_s`` is decoded as its first ``max_segment_s`` and committed.
 Nothing is tentative. The flush decodes every region left.
+
+**Guards** (``asr_eval.streaming.guards``, parameters like the others): the silence rule (every
+policy, applied by the decoder), the VAD gate (local-agreement, hold-k: a decode stops after the
+last speech in it plus a pad, and a buffer or window without speech is not decoded; under it,
+hold-k commits the held characters once the speech has ended, since more audio cannot change the
+hypothesis), the prompt age (local-agreement, vad-segment) and repeat-only hypotheses
+(local-agreement: the tail is dropped; hold-k: what the window adds is dropped).
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ from asr_eval.errors import AsrEvalError
 from asr_eval.longform.vad import speech_regions
 from asr_eval.text.normalizer import opencc_t2s
 from asr_eval.streaming.base import SR, WINDOW_S, Decoder, PolicyBase, Step, common_prefix, register, safe_cut
+from asr_eval.streaming.guards import PromptClock, SpeechGate, repeats_committed
 
 
 @functools.cache
@@ -166,8 +174,12 @@ class LocalAgreement(PolicyBase):
     max_buffer_s: float = WINDOW_S
     prompt_chars: int = 100  # ≈ 100-150 Whisper tokens of Mandarin; whisper_streaming: 200 (Latin)
     trim_margin_s: float = 1.0  # the buffer is cut this far before a committed segment end
+    vad_gate: bool = True  # guards (asr_eval.streaming.guards)
+    prompt_max_age_s: float | None = None  # off: measured to cost accuracy (guards docstring)
+    drop_repeats: bool = True
 
     def __post_init__(self) -> None:
+        self.check_guards()
         _check(self.n >= 1, f"local-agreement: n {self.n} must be ≥ 1 (2 is LocalAgreement-2)")
         _check(0 < self.max_buffer_s <= WINDOW_S, f"local-agreement: max_buffer_s {self.max_buffer_s} must be in (0, 30]")
         _check(0 < self.buffer_trim_s <= self.max_buffer_s,
@@ -190,10 +202,17 @@ class _LocalAgreementSession:
         self.points: list[tuple[int, int]] = []  # committed segment ends: (sample, len(committed))
         self.prev_t = 0
         self.overlapping = False  # strip re-transcribed committed text by overlap (after a cut with a margin)
+        self.gate = SpeechGate() if p.vad_gate else None
+        self.clock = PromptClock()
 
-    def prompt(self) -> str | None:
-        before = self.committed[:len(self.committed) - self.in_buffer]
+    def prompt(self, t: int) -> str | None:
+        upto = len(self.committed) - self.in_buffer
+        before = self.committed[self.clock.recent(upto, t, self.p.prompt_max_age_s):upto]
         return before[-self.p.prompt_chars:] if self.p.prompt_chars and before else None
+
+    def _commit(self, text: str, t: int) -> None:
+        self.committed += text
+        self.clock.add(text, t)
 
     def step(self, audio: np.ndarray, decode: Decoder) -> Step:
         t, forced = len(audio), ""
@@ -202,11 +221,11 @@ class _LocalAgreementSession:
                 raise AsrEvalError(f"local-agreement: a chunk longer than max_buffer_s {self.p.max_buffer_s} s; "
                                    "use a smaller --chunk-s")
             forced = self.tails[-1] if self.tails else ""
-            self.committed += forced
+            self._commit(forced, t)
             self.b, self.in_buffer, self.tails, self.points = self.prev_t, 0, [], []
             self.overlapping = False
         self.prev_t = t
-        hyp = decode(audio[self.b:t], self.prompt())
+        hyp = gated_decode(audio, self.b, t, self.gate, decode, self.prompt(t))
         if self.overlapping:  # the buffer starts inside committed speech (a cut with a margin)
             c, (h, where) = fold(self.committed)[0], fold(hyp)
             jf = overlap(c, h)
@@ -214,6 +233,8 @@ class _LocalAgreementSession:
         else:
             mine = self.committed[len(self.committed) - self.in_buffer:]
             tail = hyp[strip_committed(hyp, mine):]
+        if self.p.drop_repeats and repeats_committed(fold(tail)[0], fold(self.committed[-120:])[0]):
+            tail = ""  # only repeats what was just committed
         commit, agreed = "", []
         if len(self.tails) >= self.p.n - 1:
             agreed = self.tails[len(self.tails) - (self.p.n - 1):] + [tail]
@@ -223,7 +244,7 @@ class _LocalAgreementSession:
         self.tails = [x[after_folded(x, kf):] for x in self.tails + [tail]][
             max(0, len(self.tails) + 1 - (self.p.n - 1)):]
         tail = tail[len(commit):]
-        self.committed += commit
+        self._commit(commit, t)
         self.in_buffer += len(commit)
         if commit and all(not fold(a[after_folded(a, kf):])[0] for a in agreed):
             self.points.append((t, len(self.committed)))
@@ -239,7 +260,7 @@ class _LocalAgreementSession:
 
     def finish(self, audio: np.ndarray, decode: Decoder) -> Step:
         rest = self.tails[-1] if self.tails else ""
-        self.committed += rest
+        self._commit(rest, len(audio))
         self.tails = []
         return Step(rest, "")
 
@@ -250,8 +271,11 @@ class HoldK(PolicyBase):
     name: ClassVar[str] = "hold-k"
     k: int = 5  # characters held back
     window_s: float = 10.0
+    vad_gate: bool = True  # guards (asr_eval.streaming.guards)
+    drop_repeats: bool = True
 
     def __post_init__(self) -> None:
+        self.check_guards()
         _check(self.k >= 0, f"hold-k: k {self.k} must be ≥ 0")
         _check(0 < self.window_s <= WINDOW_S, f"hold-k: window_s {self.window_s} must be in (0, 30]")
 
@@ -264,12 +288,21 @@ class _HoldKSession:
         self.p = p
         self.committed = ""
         self.tentative = ""
+        self.gate = SpeechGate() if p.vad_gate else None
 
     def step(self, audio: np.ndarray, decode: Decoder) -> Step:
         t = len(audio)
-        hyp = decode(audio[max(0, t - int(round(self.p.window_s * SR))):t], None)
+        start = max(0, t - int(round(self.p.window_s * SR)))
+        end = t if self.gate is None else speech_end(audio, start, t, self.gate)
+        if end is None:  # no speech in the window: nothing to decode, the held text stays
+            return Step("", self.tentative)
+        hyp = decode(audio[start:end], None)
         j = overlap(self.committed, hyp)
-        cut = safe_cut(hyp, max(0, len(hyp) - self.p.k))
+        if self.p.drop_repeats and repeats_committed(fold(hyp[j:])[0], fold(self.committed[-120:])[0]):
+            hyp = hyp[:j]  # what the window adds only repeats what was just committed
+        # The gate cut the decode before the newest audio: the speech has ended and more audio cannot
+        # change this hypothesis, so nothing needs holding back.
+        cut = len(hyp) if end < t else safe_cut(hyp, max(0, len(hyp) - self.p.k))
         commit = hyp[j:cut] if cut > j else ""
         self.committed += commit
         self.tentative = hyp[max(j, cut):]
@@ -300,8 +333,10 @@ class VadSegment(PolicyBase):
     max_segment_s: float = WINDOW_S
     prompt_chars: int = 100
     lookback_s: float = 1.0  # audio kept for the VAD when it finds no speech
+    prompt_max_age_s: float | None = None  # guard (asr_eval.streaming.guards), off by default
 
     def __post_init__(self) -> None:
+        self.check_guards()
         _check(1.0 <= self.max_segment_s <= WINDOW_S, f"vad-segment: max_segment_s {self.max_segment_s} must be in [1, 30]")
         _check(self.close_s >= 0, f"vad-segment: close_s {self.close_s} must be ≥ 0")
         _check(self.prompt_chars >= 0, f"vad-segment: prompt_chars {self.prompt_chars} must be ≥ 0")
@@ -315,14 +350,17 @@ class _VadSession:
         self.p = p
         self.scan = 0  # VAD runs on audio[scan:]
         self.committed = ""
+        self.clock = PromptClock()
 
     def _decode(self, audio: np.ndarray, a: int, b: int, decode: Decoder) -> str:
-        prompt = self.committed[-self.p.prompt_chars:] if self.p.prompt_chars and self.committed else None
+        recent = self.committed[self.clock.recent(len(self.committed), len(audio), self.p.prompt_max_age_s):]
+        prompt = recent[-self.p.prompt_chars:] if self.p.prompt_chars and recent.strip() else None
         text = decode(audio[a:b], prompt).strip()
         if not text:
             return ""
         text = (" " if self.committed else "") + text
         self.committed += text
+        self.clock.add(text, len(audio))
         return text
 
     def step(self, audio: np.ndarray, decode: Decoder, final: bool = False) -> Step:
@@ -346,6 +384,19 @@ class _VadSession:
 
     def finish(self, audio: np.ndarray, decode: Decoder) -> Step:
         return self.step(audio, decode, final=True)
+
+
+def speech_end(audio: np.ndarray, start: int, t: int, gate: SpeechGate) -> int | None:
+    """The VAD gate: where a decode of ``audio[start:t]`` should stop (None: no speech in it)."""
+    gate.update(audio[:t])
+    return gate.decode_end(start, t)
+
+
+def gated_decode(audio: np.ndarray, start: int, t: int, gate: SpeechGate | None, decode: Decoder,
+                 prompt: str | None) -> str:
+    """``decode(audio[start:t], prompt)``, under the VAD gate when there is one ("" without speech)."""
+    end = t if gate is None else speech_end(audio, start, t, gate)
+    return "" if end is None else decode(audio[start:end], prompt)
 
 
 def describe(policy: Any) -> str:

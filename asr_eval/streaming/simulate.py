@@ -34,6 +34,7 @@ so (b) fails once ``k > chunk_s / (s − chunk_s)``; with ``s ≤ chunk_s`` ever
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -114,28 +115,48 @@ def cut_loop(text: str) -> str:
 
 
 class _Decoder:
-    """The ``Decoder`` handed to a policy: counts calls and decoded audio; with ``loop_guard`` (the
-    policy's parameter) every hypothesis is cut at its first repetition loop (``cut_loop``) before
-    the policy sees it — whisper-base loops on short buffers ("我比较小,我比较小,…"), and two
-    hypotheses that loop alike would otherwise agree on the loop and commit it."""
+    """The ``Decoder`` handed to a policy: counts calls and decoded audio, and applies the guards
+    every policy has (its parameters): with ``loop_guard`` every hypothesis is cut at its first
+    repetition loop (``cut_loop``) before the policy sees it — whisper-base loops on short buffers
+    ("我比较小,我比较小,…"), and two hypotheses that loop alike would otherwise agree on the loop and
+    commit it; with ``no_speech_threshold`` / ``logprob_threshold`` a decode that Whisper's silence
+    rule calls silence (``guards.silent``) gives "". A call with the same audio and prompt as the
+    previous one returns its text without decoding (greedy and seeded decodes are deterministic;
+    under the VAD gate every step after the speech has ended decodes the same audio)."""
 
-    def __init__(self, transcribers: Transcribers, loop_guard: bool = False) -> None:
+    def __init__(self, transcribers: Transcribers, policy: object = None) -> None:
         self.transcribers = transcribers
-        self.loop_guard = loop_guard
+        self.loop_guard = bool(getattr(policy, "loop_guard", False))
+        self.no_speech_threshold = getattr(policy, "no_speech_threshold", None)
+        self.logprob_threshold = getattr(policy, "logprob_threshold", None)
         self.calls = 0
         self.decoded_s = 0.0
         self.proc_s = 0.0
+        self.silenced = 0  # decodes dropped by the silence rule
+        self._last: tuple[tuple, str] | None = None
 
     def __call__(self, audio: np.ndarray, prompt: str | None = None) -> str:
+        from asr_eval.streaming.guards import silent
+
         if len(audio) > WINDOW_S * SR:
             raise AsrEvalError(f"streaming policy asked to decode {len(audio) / SR:.1f} s; Whisper reads ≤ 30 s "
                                "(a policy bug: its buffer must be trimmed)")
+        key = (prompt or None, len(audio), hashlib.blake2b(np.ascontiguousarray(audio).tobytes(), digest_size=16).digest())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         res = self.transcribers(prompt or None)([audio])
         self.calls += 1
         self.decoded_s += len(audio) / SR
         self.proc_s += res.proc_s
         text = res.texts[0] if res.texts else ""
-        return cut_loop(text) if self.loop_guard else text
+        nsp, lp = getattr(res, "no_speech_prob", None), getattr(res, "avg_logprob", None)
+        if text and silent(nsp[0] if nsp else None, lp[0] if lp else None, self.no_speech_threshold,
+                           self.logprob_threshold):
+            self.silenced += 1
+            text = ""
+        text = cut_loop(text) if self.loop_guard else text
+        self._last = (key, text)
+        return text
 
 
 def chunk_ends(n_samples: int, chunk_s: float) -> list[int]:
@@ -161,7 +182,7 @@ def simulate(policy: Policy, audio: np.ndarray, transcribers: Transcribers, chun
     cost = cost or measured_cost
     ends = chunk_ends(len(audio), chunk_s)
     session = policy.session()
-    dec = _Decoder(transcribers, bool(getattr(policy, "loop_guard", False)))
+    dec = _Decoder(transcribers, policy)
     emissions: list[Emission] = []
     committed: list[str] = []
     shown = ""
