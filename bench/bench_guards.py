@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ASR_EVAL_PROGRESS", "off")
 
+from bench_stream import _f  # noqa: E402  (the number format of the streaming tables)
+
 OFF = {"vad_gate": False, "no_speech_threshold": None, "logprob_threshold": None, "prompt_max_age_s": None,
        "drop_repeats": False}
 CONFIGS = {
@@ -131,10 +133,6 @@ def summarize(db: Path, run_ids: dict[str, str], offline: str) -> dict:
     finally:
         con.close()
     return configs
-
-
-def _f(x, d=2, pct=False):
-    return "—" if x is None else f"{100 * x:.{d}f}" if pct else f"{x:.{d}f}"
 
 
 def _d(x) -> str:
