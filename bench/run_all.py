@@ -15,6 +15,7 @@ BENCHES = [
     ["bench_report.py"],
     ["bench_longform.py", "--rss-limit-s", "300"],
     ["bench_stream.py"],
+    ["bench_guards.py", "--configs", "default,off"],
     ["bench_alignment.py"],
     ["bench_decode_speedups.py"],
     ["bench_scale.py", "--n", "64"],
