@@ -175,12 +175,15 @@ def test_score_two_tiny_models_end_to_end(tmp_path, tiny_models):
 
 def test_score_resumes_after_sigkill_without_duplicates(tmp_path, tiny_models):
     corpus = _corpus(tmp_path, n=24, max_rows=4)  # 6 shards, 2 test rows each
-    parts = tmp_path / "parts"
+    parts, stuck = tmp_path / "parts", tmp_path / "stuck"
+    # The child transcribes two shards (one call each), then hangs in the third call — so it is killed
+    # after two whole parts, never while one is being written or recorded (the glob alone raced that).
     script = (
         "import time\nimport asr_eval.engines.driver as drv\nfrom asr_eval.engines import create_engine\n"
         "from asr_eval.scoring import RunSpec, transcribe_corpus\n"
-        "orig = drv.transcribe\n"
-        "def slow(*a, **k):\n    time.sleep(0.4)\n    return orig(*a, **k)\n"
+        "orig, calls = drv.transcribe, []\n"
+        "def slow(*a, **k):\n    calls.append(1)\n    if len(calls) > 2:\n"
+        f"        open({str(stuck)!r}, 'w').close()\n        time.sleep(3600)\n    return orig(*a, **k)\n"
         "drv.transcribe = slow\n"
         f"spec = RunSpec.make({str(tiny_models[0])!r}, 'greedy', device='cpu')\n"
         "spec = RunSpec(**{**spec.to_dict(), 'recipe': {**spec.recipe, 'max_new_tokens': 4}})\n"
@@ -189,12 +192,12 @@ def test_score_resumes_after_sigkill_without_duplicates(tmp_path, tiny_models):
     )
     p = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("*/part-*.parquet"))) < 2:
+    while time.time() < deadline and not stuck.exists():
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     done_before = len(list(parts.glob("*/part-*.parquet")))
-    assert 2 <= done_before < 6
+    assert done_before == 2
 
     from asr_eval.engines import create_engine, get_recipe
     from asr_eval.scoring import RunSpec, transcribe_corpus
