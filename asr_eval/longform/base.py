@@ -146,12 +146,20 @@ def activity(audio: np.ndarray) -> np.ndarray:
     return (db > level).astype(np.float64)
 
 
+def silent(no_speech_prob: float | None, avg_logprob: float | None, no_speech_threshold: float | None,
+           logprob_threshold: float | None) -> bool:
+    """Whisper's silence rule, for long-form pieces and streaming decodes alike: no-speech probability
+    above its threshold and average log-prob below its threshold (a missing log-prob threshold: the
+    no-speech probability alone)."""
+    if no_speech_threshold is None or no_speech_prob is None or no_speech_prob <= no_speech_threshold:
+        return False
+    return logprob_threshold is None or (avg_logprob is not None and avg_logprob < logprob_threshold)
+
+
 def kept_texts(res: ShortBatch, no_speech_threshold: float | None, logprob_threshold: float | None) -> list[str]:
     """The pieces' texts with those Whisper's silence rule calls silence emptied (no-speech
     probability above ``no_speech_threshold`` and average log-prob below ``logprob_threshold``:
-    ``asr_eval.streaming.guards.silent``; engines that report no probability keep every text)."""
-    from asr_eval.streaming.guards import silent
-
+    ``silent``; engines that report no probability keep every text)."""
     nsp = list(getattr(res, "no_speech_prob", None) or []) + [None] * len(res.texts)
     lp = list(getattr(res, "avg_logprob", None) or []) + [None] * len(res.texts)
     return ["" if silent(nsp[i], lp[i], no_speech_threshold, logprob_threshold) else t.strip()

@@ -7,7 +7,8 @@ measures what they prevent (``inserted_in_silence``, ``repeated_insertions``).
 
 - **Silence rule** (every policy; ``no_speech_threshold``, ``logprob_threshold``): a decode whose
   no-speech probability is above ``no_speech_threshold`` *and* whose average log-probability is
-  below ``logprob_threshold`` is silence — its text is dropped (``silent``). This is Whisper's own
+  below ``logprob_threshold`` is silence — its text is dropped (``longform.base.silent``, which the
+  long-form strategies' pieces use too). This is Whisper's own
   rule (openai-whisper's ``transcribe``, faster-whisper: 0.6 and −1.0). It applies where the engine
   reports a no-speech probability (``ShortBatch.no_speech_prob``); ``None`` switches it off.
 - **VAD gate** (``vad_gate``: local-agreement, hold-k): Silero VAD runs on the stream as it arrives
@@ -35,7 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asr_eval.longform.base import silent
 from asr_eval.streaming.base import SR
+
+__all__ = ["PromptClock", "SpeechGate", "repeats_committed", "silent"]  # silent: the rule both use, in longform.base
 
 FRAME = 512  # Silero's frame at 16 kHz (32 ms)
 GATE_THRESHOLD = 0.5  # Silero's default speech threshold
@@ -44,15 +48,6 @@ GATE_MIN_SPEECH_S = 0.25  # shorter speech runs are clicks and noise bursts (Sil
 GATE_PAD_S = 0.5  # decoded audio goes this far past the last speech (faster-whisper pads 0.4 s)
 REPEAT_MIN_CHARS = 3
 REPEAT_WINDOW_CHARS = 60
-
-
-def silent(no_speech_prob: float | None, avg_logprob: float | None, no_speech_threshold: float | None,
-           logprob_threshold: float | None) -> bool:
-    """Whisper's silence rule: no-speech probability above its threshold and average log-prob
-    below its threshold (a missing log-prob threshold: the no-speech probability alone)."""
-    if no_speech_threshold is None or no_speech_prob is None or no_speech_prob <= no_speech_threshold:
-        return False
-    return logprob_threshold is None or (avg_logprob is not None and avg_logprob < logprob_threshold)
 
 
 @dataclass

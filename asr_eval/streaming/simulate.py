@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.longform.base import PIECE_MAX_NEW_TOKENS, ShortTranscriber, short_transcriber
+from asr_eval.longform.base import PIECE_MAX_NEW_TOKENS, ShortTranscriber, short_transcriber, silent
 from asr_eval.streaming.base import SR, WINDOW_S, Emission, Policy, Step, StreamResult, check_chunk_s
 
 # prompt -> the ShortTranscriber that decodes with it (None: no streaming prompt)
@@ -120,7 +120,7 @@ class _Decoder:
     repetition loop (``cut_loop``) before the policy sees it — whisper-base loops on short buffers
     ("我比较小,我比较小,…"), and two hypotheses that loop alike would otherwise agree on the loop and
     commit it; with ``no_speech_threshold`` / ``logprob_threshold`` a decode that Whisper's silence
-    rule calls silence (``guards.silent``) gives "". A call with the same audio and prompt as the
+    rule calls silence (``longform.base.silent``) gives "". A call with the same audio and prompt as the
     previous one returns its text without decoding (greedy and seeded decodes are deterministic;
     under the VAD gate every step after the speech has ended decodes the same audio)."""
 
@@ -136,8 +136,6 @@ class _Decoder:
         self._last: tuple[tuple, str] | None = None
 
     def __call__(self, audio: np.ndarray, prompt: str | None = None) -> str:
-        from asr_eval.streaming.guards import silent
-
         if len(audio) > WINDOW_S * SR:
             raise AsrEvalError(f"streaming policy asked to decode {len(audio) / SR:.1f} s; Whisper reads ≤ 30 s "
                                "(a policy bug: its buffer must be trimmed)")
