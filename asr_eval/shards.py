@@ -400,18 +400,36 @@ def _repair(reader: CorpusReader, out: Location, journal: _Journal, opts: Ingest
     return seen, len(bad)
 
 
+def _clear(out: Location) -> None:
+    """Remove an earlier ingest from ``out`` (its shards, metadata, index, quarantine, journal)."""
+    for n in [n for n in storage.listdir(out) if n.startswith("shard-") and n.endswith(".parquet")] + \
+            [f"{META_DIR}/{n}" for n in storage.listdir(out / META_DIR)] + [INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE]:
+        storage.delete(out / n)
+
+
+def _journal_fingerprint(out: Location) -> str | None:
+    path = out / PROGRESS_FILE
+    if storage.stat(path) is None:
+        return None
+    first = storage.read_text(path).split("\n", 1)[0]
+    try:
+        return json.loads(first).get("fingerprint")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None = None,
-           progress: bool = True, overwrite: bool = False) -> IngestSummary:
+           progress: bool = True, overwrite: bool = False, replace_stale: bool = False) -> IngestSummary:
     """Ingest a corpus source into shards. Idempotent and resumable: a re-run skips
-    finished shards; a run killed part-way restarts after the last finished shard."""
+    finished shards; a run killed part-way restarts after the last finished shard. An earlier
+    ingest of another source (or with other options) in ``out_dir`` is an error, unless
+    ``overwrite`` (always start afresh) or ``replace_stale`` (start afresh only then: a cache)."""
     opts = opts or IngestOptions()
     out = location(out_dir)
     t0 = time.perf_counter()
     storage.makedirs(out)  # a missing bucket fails here, before any decoding
     if overwrite:
-        for n in [n for n in storage.listdir(out) if n.startswith("shard-") and n.endswith(".parquet")] + \
-                [f"{META_DIR}/{n}" for n in storage.listdir(out / META_DIR)] + [INDEX_FILE, QUARANTINE_FILE, PROGRESS_FILE]:
-            storage.delete(out / n)
+        _clear(out)
     corpus = opts.corpus_name or reader.name
 
     # Pass 1 (metadata only, no audio): the slice columns and the item count.
@@ -428,6 +446,8 @@ def ingest(reader: CorpusReader, out_dir: str | Path, opts: IngestOptions | None
     params = {k: v for k, v in asdict(opts).items() if k not in ("workers", "window", "window_audio_s")}
     fingerprint = stable_hash({"source": reader.describe(), "params": params, "columns": slice_cols,
                                "n_items": n_items, "schema": SCHEMA_VERSION})
+    if replace_stale and _journal_fingerprint(out) not in (None, fingerprint):
+        _clear(out)
     journal = _Journal(out, fingerprint)
     resume = journal.resume_at
     workers = opts.workers or os.cpu_count() or 1

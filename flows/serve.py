@@ -9,6 +9,8 @@ Deployments (name = FLOW/DEPLOYMENT):
   gate/default — the ship gate of the demo's fine-tuned checkpoint (runs/demo-ft/best) against
   bundled:whisper-base, margin 0.5 points CER (pass other runs — full or short ids, prefixes — or
   model names at run time);
+  suite/default — the standard Mandarin test sets found under $ASR_EVAL_SUITE_ROOT (default
+  /data/zh-test-sets), bundled:whisper-base (pass --param models='["openai/whisper-large-v3"]');
   score/large-v2-vs-v3 and pipeline/commonvoice-large — example parameters for
   openai/whisper-large-v2 and -v3 on your own Common Voice folder (edit the paths, or pass
   --param corpus=… at run time).
@@ -29,6 +31,7 @@ from flows.pipeline import DEMO_FULL, DEMO_QUICK, pipeline_flow
 from flows.report import report_flow
 from flows.score import score_flow
 from flows.stream import stream_flow
+from flows.suite import SUITE_ROOT, suite_flow
 
 CV_FOLDER = os.environ.get("ASR_EVAL_CV_FOLDER", "/data/cv-corpus-zh-CN")
 LARGE = ["openai/whisper-large-v2", "openai/whisper-large-v3"]
@@ -49,6 +52,9 @@ def deployments() -> list:
         report_flow.to_deployment(name="default"),
         stream_flow.to_deployment(name="default",
                                   description="Streaming: local-agreement at 1 s vs offline (latency, flicker, ΔCER)"),
+        suite_flow.to_deployment(
+            name="default", parameters={"root": SUITE_ROOT, "models": [BUNDLED]},
+            description="Standard Mandarin test sets found under a folder × models: one table, published results beside"),
         gate_flow.to_deployment(
             name="default",
             parameters={"baseline": BUNDLED, "candidate": str(RUNS / "demo-ft" / "best"), "margin": 0.5},

@@ -222,3 +222,28 @@ def test_finetune_flow_refuses_to_run_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(AsrEvalError, match="pass nproc_per_node=N instead"):
         finetune_flow.fn()
+
+
+def test_suite_flow_and_deployment(harness, tiny, tmp_path):
+    """Flow `suite`: the AISHELL-1 tree of tests/test_suite.py found under a folder, its test split
+    ingested and scored (the fake engine: every hypothesis 测试), the table as the flow's result; the
+    `suite/default` deployment is served."""
+    from test_suite import build_aishell1
+
+    from flows.serve import deployments
+    from flows.suite import suite_flow
+
+    build_aishell1(tmp_path / "sets" / "downloads")
+    db = str(tmp_path / "s.duckdb")
+    table = suite_flow(root=str(tmp_path / "sets"), models=[tiny], db=db, engine="fake", device="cpu", n_boot=50)
+    assert [(r["test set"], r["n"]) for r in table] == [("aishell-1/test", 4)]
+    con = duckdb.connect(db, read_only=True)
+    try:
+        refs = [t for (t,) in con.execute("SELECT text FROM utterances WHERE split = 'test'").fetchall()]
+        assert con.execute("SELECT DISTINCT hyp_raw FROM hypotheses").fetchall() == [("测试",)]
+    finally:
+        con.close()
+    # No reference shares a character with 测试: each costs its length (2 substitutions, the rest deleted).
+    assert len(refs) == 4 and not any(set(t) & set("测试") for t in refs) and table[0]["CER %"] == 100.0
+    suite = [d for d in deployments() if d.flow_name == "suite"]
+    assert [d.name for d in suite] == ["default"] and suite[0].parameters["models"] == ["bundled:whisper-base"]

@@ -132,7 +132,7 @@ def test_recording_level_only_for_kaldi_and_schema_1_shards_have_no_segments(tmp
     from asr_eval.errors import AsrEvalError
 
     src = _manifest(tmp_path / "src")
-    with pytest.raises(AsrEvalError, match="--recording-level applies to Kaldi"):
+    with pytest.raises(AsrEvalError, match=r"--recording-level applies to sources with segment times \(wenetspeech, magicdata-ramc, kaldi\)"):
         open_source(str(src), recording_level=True)
     v1 = pa.table({"utt_id": ["a", "b"], "duration_s": [1.0, 2.0]})
     assert _segments_json(v1) == [None, None]

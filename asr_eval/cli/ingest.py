@@ -16,15 +16,18 @@ from asr_eval.shards import IngestOptions, ingest, parse_split_map
 
 @app.command("ingest")
 def ingest_cmd(
-    source: Annotated[str, typer.Argument(help="Manifest file, Kaldi/audiofolder/Common Voice folder, "
-                                                "datasets save_to_disk folder, Parquet, or a hub id")],
+    source: Annotated[str, typer.Argument(help="Manifest file, Kaldi/audiofolder/Common Voice folder, a public Mandarin "
+                                                "corpus as downloaded (AISHELL-1/2, WenetSpeech, KeSpeech, MagicData-RAMC, "
+                                                "THCHS-30, aidatatang_200zh), datasets save_to_disk folder, Parquet, "
+                                                "or a hub id")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output corpus folder or URL (s3://bucket/prefix, gs://…, "
                                                      "az://…): shards + index.json")],
     layout: Annotated[str | None, typer.Option(help=f"Force a layout: {', '.join(LAYOUTS)}")] = None,
     audio_column: Annotated[str | None, typer.Option(help="Audio path column of a manifest")] = None,
     text_column: Annotated[str | None, typer.Option(help="Transcript column of a manifest")] = None,
     id_column: Annotated[str | None, typer.Option(help="Utterance id column (default: audio file stem)")] = None,
-    split: Annotated[str | None, typer.Option(help="Split name for a single-split source / HF split")] = None,
+    split: Annotated[str | None, typer.Option(help="Split name for a single-split source / HF split; the split(s) to read "
+                                                   "of a public corpus, comma-separated (e.g. test, or test_net,dev)")] = None,
     split_map: Annotated[list[str] | None, typer.Option("--split-map", help="e.g. 'train+dev=train' (repeatable)")] = None,
     hf_config: Annotated[str | None, typer.Option(help="Hugging Face dataset config (hub sources)")] = None,
     cv_tsv: Annotated[list[str] | None, typer.Option(help="Common Voice TSVs to read (default train, dev, test)")] = None,
@@ -33,8 +36,9 @@ def ingest_cmd(
     long_form: Annotated[bool, typer.Option(help="Keep recordings over 30 s (up to --max-long-hours) as long-form "
                                                  "items, whole transcript as reference; scored with --strategy")] = False,
     max_long_hours: Annotated[float, typer.Option(help="Cap of a long-form recording, in hours")] = MAX_LONG_FORM_S / 3600,
-    recording_level: Annotated[bool, typer.Option(help="Kaldi dir with segments: one item per recording (reference = "
-                                                       "its segments' texts in time order, times kept); implies --long-form")] = False,
+    recording_level: Annotated[bool, typer.Option(help="Kaldi dir with segments, WenetSpeech or MagicData-RAMC: one item "
+                                                       "per recording (reference = its segments' texts in time order, "
+                                                       "times kept); implies --long-form")] = False,
     max_rows: Annotated[int, typer.Option(help="Max rows per shard")] = 2000,
     max_mb: Annotated[int, typer.Option(help="Max MB of audio per shard")] = 128,
     workers: Annotated[int, typer.Option(help="Decoder processes (0 = one per core)")] = 0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -187,6 +187,63 @@ def read_lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
                 yield i, None, raw
 
 
+def read_text_lines(path: Path) -> tuple[str, Iterator[tuple[int, str | None, bytes]]]:
+    """(encoding name, lines) of a transcript file that may not be UTF-8.
+
+    The public Mandarin corpora ship some transcripts in GBK/GB2312. The encoding is chosen for
+    the whole file: ``"utf-8"`` when every line is UTF-8 (a byte-order mark is dropped);
+    otherwise ``"gb18030"`` (a superset of GBK and GB2312) when more of its non-ASCII lines
+    decode as GB18030 than as UTF-8, else ``"utf-8"``; each line that does not decode under the
+    chosen encoding is yielded with text ``None`` (the caller rejects it as ``BAD_ENCODING``,
+    naming ``path:line``). A file starting with a UTF-16 byte-order mark is ``"utf-16"``.
+
+    Lines are (line number from 1, text without the line end, raw bytes without the line end).
+    Splitting on ``\\n`` is safe for GB18030: no multi-byte sequence contains 0x0A. The file is
+    read whole (transcript files are a few MB at most); iterating the lines does no I/O.
+    """
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16", ((i, t, r.rstrip(b"\r\n")) for i, t, r in _utf16_lines(data))
+    raws = [r[:-1] if r.endswith(b"\r") else r for r in data.split(b"\n")]
+    if raws and raws[-1] == b"":
+        raws.pop()
+    encoding = _text_encoding(data, raws)
+    return encoding, _decoded(raws, encoding)
+
+
+def _text_encoding(data: bytes, raws: list[bytes]) -> str:
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    utf8 = gb = 0  # a UTF-8 file with one damaged line stays UTF-8 (GB18030 would turn it all to mojibake)
+    for raw in raws:
+        if raw.isascii():
+            continue
+        try:
+            raw.decode("utf-8")
+            utf8 += 1
+        except UnicodeDecodeError:
+            try:
+                raw.decode("gb18030")
+                gb += 1
+            except UnicodeDecodeError:
+                pass
+    return "gb18030" if gb > utf8 else "utf-8"
+
+
+def _decoded(raws: list[bytes], encoding: str) -> Iterator[tuple[int, str | None, bytes]]:
+    for i, raw in enumerate(raws, start=1):
+        try:
+            text: str | None = raw.decode(encoding)
+        except UnicodeDecodeError:
+            text = None
+        if i == 1 and text is not None:
+            text = text.removeprefix("\ufeff")
+        yield i, text, raw
+
+
 def _utf16_lines(data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
     try:
         text = data.decode("utf-16")
@@ -225,3 +282,43 @@ def unencodable(*values: object) -> str | None:
             except UnicodeEncodeError:
                 return v
     return None
+
+
+# ─────── shared by the readers of the public corpora (AISHELL, THCHS-30, aidatatang, KeSpeech, …) ───────
+
+
+def join_words(words: list[str]) -> str:
+    """A word-segmented transcript (AISHELL-1, THCHS-30, aidatatang) as running text: the spaces
+    between words are dropped, except one between two Latin letters/digits (full-width ones
+    included), where it separates words: ``我 的 iPhone X 手机`` → ``我的iPhone X手机``."""
+    out = ""
+    for w in words:
+        if out and _latin(out[-1]) and _latin(w[0]):
+            out += " "
+        out += w
+    return out
+
+
+def _latin(ch: str) -> bool:
+    n = unicodedata.normalize("NFKC", ch)
+    return n.isascii() and n.isalnum()
+
+
+def parse_splits(value: str | None) -> tuple[str, ...] | None:
+    """``SourceOptions.split`` of a public corpus (``"test"``, ``"dev,test"``) → the splits to read
+    (None: the reader's default)."""
+    got = tuple(dict.fromkeys(s.strip() for s in (value or "").split(",") if s.strip()))
+    return got or None
+
+
+def check_splits(wanted: tuple[str, ...] | None, present: Sequence[str], what: str | Path) -> tuple[str, ...]:
+    """The splits to read, in the corpus's order; an unknown name is an error listing those present."""
+    from asr_eval.errors import AsrEvalError
+
+    if wanted is None:
+        return tuple(present)
+    unknown = [s for s in wanted if s not in present]
+    if unknown:
+        raise AsrEvalError(f"{what}: no split {', '.join(map(repr, unknown))}; the splits present are "
+                           f"{', '.join(present) or 'none'} (pass --split with one of them)")
+    return tuple(s for s in present if s in wanted)

@@ -8,9 +8,9 @@ plugins when a name or a source is not recognised.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from asr_eval.corpus.audiofolder import AudioFolderReader, find_metadata
@@ -19,45 +19,16 @@ from asr_eval.corpus.commonvoice import CommonVoiceReader
 from asr_eval.corpus.hf import HFDatasetReader
 from asr_eval.corpus.kaldi import KaldiReader
 from asr_eval.corpus.manifest import MANIFEST_SUFFIXES, ManifestReader
+from asr_eval.corpus import registry
+from asr_eval.corpus.registry import Layout, SourceOptions, layout_names, register_layout
 from asr_eval.errors import AsrEvalError
 
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """What a caller may say about a source; each layout reads the fields it understands."""
-
-    audio_column: str | None = None
-    text_column: str | None = None
-    id_column: str | None = None
-    split: str | None = None  # the split of a single-split source
-    hf_config: str | None = None
-    cv_tsvs: tuple[str, ...] | None = None
-    confine_to_root: bool = False
-    recording_level: bool = False
-
-
-@dataclass(frozen=True)
-class Layout:
-    name: str
-    detects: Callable[[Path, str], bool]  # (path, source string) -> is this layout
-    opens: Callable[[str, SourceOptions], CorpusReader]
-    looked_for: str  # what ``detects`` looks for, for the error that lists them all
-    recording_level: bool = False  # supports --recording-level
-
-
-_LAYOUTS: dict[str, Layout] = {}
-
-
-def register_layout(layout: Layout) -> Layout:
-    """Add a layout; detection tries layouts in registration order."""
-    if layout.name in _LAYOUTS:
-        raise AsrEvalError(f"layout {layout.name!r} is registered twice")
-    _LAYOUTS[layout.name] = layout
-    return layout
-
-
-def layout_names() -> tuple[str, ...]:
-    return tuple(_LAYOUTS)
+# The public Mandarin corpora as distributed (each module registers its layouts and test sets at
+# import). First, so their own folder structure wins over the generic layouts below (a KeSpeech
+# task folder is also a Kaldi dir).
+PUBLIC_ZH = ("aishell", "wenetspeech", "magicdata", "kespeech", "thchs", "aidatatang")
+for _mod in PUBLIC_ZH:
+    importlib.import_module(f"asr_eval.corpus.{_mod}")
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -106,12 +77,12 @@ LAYOUTS = layout_names()  # the built-in layouts, for help texts
 
 
 def _looked_for() -> str:
-    return "; ".join(lay.looked_for for lay in _LAYOUTS.values())
+    return "; ".join(lay.looked_for for lay in registry._LAYOUTS.values())
 
 
 def _detect(source: str) -> str | None:
     p = Path(source)
-    return next((lay.name for lay in _LAYOUTS.values() if lay.detects(p, source)), None)
+    return next((lay.name for lay in registry._LAYOUTS.values() if lay.detects(p, source)), None)
 
 
 def detect_layout(source: str) -> str:
@@ -160,13 +131,14 @@ def open_source(
             reader.root = audio_root  # a manifest object: its relative audio paths are objects beside it
         return RemoteSource(reader, storage.redact(source))
     layout = layout or detect_layout(source)
-    if layout not in _LAYOUTS:
+    if layout not in registry._LAYOUTS:
         load_plugins()
-    if layout not in _LAYOUTS:
+    if layout not in registry._LAYOUTS:
         raise AsrEvalError(f"unknown layout {layout!r}; choose one of {', '.join(layout_names())}")
-    entry = _LAYOUTS[layout]
+    entry = registry._LAYOUTS[layout]
     if recording_level and not entry.recording_level:
-        raise AsrEvalError(f"--recording-level applies to Kaldi dirs with a segments file; {source!r} is a "
+        which = ", ".join(n for n, lay in registry._LAYOUTS.items() if lay.recording_level)
+        raise AsrEvalError(f"--recording-level applies to sources with segment times ({which}); {source!r} is a "
                            f"{layout} source (its rows are already recordings: use --long-form)")
     return entry.opens(source, SourceOptions(audio_column, text_column, id_column, split, hf_config, cv_tsvs,
                                              confine_to_root, recording_level))

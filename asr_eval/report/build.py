@@ -25,6 +25,7 @@ from asr_eval.report import charts, queries, windows
 from asr_eval.report.audio import embed_audio
 from asr_eval.report.engines import engine_view
 from asr_eval.report.hallucination import hallucination_view
+from asr_eval.report.standard import standard_view
 from asr_eval.report.streaming import stream_view
 from asr_eval.report.taxonomy import taxonomy_view
 from asr_eval.report.charts import OP_COLORS, SEVERITY_COLORS, CiItem, Marker, SeriesSpec
@@ -478,6 +479,7 @@ def render(con: duckdb.DuckDBPyConnection, options: ReportOptions = ReportOption
         "verdicts": _verdicts(sel, totals, diffs), "headline": _headline(sel, totals), "slices": slices_view,
         "gates": _gates(con, sel) if sel.runs else [],
         "protocols": _protocols(con, sel),
+        "standard": standard_view(con, sel.run_ids, sel.normalizer or "zh-v1"),
         "errors": errors, "worst": worst, "training": training,
         "engines": engine_view(con, [r.run_id for r in sel.runs], sel.normalizer or "zh-v1",
                                sorted({a for v in attrs.values() for a in v})),
