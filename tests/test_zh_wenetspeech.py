@@ -225,7 +225,7 @@ def test_json_that_breaks_before_any_recording_is_an_error(corpus):
 
 def test_streaming_across_small_windows_and_bad_utf8(corpus, monkeypatch):
     whole = [(u.utt_id, u.offset_s, u.text) for u in open_source(str(corpus), split="dev,train_l").items()]
-    monkeypatch.setattr(W, "_CHUNK", 7)  # every value straddles a window edge
+    monkeypatch.setattr(W, "BUF_SIZE", 7)  # every value straddles a read edge
     assert [(u.utt_id, u.offset_s, u.text) for u in open_source(str(corpus), split="dev,train_l").items()] == whole
     raw = (corpus / "WenetSpeech.json").read_bytes()
     (corpus / "WenetSpeech.json").write_bytes(raw.replace("今天".encode(), b"\xff\xfe", 1))

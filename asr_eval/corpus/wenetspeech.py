@@ -19,8 +19,8 @@ them: ``test_net``, ``test_meeting``, ``dev``, ``train_l``, ``train_m``, ``train
 Without ``--split`` only the evaluation subsets are read (the training subsets are 10k hours); a
 segment in several requested subsets goes to the first one requested.
 
-The JSON is parsed as a stream (the top-level object key by key, the ``audios`` array one recording
-at a time with the standard library's decoder), so memory is bounded by one recording's entry. A
+The JSON is parsed as a stream (ijson, its C parser: the ``audios`` array one recording at a time),
+so memory is bounded by one recording's entry. A
 file cut short (an interrupted download or untar) keeps the recordings read before the break and
 reports the break as one rejection naming the byte offset and the last recording read; a file that
 breaks before any recording is an ``AsrEvalError``.
@@ -41,12 +41,9 @@ one folder). Not verified (no public copy of the JSON found): the recording-leve
 
 from __future__ import annotations
 
-import codecs
-import json
 import math
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,125 +79,56 @@ class JsonBreak(Exception):
         self.offset, self.what, self.reason = offset, what, reason
 
 
-_WS = re.compile(r"[ \t\n\r]*")
-_CHUNK = 1 << 20
+BUF_SIZE = 1 << 16  # bytes ijson reads at a time
 
 
-@dataclass
-class _Stream:
-    """A text window over a binary file: ``buf[pos:]`` is unread; ``base`` is the byte offset of
-    ``buf[0]`` (computed from the consumed text only when the window moves, or for a message)."""
+class _Counted:
+    """A binary file that counts what was read and keeps the last block (to place a break)."""
 
-    f: BinaryIO
-    buf: str = ""
-    pos: int = 0
-    base: int = 0
-    eof: bool = False
-    bad: JsonBreak | None = None
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8-sig")())
+    def __init__(self, f: BinaryIO):
+        self.f, self.n, self.last, self.last_at = f, 0, b"", 0
 
-    def offset(self, pos: int | None = None) -> int:
-        return self.base + len(self.buf[:self.pos if pos is None else pos].encode("utf-8"))
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.last, self.last_at = data, self.n
+        self.n += len(data)
+        return data
 
-    def fill(self) -> bool:
-        """Read more (at least as much as is buffered, so re-parsing a long value stays linear).
-        Bytes that are not UTF-8 end the text before them; the break is raised when the parser
-        needs to read past it."""
-        if self.bad is not None:
-            raise self.bad
-        if self.eof:
-            return False
-        self.base = self.offset()
-        self.buf, self.pos = self.buf[self.pos:], 0
-        raw = self.f.read(max(_CHUNK, len(self.buf)))
+    def bad_utf8_at(self) -> int | None:
+        """The byte offset of the first invalid UTF-8 sequence in the last block read, if any."""
         try:
-            self.buf += self.decoder.decode(raw, final=not raw)
+            self.last.decode("utf-8")
         except UnicodeDecodeError as e:
-            at = self.offset(len(self.buf)) + e.start
-            self.buf += raw[:e.start].decode("utf-8", "ignore")
-            self.bad = JsonBreak(at, f"bytes that are not UTF-8 ({e.reason})", Reason.BAD_ENCODING)
-        self.eof = not raw
-        return True
-
-    def peek(self) -> str | None:
-        """The next non-space character (not consumed); None at the end of the file."""
-        while True:
-            self.pos = _WS.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self.fill():
-                return None
-
-    def expect(self, chars: str, where: str) -> str:
-        c = self.peek()
-        if c is None:
-            raise JsonBreak(self.offset(), f"the file ends {where}")
-        if c not in chars:
-            raise JsonBreak(self.offset(), f"{c!r} found {where}, expected one of {list(chars)}")
-        self.pos += 1
-        return c
-
-    def value(self, where: str) -> object:
-        """Decode the JSON value at the cursor, reading more until it is complete."""
-        dec = json.JSONDecoder()
-        if self.peek() is None:
-            raise JsonBreak(self.offset(), f"the file ends {where}")
-        while True:
-            try:
-                val, end = dec.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as e:
-                # Cut short by the window's edge (or the file's end) — read on; an error well inside
-                # the window is malformed JSON, and reading on would only pile the rest into memory.
-                short = e.pos >= len(self.buf) - 32 or e.msg.startswith("Unterminated string")
-                if short and self.fill():
-                    continue
-                what = "the file ends" if short else "the JSON is malformed"
-                raise JsonBreak(self.offset(e.pos), f"{what} {where} ({e.msg})") from None
-            if end > len(self.buf) - 32 and self.fill():
-                continue  # a number at the window's edge may go on ("1" of "1.25")
-            self.pos = end
-            return val
+            if e.end < len(self.last) or e.reason != "unexpected end of data":
+                return self.last_at + e.start
+        return None
 
 
 def iter_audios(f: BinaryIO) -> Iterator[dict]:
     """The entries of the top-level ``audios`` array, one at a time; ``JsonBreak`` where it breaks.
 
-    Other top-level keys are decoded and dropped (they are small). No ``audios`` key: JsonBreak at
-    the end."""
-    s = _Stream(f)
-    s.expect("{", "before the top-level object")
-    seen = False
-    if s.peek() == "}":
-        s.pos += 1
-    else:
-        while True:
-            key = s.value("where a top-level key was due")
-            if not isinstance(key, str):
-                raise JsonBreak(s.offset(), f"top-level key {key!r} is not a string")
-            s.expect(":", f"after the top-level key {key!r}")
-            if key == "audios":
-                seen = True
-                yield from _array(s)
-            else:
-                s.value(f"in the value of the top-level key {key!r}")
-            if s.expect(",}", "after a top-level value") == "}":
-                break
-    if not seen:
-        raise JsonBreak(s.offset(), "the top-level object has no 'audios' array")
+    Streamed with ijson (its C parser: the release's JSON is 1–2 GB, never loaded whole); other
+    top-level keys are skipped. No ``audios`` key: JsonBreak at the end."""
+    import ijson
 
-
-def _array(s: _Stream) -> Iterator[dict]:
-    s.expect("[", "where the 'audios' array was due")
-    if s.peek() == "]":
-        s.pos += 1
-        return
+    src = _Counted(f)
     n = 0
-    while True:
-        val = s.value(f"in entry {n} of 'audios'")
-        yield val if isinstance(val, dict) else {"__not_an_object__": val}
-        n += 1
-        if s.expect(",]", f"after entry {n - 1} of 'audios'") == "]":
-            return
+    try:
+        for val in ijson.items(src, "audios.item", buf_size=BUF_SIZE, use_float=True):
+            n += 1
+            yield val if isinstance(val, dict) else {"__not_an_object__": val}
+    except (ijson.JSONError, UnicodeDecodeError) as e:
+        what = str(e.args[0] if e.args else e)
+        what = (what.decode("utf-8", "replace") if isinstance(what, bytes) else what).splitlines()[0]
+        bad = src.bad_utf8_at()
+        if bad is not None or isinstance(e, UnicodeDecodeError):
+            raise JsonBreak(bad if bad is not None else src.n, "bytes that are not UTF-8", Reason.BAD_ENCODING) from None
+        ends = "premature EOF" in what or src.f.read(1) == b""
+        raise JsonBreak(src.n, f"{'the file ends' if ends else 'the JSON is malformed'} ({what})") from None
+    if n == 0:  # nothing at all: is there an 'audios' array? (a second pass, over a file without recordings)
+        f.seek(0)
+        if not any(p == "" and e == "map_key" and v == "audios" for p, e, v in ijson.parse(f)):
+            raise JsonBreak(src.n, "the top-level object has no 'audios' array")
 
 
 # ───────────────────────────── reader ─────────────────────────────
