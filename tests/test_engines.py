@@ -369,11 +369,13 @@ def _clean_neural(n: int):
 
 
 @pytest.fixture(scope="module")
-def clean40():
-    """The bundled whisper-base on 40 clean neural-voice test utterances, decoded once for the tests
-    that read them: transformers (pad-audio) and ctranslate2 fp32 (pad-audio, pad-features)."""
-    rows, audios = _clean_neural(40)
-    assert len(audios) == 40
+def clean16():
+    """The bundled whisper-base on 16 clean neural-voice test utterances (12 of them without digits
+    or Latin), decoded once for the tests that read them: transformers (pad-audio) and ctranslate2
+    fp32 (pad-audio, pad-features). 16, not 40 as before: on all 40 the engines agreed 40/40 and the
+    modes differed on 28, the first 16 show the same (16/16, 12 differ) at 40 % of the time."""
+    rows, audios = _clean_neural(16)
+    assert len(audios) == 16
     tr = create_engine("transformers", "bundled:whisper-base", device="cpu")
     ct = create_engine("ctranslate2", "bundled:whisper-base", device="cpu", compute_type="float32")
     t0 = time.perf_counter()
@@ -385,54 +387,54 @@ def clean40():
 
 
 @pytest.mark.integration
-def test_bundled_whisper_base_transcribes_clean_demo_mandarin(clean40):
+def test_bundled_whisper_base_transcribes_clean_demo_mandarin(clean16):
     """Clean neural-voice test utterances without digits or Latin: whisper-base zero-shot, read
     through the zh-v1 normalizer (which folds Traditional output to Simplified). Measured
     pooled CER on these 12: ~0.2; the bound leaves room for CPU numeric differences."""
     from asr_eval.metrics import score_pair
 
-    res = clean40.tr
-    keep = [i for i, r in enumerate(clean40.rows) if r["has_digits"] == "false" and r["has_latin"] == "false"][:12]
+    res = clean16.tr
+    keep = [i for i, r in enumerate(clean16.rows) if r["has_digits"] == "false" and r["has_latin"] == "false"][:12]
     assert len(keep) == 12
-    scores = [score_pair(clean40.rows[i]["text"], res.texts[i]) for i in keep]
+    scores = [score_pair(clean16.rows[i]["text"], res.texts[i]) for i in keep]
     cer = sum(s.cer_errors for s in scores) / sum(s.cer_n for s in scores)
-    audio_s = sum(len(a) for a in clean40.audios) / 16000
-    print(f"\nCER {cer:.3f} on {len(keep)} utts; all 40: {audio_s:.1f} s audio, proc {res.proc_s:.1f} s "
-          f"(wall {clean40.tr_wall:.1f} s), RTFx {audio_s / res.proc_s:.2f}")
+    audio_s = sum(len(a) for a in clean16.audios) / 16000
+    print(f"\nCER {cer:.3f} on {len(keep)} utts; all 16: {audio_s:.1f} s audio, proc {res.proc_s:.1f} s "
+          f"(wall {clean16.tr_wall:.1f} s), RTFx {audio_s / res.proc_s:.2f}")
     assert cer < 0.35, cer
     assert all(res.n_tokens[i] < 40 for i in keep)  # no runaway loops on clean speech
-    assert res.proc_s <= clean40.tr_wall
+    assert res.proc_s <= clean16.tr_wall
 
 
 @pytest.mark.integration
-def test_engine_parity_and_preprocessing_difference_on_the_bundled_model(clean40):
-    """The finding behind the engine axis, on 40 clean neural-voice test utterances: under the same
+def test_engine_parity_and_preprocessing_difference_on_the_bundled_model(clean16):
+    """The finding behind the engine axis, on 16 clean neural-voice test utterances: under the same
     preprocessing the two engines agree (≥ 95 % identical at fp32); under the same engine the two
     preprocessing modes give different transcripts on some utterances."""
-    a, b, c = clean40.tr.texts, clean40.ct.texts, clean40.ct_features.texts
+    a, b, c = clean16.tr.texts, clean16.ct.texts, clean16.ct_features.texts
     same_engines = sum(x == y for x, y in zip(a, b))
     same_modes = sum(x == y for x, y in zip(b, c))
-    print(f"\nengines agree {same_engines}/40 (pad-audio); modes agree {same_modes}/40 (ctranslate2)")
-    assert same_engines >= 38
-    assert same_modes < 40
+    print(f"\nengines agree {same_engines}/16 (pad-audio); modes agree {same_modes}/16 (ctranslate2)")
+    assert same_engines >= 15  # measured 16/16 (and 40/40 on the first 40)
+    assert same_modes < 16  # measured 4/16 agree
 
 
 @pytest.mark.integration
-def test_no_speech_prob_of_the_bundled_model_on_silence_noise_and_speech(clean40):
+def test_no_speech_prob_of_the_bundled_model_on_silence_noise_and_speech(clean16):
     """What Whisper's silence rule reads (``BatchResult.no_speech_prob``, fp32; both engines measured).
     Measured: 2 s of digital silence 0.932 (avg log-prob −2.42, text 你不要再想我了), 2 s of white
-    noise at rms 0.02 0.907 (−2.62, 放入水); the 40 clean utterances median 0.049, max 0.327; the
+    noise at rms 0.02 0.907 (−2.62, 放入水); the 16 clean utterances median 0.052, max 0.327 (all 40: 0.049, 0.327); the
     engines agree to 2.5e-6. Speech can pass 0.6 under noise (0.633 on one of the 150 test utterances, whose
     log-prob above −1 keeps it), hence the rule's second condition."""
-    tr, ct = np.array(clean40.tr.no_speech_prob), np.array(clean40.ct.no_speech_prob)
+    tr, ct = np.array(clean16.tr.no_speech_prob), np.array(clean16.ct.no_speech_prob)
     assert np.median(tr) < 0.1 and tr.max() < 0.5, tr
     assert np.abs(tr - ct).max() < 1e-3  # so silence and noise are decoded on the faster engine only
     rng = np.random.default_rng(0)
     quiet = [np.zeros(32000, np.float32), (0.02 * rng.standard_normal(32000)).astype(np.float32)]
-    res = clean40.ct_engine.transcribe(quiet, GREEDY)
+    res = clean16.ct_engine.transcribe(quiet, GREEDY)
     assert min(res.no_speech_prob) > 0.8, res.no_speech_prob
     assert max(res.avg_logprob) < -1.5, res.avg_logprob  # so the rule (> 0.6 and < −1) drops both
-    assert not any(p > 0.6 and lp < -1.0 for p, lp in zip(tr, clean40.tr.avg_logprob))  # no speech is dropped
+    assert not any(p > 0.6 and lp < -1.0 for p, lp in zip(tr, clean16.tr.avg_logprob))  # no speech is dropped
 
 
 def test_only_the_known_benign_transformers_warnings_are_dropped(tiny):
