@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # CPU machines: the local CPU wheel. GPU users pick their own, e.g.
 #   make test TORCH_SPEC="torch==2.9.1"   or   TORCH_SPEC=""  (keep the torch already in the venv)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,ray,ui,docs
+EXTRAS ?= test,ray,ui,docs,whispercpp,openvino
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

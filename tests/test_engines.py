@@ -420,6 +420,19 @@ def test_engine_parity_and_preprocessing_difference_on_the_bundled_model(clean16
 
 
 @pytest.mark.integration
+def test_whispercpp_f16_matches_transformers_on_the_same_features(clean16):
+    """whisper.cpp (our ggml f16 conversion, our features through whisper_set_mel, flash attention
+    off) against transformers fp32 on the first 8 clean utterances, greedy, pad-audio. Measured on
+    all 16: 16/16 identical; with flash_attn=true 14/16 (hence off by default)."""
+    pytest.importorskip("pywhispercpp")
+    e = create_engine("whispercpp", "bundled:whisper-base", device="cpu", compute_type="float16")
+    res = e.transcribe(clean16.audios[:8], GREEDY, "pad-audio")
+    same = sum(a == b for a, b in zip(clean16.tr.texts[:8], res.texts))
+    print(f"\nwhispercpp f16 vs transformers fp32: {same}/8 identical")
+    assert same >= 7
+
+
+@pytest.mark.integration
 def test_no_speech_prob_of_the_bundled_model_on_silence_noise_and_speech(clean16):
     """What Whisper's silence rule reads (``BatchResult.no_speech_prob``, fp32; both engines measured).
     Measured: 2 s of digital silence 0.932 (avg log-prob −2.42, text 你不要再想我了), 2 s of white

@@ -146,6 +146,14 @@ ENGINES: dict[str, EngineEntry] = {
                                 "cuda": ("float32", "float16", "bfloat16", "int8_float16", "int8_bfloat16",
                                          "int8_float32", "int8")},
                                CTRANSLATE2),
+    # optional extra `openvino` (openvino + nncf); int8/int4 are weight-only (NNCF), activations float32
+    "openvino": EngineEntry(None, "asr_eval.engines.openvino_engine",
+                            "OpenVINO runtime (CPU) on our export; int8/int4 = NNCF weight-only compression",
+                            {"cpu": ("float32", "int8", "int4")}),
+    # optional extra `whispercpp` (pywhispercpp); our ggml conversion (models/ggml.py), fed our log-mel
+    "whispercpp": EngineEntry(None, "asr_eval.engines.whispercpp_engine",
+                              "whisper.cpp (ggml) via pywhispercpp on our log-mel; f16, q8_0/q5_0 weight blocks",
+                              {"cpu": ("float16", "q8_0", "q5_0")}),
 }
 
 
@@ -208,8 +216,9 @@ def resolve_compute_type(name: str, compute_type: str, device: str) -> str:
     entry = engine_entry(name)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     if compute_type == "auto":
-        if kind == "cpu":
-            return "float32"
+        if kind == "cpu":  # float32, else the engine's first (whispercpp: float16)
+            cpu = entry.compute_types.get("cpu")
+            return "float32" if not cpu or "float32" in cpu else cpu[0]
         import torch
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
