@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -136,3 +137,12 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT["status"])
+
+
+@contextlib.contextmanager
+def private_cache(tmp_path_factory, name: str):
+    """``$ASR_EVAL_CACHE`` pointed at a fresh folder for a module's conversions (restored after)."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = str(tmp_path_factory.mktemp(name))
+        mp.setenv("ASR_EVAL_CACHE", folder)
+        yield folder

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import private_cache
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -28,13 +29,8 @@ GREEDY = get_recipe("greedy", max_new_tokens=8)
 
 @pytest.fixture(scope="module")
 def ov_cache(tmp_path_factory):
-    old = os.environ.get("ASR_EVAL_CACHE")
-    os.environ["ASR_EVAL_CACHE"] = str(tmp_path_factory.mktemp("ovcache"))
-    yield os.environ["ASR_EVAL_CACHE"]
-    if old is None:
-        os.environ.pop("ASR_EVAL_CACHE")
-    else:
-        os.environ["ASR_EVAL_CACHE"] = old
+    with private_cache(tmp_path_factory, "ovcache") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")

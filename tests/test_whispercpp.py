@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import private_cache  # noqa: E402
 
 from asr_eval.engines import create_engine, get_recipe  # noqa: E402
 from asr_eval.engines.options import canonical  # noqa: E402
@@ -25,13 +26,8 @@ TINY_CPP = {"encoder_ffn_dim": 256, "decoder_ffn_dim": 256}
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    old = os.environ.get("ASR_EVAL_CACHE")
-    os.environ["ASR_EVAL_CACHE"] = str(tmp_path_factory.mktemp("ggmlcache"))
-    yield os.environ["ASR_EVAL_CACHE"]
-    if old is None:
-        os.environ.pop("ASR_EVAL_CACHE")
-    else:
-        os.environ["ASR_EVAL_CACHE"] = old
+    with private_cache(tmp_path_factory, "ggmlcache") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
