@@ -136,6 +136,20 @@ def test_whispercpp_decodes_our_file_on_our_features_like_transformers(tiny_dir,
     assert q8.transcribe(_audios(1), get_recipe("beam5", max_new_tokens=4)).n_tokens == [4]
 
 
+def test_a_process_that_used_whispercpp_exits_cleanly(tiny_dir, cache):
+    """whisper.cpp's log callback is handed back at exit: held by a C++ static at finalization, it aborted
+    CPython (rc 134, or 139) after every CLI run and after the whole suite."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, sys; from asr_eval.engines import create_engine, get_recipe; "
+            "e = create_engine('whispercpp', sys.argv[1], device='cpu'); "
+            "print(e.transcribe([np.zeros(16000, np.float32)], get_recipe('greedy', max_new_tokens=3)).n_tokens)")
+    res = subprocess.run([sys.executable, "-c", code, str(tiny_dir)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() in ("[3]", "[0]", "[1]", "[2]")
+
+
 def test_errors_come_before_any_model_loads(tiny_dir, tmp_path, cache, monkeypatch):
     calls = []
     monkeypatch.setattr(ggml, "write_ggml", lambda *a: calls.append(a))

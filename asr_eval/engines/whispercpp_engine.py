@@ -95,6 +95,19 @@ def _isa() -> str:
     return " ".join(k.strip() for k, v in re.findall(r"([A-Z0-9_ ]+?) = (\d)", info.split("CPU :")[-1]) if v == "1")
 
 
+@functools.cache
+def _quiet_logs() -> None:
+    """Silence whisper.cpp's log (it prints per load and per call) with a Python callback, and hand the default
+    logger back at exit: a callback still held when the interpreter finalizes is released by a C++ static
+    destructor without the GIL, which aborts CPython (``PyThreadState_Get … GIL is released``)."""
+    import atexit
+
+    import _pywhispercpp as pw
+
+    pw.whisper_log_set(lambda level, text: None)
+    atexit.register(pw.whisper_log_set, None)
+
+
 @register_engine("whispercpp", options=WHISPERCPP)
 class WhisperCppEngine(EngineBase):
     """whisper.cpp (ggml; f16 / q8_0 / q5_0) via pywhispercpp, on our features."""
@@ -127,7 +140,7 @@ class WhisperCppEngine(EngineBase):
             if (self.path.parent / "asr_eval_conversion.json").is_file() else {}
         self.sha256 = meta.get("sha256")
         self._pw = pw
-        pw.whisper_log_set(lambda level, text: None) if hasattr(pw, "whisper_log_set") else None
+        _quiet_logs()
         cp = pw.whisper_context_default_params()
         cp.use_gpu = False
         cp.flash_attn = bool(self.options["flash_attn"])
