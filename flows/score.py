@@ -68,18 +68,19 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
            batch_size: int | None, engine: str, compute_type: str, preprocessing: str, recipe: str,
            max_new_tokens: int | None, normalizer: str, slices: list[str] | None, n_boot: int,
            strategy: str = "short", engine_options: list[str] | None = None,
-           ray_address: str | None = None) -> list[str]:
+           ray_address: str | None = None, parity: bool = False) -> list[str]:
     from pathlib import Path
 
     from asr_eval.corpus_handle import open_corpus
     from asr_eval.scoring import expand_specs
-    from asr_eval.scoring.parts import with_baselines
+    from asr_eval.scoring.parts import with_baselines, with_reference
 
     sp = open_corpus(corpus).resolve_split(split)
     parts = parts or str(Path(db).parent / "parts")
     specs = with_baselines(expand_specs(models, engine, compute_type, preprocessing, recipe, device, batch_size, 0,
                                         strategies=strategy, engine_options=engine_options or (),
                                         max_new_tokens=max_new_tokens))
+    specs = with_reference(specs) if parity else specs
     if ray_address:
         from asr_eval.scoring import score_models
 
@@ -99,18 +100,22 @@ def _score(corpus: str, models: list[str], split: str, db: str, parts: str | Non
 
 
 def option_verdicts(db: str, run_ids: list[str], normalizer: str) -> list[str]:
-    """'engine options B vs A: identical on N/N' for each run verified against its run without options."""
-    from asr_eval.scoring.parity import option_checks
+    """'parity B vs A: faithful — transcripts identical on N/N' for each run checked against the reference
+    (transformers float32), then 'engine options B vs A: identical on N/N' for each run verified against its
+    run without options."""
+    from asr_eval.scoring.parity import parity_pairs
     from asr_eval.store import connect
 
     con = connect(db, read_only=True)
     try:
-        pairs = option_checks(con, run_ids, normalizer)
+        pairs = parity_pairs(con, run_ids, normalizer)
         names = run_labels(con, run_ids)
     finally:
         con.close()
-    return [f"engine options {names.get(p.run_b, p.run_b)} vs {names.get(p.run_a, p.run_a)}: {p.verdict}"
-            for p in pairs]
+    return ([f"parity {names.get(p.run_b, p.run_b)} vs {names.get(p.run_a, p.run_a)}: {' — '.join(p.fidelity)}"
+             for p in pairs if p.reference_check]
+            + [f"engine options {names.get(p.run_b, p.run_b)} vs {names.get(p.run_a, p.run_a)}: {p.verdict}"
+               for p in pairs if p.options_only])
 
 
 @flow(name="score", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -119,11 +124,12 @@ def score_flow(corpus: str = DEMO_CORPUS, models: list[str] | None = None, split
                engine: str = "transformers", compute_type: str = "auto", preprocessing: str = "pad-audio",
                recipe: str = "greedy", max_new_tokens: int | None = None, normalizer: str = "zh-v1",
                slices: list[str] | None = None, n_boot: int = 1000, ray_address: str | None = None,
-               strategy: str = "short", engine_options: list[str] | None = None) -> list[str]:
+               strategy: str = "short", engine_options: list[str] | None = None, parity: bool = False) -> list[str]:
     """Score MODELS × ENGINE(s) × RECIPE(s) on CORPUS per slice (CER/MER ± 95% CI, paired A/B) into DB.
     engine, compute_type, preprocessing, recipe and strategy (long-form: sequential, chunked, vad) take
     comma-separated lists, as the CLI does; engine_options takes KEY=VALUE[,VALUE…] items (each run with
-    them is verified against the same run without them)."""
+    them is verified against the same run without them); parity also scores transformers float32 beside each
+    run on another engine or compute type and prints the fidelity verdict."""
     return _score(corpus, models or [BUNDLED], split, db, parts, device, batch_size, engine, compute_type, preprocessing,
-                  recipe, max_new_tokens, normalizer, slices, n_boot, strategy, engine_options, ray_address)
+                  recipe, max_new_tokens, normalizer, slices, n_boot, strategy, engine_options, ray_address, parity)
 

@@ -10,7 +10,7 @@ from test_scoring import _corpus
 
 from asr_eval.report import build_report
 from asr_eval.scoring import analyse
-from asr_eval.scoring.parity import parity_pairs, preprocessing_mismatches
+from asr_eval.scoring.parity import ParityPair, parity_pairs, preprocessing_mismatches
 from asr_eval.store import connect
 from asr_eval.store.labels import run_labels
 from asr_eval.store.load import load_corpus, load_hypotheses, register_model, upsert_eval_run
@@ -61,6 +61,35 @@ def test_parity_pairs_count_identical_transcripts_and_take_the_paired_delta(tmp_
     assert labels["rb"].endswith("ctranslate2 int8 · pad-features · fallback")
     assert labels["ra"].startswith("ft/best")
     con.close()
+
+
+def test_runs_on_other_engines_are_checked_against_the_reference_with_a_fidelity_verdict(tmp_path):
+    from asr_eval.scoring.parts import RunSpec, with_reference
+
+    con, db = _store(tmp_path)
+    cid = con.execute("SELECT corpus_id FROM eval_runs WHERE run_id = 'ra'").fetchone()[0]
+    _run(con, cid, "rc", "ctranslate2", "float32", "pad-audio", "greedy", dict(REFS))
+    _run(con, cid, "rd", "openvino", "int8", "pad-audio", "greedy", {**REFS, "u02": "我们去背景", "u04": "你好"})
+    analyse(con, ["rd", "ra", "rc"], n_boot=200)
+    pairs = {(p.run_a, p.run_b): p for p in parity_pairs(con, ["rd", "ra", "rc"])}
+    assert set(pairs) == {("ra", "rd"), ("ra", "rc"), ("rd", "rc")}  # the reference is A whatever the order
+    assert pairs["ra", "rc"].fidelity == ("faithful", "transcripts identical on 6/6")
+    assert pairs["ra", "rd"].fidelity == ("undecided", "2/6 transcripts differ; too little data for a CER interval")
+    assert pairs["rd", "rc"].fidelity is None  # neither is the reference
+    con.close()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build_report(db, tmp_path / "r.html").path.read_text("utf-8")))
+    assert "✔ faithful to the reference" in text and "? undecided to the reference" in text
+    # the interval decides once there is enough data: Δ and bounds in CER points
+    base = dict(run_a="a", run_b="b", model_id="m", n=100, n_identical=90, delta=0.012, reference_check=True)
+    for lo, hi, status in [(-0.004, 0.03, "no measurable loss"), (0.002, 0.03, "worse"), (-0.03, -0.001, "better")]:
+        got = ParityPair(**base, delta_lo=lo, delta_hi=hi).fidelity
+        assert got[0] == status and got[1].startswith("10/100 transcripts differ; Δ CER +1.20 pts [")
+    # --parity adds transformers float32 before each run that needs it, once
+    specs = [RunSpec.make("m", engine="openvino", compute_type="int8"), RunSpec.make("m", engine="openvino"),
+             RunSpec.make("m"), RunSpec.make("m", engine="transformers", compute_type="float16")]
+    got = [(s.engine, s.compute_type) for s in with_reference(specs)]
+    assert got == [("transformers", "float32"), ("openvino", "int8"), ("openvino", "auto"), ("transformers", "auto"),
+                   ("transformers", "float16")]
 
 
 def test_report_has_engine_parity_and_decoding_sections(tmp_path):

@@ -218,6 +218,9 @@ def score_cmd(
         "inter_threads=2 (repeatable; a value list is an axis; `asr-eval engines` lists them)")] = None,
     verify_options: Annotated[bool, typer.Option(help="Also score each configuration without its engine options and "
                                                       "report whether the transcripts are identical")] = True,
+    parity: Annotated[bool, typer.Option(help="Also score each configuration on another engine or compute type "
+                                              "with transformers float32 (same weights, features, recipe; reused "
+                                              "if stored) and print the fidelity verdict")] = False,
     ray_address: Annotated[str | None, typer.Option(
         help="Transcribe on a Ray cluster: auto (the cluster `ray start` joined), ray://HOST:10001, or local (a "
              "cluster on this machine). With several nodes, --corpus and --parts must be URLs (or a shared "
@@ -229,7 +232,7 @@ def score_cmd(
     use_storage(storage_option)
     from asr_eval.longform import parse_params
     from asr_eval.scoring import expand_specs, score_models
-    from asr_eval.scoring.parts import with_baselines
+    from asr_eval.scoring.parts import needs_reference, with_baselines, with_reference
 
     specs = expand_specs(model, engine, compute_type, preprocessing, recipe, device, batch_size, threads,
                          strategies=strategy, strategy_params=parse_params(strategy_param or []),
@@ -237,12 +240,16 @@ def score_cmd(
                          no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty)
     if verify_options:
         specs = with_baselines(specs)
+    if parity:
+        specs = with_reference(specs)
     sl = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     run_ids = score_models(corpus, specs, db, split=split, slices=sl, normalizer=normalizer, parts_root=parts,
                            n_boot=n_boot, ci_method=ci_method, min_utts=min_utts, min_ref_chars=min_ref_chars,
                            adjust=adjust, ray_address=ray_address)
     print_results(db, run_ids, normalizer, sl, all_slices)
-    print_parity(db, run_ids, normalizer)
+    checked = print_parity(db, run_ids, normalizer)
+    if not parity and any(map(needs_reference, specs)) and not any(p.reference_check for p in checked):
+        console.print("[dim]engine parity: not checked against transformers float32 (add --parity)[/]")
     print_preprocessing_notes(db, run_ids)
     console.print(f"store: [bold]{db}[/]  runs: {', '.join(run_ids)}")
 
@@ -283,7 +290,7 @@ def print_preprocessing_notes(db: Path, run_ids: list[str]) -> None:
                       f"scored with {scored} — what a deployment using {scored} sees, not what it was trained on")
 
 
-def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
+def print_parity(db: Path, run_ids: list[str], normalizer: str) -> list:
     """Engine parity: for runs of the same weights that differ in engine/compute/preprocessing/recipe/
     engine options, % identical raw transcripts and the paired CER difference; then the verdict on each
     engine-options check."""
@@ -296,7 +303,7 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
     finally:
         con.close()
     if not pairs:
-        return
+        return []
     t = Table(title="engine parity (same weights; B vs A)", title_justify="left", header_style="bold")
     for c in ("A", "B", "n", "identical", "Δ CER (B − A)", "95% CI"):
         t.add_column(c, justify="right" if c not in ("A", "B") else "left")
@@ -308,11 +315,22 @@ def print_parity(db: Path, run_ids: list[str], normalizer: str) -> None:
                   f"{_pct(p.delta_lo)} … {_pct(p.delta_hi)}" if p.delta_lo is not None and not thin else "—")
     print_table(t)
     print_option_verdicts(pairs, names)
+    return pairs
 
 
 def print_option_verdicts(pairs, names: dict[str, str]) -> None:
-    """One line per engine-options pair: the speed option is output-preserving here (identical on
+    """One line per reference pair: the other engine / compute type is faithful to transformers float32
+    (identical transcripts), shows no measurable loss, or is worse (``ParityPair.fidelity``). Then one line
+    per engine-options pair: the speed option is output-preserving here (identical on
     N/N), or it is not — then the utterances that differ, raw transcripts side by side."""
+    colour = {"faithful": "green", "no measurable loss": "green", "better": "green", "worse": "red", "undecided": "yellow"}
+    for p in (p for p in pairs if p.reference_check):
+        a, b = names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b)
+        status, said = p.fidelity
+        mark = "✔" if colour[status] == "green" else "✘" if status == "worse" else "?"
+        console.print(f"[{colour[status]}]{mark} parity[/] {b} vs {a}: [bold]{status}[/] — {said}")
+        for d in p.divergent[:3] if p.n_identical < p.n else []:
+            console.print(f"   {d.utt_id}: A {d.hyp_a!r}\n   {' ' * len(d.utt_id)}  B {d.hyp_b!r}")
     for p in (p for p in pairs if p.options_only):
         a, b = names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b)
         if p.n and p.n_identical == p.n:

@@ -4,7 +4,9 @@ many raw transcripts are identical, the paired CER difference (from the stored c
 the most divergent utterances. Read-only; used by ``asr-eval score`` and the report.
 
 A pair that differs in engine options only is the verification of output-preserving options
-(``engines.options``): ``ParityPair.verdict`` says "identical on N/N" or how many differ."""
+(``engines.options``): ``ParityPair.verdict`` says "identical on N/N" or how many differ. A pair
+whose A is the reference (transformers float32) and whose B differs from it in engine, compute type
+or engine options only is a fidelity check of B: ``ParityPair.fidelity``."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class ParityPair:
     differs_in: list[str] = field(default_factory=list)
     divergent: list[Divergent] = field(default_factory=list)
     options_check: bool = False  # B is A plus output-preserving engine options (set by ``parity_pairs``)
+    reference_check: bool = False  # A is the reference (transformers float32), B another engine / compute type
 
     @property
     def identical(self) -> float:
@@ -62,6 +65,23 @@ class ParityPair:
         if self.n and self.n_identical == self.n:
             return f"identical on {self.n}/{self.n}"
         return f"differs on {self.n - self.n_identical}/{self.n}"
+
+    @property
+    def fidelity(self) -> tuple[str, str] | None:
+        """For a reference check (B: another engine or compute type than transformers float32 on the
+        same weights, features, recipe and strategy): (status, sentence). Status ``faithful``
+        (identical transcripts), ``no measurable loss`` (some differ; the paired CER interval holds 0),
+        ``better`` / ``worse`` (the interval excludes 0) or ``undecided`` (too little data)."""
+        if not self.reference_check:
+            return None
+        if self.n and self.n_identical == self.n:
+            return "faithful", f"transcripts identical on {self.n}/{self.n}"
+        said = f"{self.n - self.n_identical}/{self.n} transcripts differ"
+        if self.delta is None or self.delta_lo is None or not self.delta_reliable:
+            return "undecided", f"{said}; too little data for a CER interval"
+        iv = f"Δ CER {100 * self.delta:+.2f} pts [{100 * self.delta_lo:+.2f}, {100 * self.delta_hi:+.2f}]"
+        status = "worse" if self.delta_lo > 0 else "better" if self.delta_hi < 0 else "no measurable loss"
+        return status, f"{said}; {iv}"
 
 
 AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy", "engine_options")
@@ -93,12 +113,15 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
             check = _is_baseline_of(a, b)
         if options_only and not check:
             continue
+        ref = set(differs) <= _ENGINE_AXES and _is_reference(a) != _is_reference(b)
+        if ref and _is_reference(b):  # the reference run is A
+            a, b = b, a
         ra, rb = a[0], b[0]
         n, same = con.execute(
             """SELECT count(*), count(*) FILTER (WHERE ha.hyp_raw IS NOT DISTINCT FROM hb.hyp_raw)
                FROM hypotheses ha JOIN hypotheses hb ON hb.utt_id = ha.utt_id AND hb.run_id = ?
                WHERE ha.run_id = ?""", [rb, ra]).fetchone()
-        p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs, options_check=check)
+        p = ParityPair(ra, rb, a[1], int(n), int(same), differs_in=differs, options_check=check, reference_check=ref)
         cmp = con.execute(
             """SELECT run_a, delta, delta_lo, delta_hi, reliable, n, ref_chars FROM comparisons WHERE normalizer = ?
                AND metric = 'cer' AND slice_attr = '_all' AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?))""",
@@ -127,6 +150,14 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
 
 
 _OPT = 4 + AXES.index("engine_options")  # the engine_options column of a parity_pairs row
+_ENGINE_AXES = {"engine", "engine_version", "compute_type", "engine_options"}
+
+
+def _is_reference(row: tuple) -> bool:
+    """Run row ``row`` is on the reference engine and compute type (``scoring.parts.REFERENCE``)."""
+    from asr_eval.scoring.parts import REFERENCE
+
+    return (row[4 + AXES.index("engine")], row[4 + AXES.index("compute_type")]) == REFERENCE
 
 
 def _is_baseline_of(x: tuple, y: tuple) -> bool:

@@ -124,6 +124,28 @@ def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
     return out
 
 
+REFERENCE = ("transformers", "float32")  # the engine and compute type every other one is checked against
+
+
+def needs_reference(spec: RunSpec) -> bool:
+    """The run is on another engine or compute type than the reference (``auto`` on transformers is
+    float32 on the CPU)."""
+    return not (spec.engine == REFERENCE[0] and spec.compute_type in ("auto", REFERENCE[1]))
+
+
+def with_reference(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """``specs`` plus, just before each one on another engine or compute type, the reference run:
+    transformers float32 on the same weights, features, recipe and strategy (unless listed already) —
+    what the engine-parity verdict compares it with."""
+    out: list[RunSpec] = []
+    for s in specs:
+        ref = replace(s, engine=REFERENCE[0], compute_type=REFERENCE[1], engine_options={}, batch_size=None)
+        for x in (ref, s) if needs_reference(s) else (s,):
+            if x not in out:
+                out.append(x)
+    return out
+
+
 def _strategies(names: list[str], params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, its parameters) for each strategy; a parameter no chosen strategy has is an error."""
     from dataclasses import fields
