@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -159,12 +160,15 @@ def test_deployment_run_against_local_server(tiny, source, tmp_path):
     prefect = str(Path(sys.executable).parent / "prefect")
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:  # wait until the deployments are registered
-            r = subprocess.run([prefect, "deployment", "ls"], env=run_env, capture_output=True, text=True)
-            if "score/default" in r.stdout:
-                break
+        while time.time() < deadline:  # wait until the deployments are registered (the REST API: no CLI start-up)
+            try:
+                with urllib.request.urlopen(f"{api}/deployments/name/score/default", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:  # not up yet (connection refused), or 404 until served
+                pass
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(2)
+            time.sleep(0.5)
         r = subprocess.run(
             [prefect, "deployment", "run", "score/default", "--param", f"corpus={corpus}",
              "--param", f"models={json.dumps([tiny])}", "--param", f"db={db}", "--param", "device=cpu",

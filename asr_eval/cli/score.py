@@ -181,10 +181,10 @@ def score_cmd(
     corpus: Annotated[str, typer.Option(help="Ingested corpus folder or URL (from `asr-eval ingest`)")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="Hub id, local checkpoint dir, "
                                              "bundled:whisper-base or ct2:DIR (repeat to compare)")],
-    engine: Annotated[str, typer.Option(help="Inference engine(s), comma-separated: transformers, ctranslate2 "
-                                             "(see `asr-eval engines`)")] = "transformers",
+    engine: Annotated[str, typer.Option(help="Inference engine(s), comma-separated: transformers, ctranslate2, "
+                                             "openvino, whispercpp (see `asr-eval engines`)")] = "transformers",
     compute_type: Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU) or e.g. float32, int8, "
-                                                   "int8_float32, float16, int8_float16, bfloat16; comma-separated")] = "auto",
+                                                   "int8_float32, float16, int8_float16, bfloat16, int4, q8_0, q5_0 (per engine: `asr-eval engines`); comma-separated")] = "auto",
     preprocessing: Annotated[str, typer.Option(help="pad-audio (transformers/HF fine-tuning) or pad-features "
                                                     "(openai-whisper/faster-whisper); comma-separated")] = "pad-audio",
     recipe: Annotated[str, typer.Option(help="Decode recipe(s): greedy, beam5, fallback, beam5-fallback, "

@@ -134,7 +134,8 @@ def stream_cmd(
     param: Annotated[list[str] | None, typer.Option(help="Policy parameter name=value, e.g. n=3, "
                                                          "buffer_trim_s=10, or a guard: vad_gate=false, "
                                                          "no_speech_threshold=none (repeatable)")] = None,
-    engine: Annotated[str, typer.Option(help="transformers or ctranslate2 (comma-separated to compare)")] = "transformers",
+    engine: Annotated[str, typer.Option(help="transformers, ctranslate2, openvino, whispercpp (comma-separated to "
+                                             "compare; `asr-eval engines`)")] = "transformers",
     compute_type: Annotated[str, typer.Option(help="auto, float32, int8, … (comma-separated)")] = "auto",
     preprocessing: Annotated[str, typer.Option(help="pad-audio or pad-features")] = "pad-audio",
     recipe: Annotated[str, typer.Option(help="Decode recipe(s), comma-separated")] = "greedy",
