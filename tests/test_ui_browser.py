@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "reports" / "ui_screenshots"
 SR = 16_000
 MODEL, ENGINE = "bundled:whisper-base", "ctranslate2"
-LIVE_COMPUTE = "int8"  # the Live tab's default on a CPU
-# Live committed text (local-agreement, 1 s chunks, int8) vs the offline transcript of the same file
-# (same model, engine, compute type, recipe, preprocessing): measured 0.0, 0.0, 0.0, 3.4 and 6.9 % CER
-# (0–2 of 29 characters: 曼 for 漫, an inserted 衣) in 5 runs on the 2-core VM while other jobs ran
-# (docs/ui.md). On the slowest CI VM (2026-12-07, the last step's latency 18 s: far behind real time,
-# so the updates saw other chunkings of the audio) it was 20.7 % (6 of 29: 員 for 家園, 擦 for 他做, 了 for
-# 輪). The bound leaves room for where the fake device's audio falls on chunk boundaries, for when the
-# test stops recording and for a machine slower than real time; a broken stream scores far above it.
+LIVE_COMPUTE = "float32"  # the Live tab's default on a CPU (at 2 s chunks: asr_eval/ui/app.py)
+# Live committed text (local-agreement, the CPU default: 2 s chunks, float32) vs the offline transcript of the
+# same file (same model, engine, compute type, recipe, preprocessing): 0.0 % CER in 2 of 2 runs on the quiet
+# 2-core AVX2 VM (2026-12-07; int8 at 1 s, the default before: 0.0–6.9 % in 6 runs, 20.7 % once on the
+# slowest CI VM, whose last step's latency was 18 s — far behind real time, so the updates saw other
+# chunkings of the audio: docs/ui.md). The bound leaves room for where the fake device's audio falls on chunk
+# boundaries, for when the test stops recording and for a machine slower than real time; a broken stream
+# scores far above it.
 LIVE_CER_BOUND = 0.30
 
 

@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 N_CONFIGS = 3
 LATE_BLOCK_S = 1.5  # a microphone block this soon after "stop" belongs to the finished recording
 STREAM_EVERY_S = 0.5
-# Live on a CPU decodes the whole buffer every chunk: float32 whisper-base needed 1.35 s of compute per
-# second of audio on the 2-core VM (local-agreement, 1 s chunks), int8 0.81 s — only int8 keeps up.
-LIVE_CPU_COMPUTE = "int8"
+# Live on a CPU: local-agreement re-decodes the whole buffer every chunk. On the 2-core AVX2 VM (bench_stream.py,
+# 2026-12-07) at 1 s chunks only ctranslate2 int8 kept up (0.97 s of compute per audio second; float32 1.27,
+# OpenVINO float32 1.09), with a 6.9 s median latency; at 2 s chunks ctranslate2 float32 keeps up (0.70) with a
+# lower latency (4.5 s) and transcripts identical to transformers (int8 changes 21/60 there): the default.
+LIVE_CPU_COMPUTE, LIVE_CPU_CHUNK_S = "float32", 2.0
 # system fonts only: the app must work offline (gradio's default theme fetches Google Fonts)
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "Noto Sans CJK SC", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
@@ -180,7 +182,8 @@ def build_app(db: str | Path, device: str = "auto", max_engines: int = DEFAULT_M
                             "(grey) may still change. Settings apply to the next recording.")
                 policy = gr.Dropdown(opts["policies"], value=DEFAULT_POLICY, label="streaming policy",
                                      elem_id="live-policy", render=False)
-                chunk = gr.Dropdown(list(CHUNK_SIZES), value=DEFAULT_CHUNK_S, label="chunk size (s)",
+                chunk = gr.Dropdown(list(CHUNK_SIZES), label="chunk size (s)",
+                                    value=LIVE_CPU_CHUNK_S if opts["kind"] == "cpu" else DEFAULT_CHUNK_S,
                                     elem_id="live-chunk", render=False)
                 with gr.Group():
                     lw = _config_widgets(opts, models, "live", "ctranslate2", extra=[policy, chunk],
