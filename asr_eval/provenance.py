@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 _PACKAGES = ("asr-eval", "torch", "transformers", "datasets", "pyarrow", "duckdb", "jiwer",
@@ -21,6 +22,22 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
+
+
+def cpu_isa() -> list[str]:
+    """The vector extensions of this CPU that decide the engines' CPU kernels and speed (``/proc/cpuinfo``
+    flags; an AVX2 and an AVX-512 VNNI machine differ ~3× on Whisper's encoder)."""
+    p = Path("/proc/cpuinfo")
+    flags: set[str] = set()
+    if p.is_file():
+        for line in p.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return [f for f in ISA_FLAGS if f in flags]
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

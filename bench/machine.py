@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from asr_eval.provenance import cpu_isa
+
 
 def cpu_info() -> dict:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return {"cpu": fields.get("model name", "unknown"), "isa": isa, "cpus": os.cpu_count(),
+    return {"cpu": fields.get("model name", "unknown"), "isa": cpu_isa(), "cpus": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 2)}

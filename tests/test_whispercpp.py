@@ -16,6 +16,7 @@ from conftest import private_cache  # noqa: E402
 from asr_eval.engines import create_engine, get_recipe  # noqa: E402
 from asr_eval.engines.options import canonical  # noqa: E402
 from asr_eval.errors import AsrEvalError  # noqa: E402
+from asr_eval.integrity import file_sha256  # noqa: E402
 from asr_eval.models import build_tiny_whisper  # noqa: E402
 from asr_eval.models import ggml  # noqa: E402
 from asr_eval.models.loading import open_model  # noqa: E402
@@ -113,7 +114,7 @@ def test_conversion_is_cached_per_weights_and_quantization(tiny_dir, cache, monk
     assert b != a and calls == ["float16", "q8_0"]
     assert a.parent.name.startswith(files.revision[:16])
     meta = (a.parent / "asr_eval_conversion.json").read_text()
-    assert ggml.file_hash(a) in meta
+    assert file_sha256(a) in meta
 
 
 pywhispercpp = pytest.importorskip("_pywhispercpp", reason="the whispercpp extra is not installed")
@@ -131,7 +132,7 @@ def test_whispercpp_decodes_our_file_on_our_features_like_transformers(tiny_dir,
         assert np.allclose(a.avg_logprob, b.avg_logprob, atol=0.05)
     ident = cpp.identity()
     assert ident["whisper.cpp"] and ident["pywhispercpp"] and ident["quantization"] == "float16"
-    assert ident["ggml_sha256"] == ggml.file_hash(cpp.path) and ident["cpu_isa"]
+    assert ident["ggml_sha256"] == file_sha256(cpp.path) and ident["cpu_isa"]
     q8 = create_engine("whispercpp", str(tiny_dir), device="cpu", compute_type="q8_0")
     assert q8.transcribe(_audios(1), get_recipe("beam5", max_new_tokens=4)).n_tokens == [4]
 

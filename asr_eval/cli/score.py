@@ -323,12 +323,11 @@ def print_option_verdicts(pairs, names: dict[str, str]) -> None:
     (identical transcripts), shows no measurable loss, or is worse (``ParityPair.fidelity``). Then one line
     per engine-options pair: the speed option is output-preserving here (identical on
     N/N), or it is not — then the utterances that differ, raw transcripts side by side."""
-    colour = {"faithful": "green", "no measurable loss": "green", "better": "green", "worse": "red", "undecided": "yellow"}
+    colour = {"✔": "green", "✘": "red", "?": "yellow"}
     for p in (p for p in pairs if p.reference_check):
         a, b = names.get(p.run_a, p.run_a), names.get(p.run_b, p.run_b)
-        status, said = p.fidelity
-        mark = "✔" if colour[status] == "green" else "✘" if status == "worse" else "?"
-        console.print(f"[{colour[status]}]{mark} parity[/] {b} vs {a}: [bold]{status}[/] — {said}")
+        (status, said), mark = p.fidelity, p.fidelity_mark
+        console.print(f"[{colour[mark]}]{mark} parity[/] {b} vs {a}: [bold]{status}[/] — {said}")
         for d in p.divergent[:3] if p.n_identical < p.n else []:
             console.print(f"   {d.utt_id}: A {d.hyp_a!r}\n   {' ' * len(d.utt_id)}  B {d.hyp_b!r}")
     for p in (p for p in pairs if p.options_only):

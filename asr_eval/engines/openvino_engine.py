@@ -15,7 +15,6 @@ features, and float32 differs from the transformers engine only by kernel roundi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,25 +22,11 @@ import numpy as np
 
 from asr_eval.engines.base import EngineBase, register_engine
 from asr_eval.engines.transformers_engine import peak_process_memory
+from asr_eval.provenance import cpu_isa
 
 # Measured on the 2-core AVX2 VM (whisper-base int8, 60 demo clips, noisy: other jobs ran): batch 4 took 89 s,
 # batch 1 344 s — the Python generate loop's per-step cost is shared by the batch, so batch as transformers does.
 CPU_BATCH_SIZE = 4
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
-
-
-def cpu_isa() -> list[str]:
-    """The vector extensions that decide OpenVINO's CPU kernels (as ``bench/machine.py`` names them)."""
-    p = Path("/proc/cpuinfo")
-    flags: set[str] = set()
-    if p.is_file():
-        for line in p.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return [f for f in ISA_FLAGS if f in flags]
-
-
 def _ov_whisper(files: Any, compiled: dict[str, Any]) -> Any:
     """A ``WhisperForConditionalGeneration`` without weights whose passes run ``compiled``."""
     import torch
@@ -136,7 +121,8 @@ class OpenVINOEngine(EngineBase):
     def __init__(self, files, device: str = "cpu", compute_type: str = "float32", threads: int = 0):
         from asr_eval.engines.transformers_engine import TransformersEngine
         from asr_eval.errors import AsrEvalError
-        from asr_eval.models.openvino import MODELS, check_compute_type, export_meta, openvino_folder, require_openvino
+        from asr_eval.models.bundled import conversion_meta
+        from asr_eval.models.openvino import MODELS, check_compute_type, openvino_folder, require_openvino
 
         ov, nncf = require_openvino()  # before anything is read or exported
         check_compute_type(compute_type)
@@ -146,7 +132,7 @@ class OpenVINOEngine(EngineBase):
         self.version = ov.__version__
         self.nncf_version = nncf.__version__
         self.folder = openvino_folder(files, compute_type)
-        self.meta = export_meta(self.folder)
+        self.meta = conversion_meta(self.folder)
         self.threads = threads or len(os.sched_getaffinity(0))
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
                        "INFERENCE_NUM_THREADS": str(self.threads), "PERFORMANCE_HINT": "LATENCY"}

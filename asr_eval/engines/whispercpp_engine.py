@@ -21,7 +21,6 @@ rest (patience, no_repeat_ngram_size, repetition_penalty) is refused before load
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from typing import Any
@@ -129,6 +128,7 @@ class WhisperCppEngine(EngineBase):
             import _pywhispercpp as pw
         except ImportError as e:
             raise AsrEvalError(f"engine whispercpp needs pywhispercpp: {INSTALL}") from e
+        from asr_eval.models.bundled import conversion_meta
         from asr_eval.models.ggml import ggml_file
 
         self.files, self.device, self.compute_type = files, "cpu", compute_type
@@ -136,9 +136,7 @@ class WhisperCppEngine(EngineBase):
         self.version = library_versions().get("whisper.cpp", "?")
         self.threads = threads or len(os.sched_getaffinity(0))
         self.path = ggml_file(files, compute_type)  # converted (and checked) before whisper.cpp reads it
-        meta = json.loads((self.path.parent / "asr_eval_conversion.json").read_text(encoding="utf-8")) \
-            if (self.path.parent / "asr_eval_conversion.json").is_file() else {}
-        self.sha256 = meta.get("sha256")
+        self.sha256 = conversion_meta(self.path.parent).get("sha256")
         self._pw = pw
         _quiet_logs()
         cp = pw.whisper_context_default_params()

@@ -171,7 +171,12 @@ def weights_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
+def conversion_meta(folder: Path) -> dict:
+    """What a cached conversion recorded (``META_FILE``), or {} when it recorded nothing."""
+    meta = Path(folder) / META_FILE
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+
+
 def recorded_weights_hash(folder: Path) -> str | None:
     """The weights hash a conversion recorded, so loading need not re-hash the weights."""
-    meta = Path(folder) / META_FILE
-    return json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256") if meta.is_file() else None
+    return conversion_meta(folder).get("weights_sha256")

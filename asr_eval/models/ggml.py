@@ -33,7 +33,6 @@ f16-rounded weights as whisper.cpp's ``quantize`` tool reads an f16 file:
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from asr_eval.errors import AsrEvalError
+from asr_eval.integrity import file_sha256
 
 if TYPE_CHECKING:
     from asr_eval.models.loading import ModelFiles
@@ -305,14 +305,6 @@ def read_ggml(path: Path) -> GgmlModel:
     return model
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def ggml_file(files: ModelFiles, quantization: str = "float16") -> Path:
     """The whisper.cpp model file of ``files`` at ``quantization``, converted once per (weights
     hash, quantization, converter version) into the cache."""
@@ -326,7 +318,7 @@ def ggml_file(files: ModelFiles, quantization: str = "float16") -> Path:
         t0 = time.perf_counter()
         info = write_ggml(files, tmp / FILE_NAME, q)
         return {"source": files.spec.name, "model_id": files.model_id, **info,
-                "sha256": file_hash(tmp / FILE_NAME), "converter_version": GGML_CONVERTER_VERSION,
+                "sha256": file_sha256(tmp / FILE_NAME), "converter_version": GGML_CONVERTER_VERSION,
                 "convert_s": round(time.perf_counter() - t0, 2)}
 
     folder = cached_conversion(dest, build, f"converting {files.spec.name} to whisper.cpp ggml ({q}, once) into {dest}")

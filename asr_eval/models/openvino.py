@@ -28,14 +28,13 @@ would otherwise run bf16 on CPUs that have it).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asr_eval.errors import AsrEvalError
-from asr_eval.models.bundled import cache_root, cached_conversion
+from asr_eval.models.bundled import cache_root, cached_conversion, conversion_meta
 
 if TYPE_CHECKING:
     from asr_eval.models.loading import ModelFiles
@@ -244,20 +243,13 @@ def openvino_folder(mf: ModelFiles, compute_type: str) -> Path:
         for key in MODELS:
             g = _compress(nncf, core.read_model(str(fp32 / f"{key}.xml")), compression)
             ov.save_model(g, str(tmp / f"{key}.xml"), compress_to_fp16=False)
-        meta = export_meta(fp32)
+        meta = conversion_meta(fp32)
         return {**meta, "compute_type": compute_type, "weight_compression": compression, "nncf": nncf.__version__,
                 "compress_s": round(time.perf_counter() - t0, 2),
                 "bytes": sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())}
 
     return cached_conversion(dest, compress, f"compressing the OpenVINO export of {mf.spec.name} to {compute_type} "
                              f"weights (NNCF, once) into {dest}")
-
-
-def export_meta(folder: Path) -> dict[str, Any]:
-    from asr_eval.models.bundled import META_FILE
-
-    p = Path(folder) / META_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
 
 def convert_model_openvino(name: str, out: str | Path, compute_type: str = "int8", force: bool = False) -> Path:

@@ -83,6 +83,14 @@ class ParityPair:
         status = "worse" if self.delta_lo > 0 else "better" if self.delta_hi < 0 else "no measurable loss"
         return status, f"{said}; {iv}"
 
+    @property
+    def fidelity_mark(self) -> str | None:
+        """✔ for faithful / no measurable loss / better, ✘ for worse, ? for undecided; None when no reference check."""
+        if self.fidelity is None:
+            return None
+        status = self.fidelity[0]
+        return "✘" if status == "worse" else "?" if status == "undecided" else "✔"
+
 
 AXES = ("engine", "engine_version", "compute_type", "preprocessing", "recipe", "strategy", "engine_options")
 
@@ -151,12 +159,11 @@ def parity_pairs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], normali
 
 _OPT = 4 + AXES.index("engine_options")  # the engine_options column of a parity_pairs row
 _ENGINE_AXES = {"engine", "engine_version", "compute_type", "engine_options"}
+REFERENCE = ("transformers", "float32")  # the engine and compute type every other one is checked against
 
 
 def _is_reference(row: tuple) -> bool:
-    """Run row ``row`` is on the reference engine and compute type (``scoring.parts.REFERENCE``)."""
-    from asr_eval.scoring.parts import REFERENCE
-
+    """Run row ``row`` is on the reference engine and compute type (``REFERENCE``)."""
     return (row[4 + AXES.index("engine")], row[4 + AXES.index("compute_type")]) == REFERENCE
 
 

@@ -29,6 +29,7 @@ from asr_eval.integrity import file_sha256
 from asr_eval.models.record import model_row
 from asr_eval.progress import Progress, heartbeat
 from asr_eval.provenance import stable_hash
+from asr_eval.scoring.parity import REFERENCE
 from asr_eval.storage import IntegrityError, Location, location
 
 SHA_SUFFIX = ".sha256"
@@ -122,9 +123,6 @@ def with_baselines(specs: Sequence[RunSpec]) -> list[RunSpec]:
             if x not in out:
                 out.append(x)
     return out
-
-
-REFERENCE = ("transformers", "float32")  # the engine and compute type every other one is checked against
 
 
 def needs_reference(spec: RunSpec) -> bool:
